@@ -1,0 +1,381 @@
+"""Command line: ``phantom serve`` and ``phantom check``.
+
+Also the small runner every long-running command uses: :func:`run` picks the event loop
+(asyncio or uvloop) and turns SIGINT/SIGTERM into a graceful stop (first signal) or a forced
+one (second signal).
+
+Exit codes: 0 clean exit, 1 runtime failure (e.g. cannot listen) or forced shutdown,
+2 configuration or usage error. Every expected failure is one line on stderr,
+``phantom: <what>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
+
+import click
+
+from phantom._version import __version__
+from phantom.config import (
+    Config,
+    describe,
+    load_config,
+    parse_host,
+    parse_log_level,
+    parse_port,
+    with_overrides,
+)
+from phantom.errors import ConfigError
+
+__all__ = ["CLIError", "main", "new_event_loop", "run"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_CONFIG = "phantom.toml"
+LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+#: What :func:`run` runs: called with the stop event, which is set on the first SIGINT/SIGTERM.
+MainFactory = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class CLIError(Exception):
+    """Ends a command with ``phantom: <message>`` on stderr and ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def new_event_loop(loop_choice: str = "auto") -> asyncio.AbstractEventLoop:
+    """A new loop: ``auto`` = uvloop when importable, else asyncio's default."""
+    if loop_choice not in LOOP_CHOICES:
+        raise CLIError(
+            f"--loop: expected one of {', '.join(LOOP_CHOICES)}, got {loop_choice!r}", EXIT_USAGE
+        )
+    if loop_choice == "asyncio":
+        return asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:
+        if loop_choice == "uvloop":
+            raise CLIError(
+                "--loop uvloop: uvloop is not installed; use --loop asyncio (or auto)", EXIT_USAGE
+            ) from None
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run(main: MainFactory, loop_choice: str = "auto") -> int:
+    """Run ``main(stop)`` to completion on a new loop; return the process exit code.
+
+    The first SIGINT/SIGTERM sets ``stop`` (``main`` shuts down gracefully and returns:
+    exit code 0); a second one cancels ``main`` (exit code 1). Exceptions from ``main``
+    propagate after the loop is closed.
+    """
+    loop = new_event_loop(loop_choice)
+    try:
+        return loop.run_until_complete(_supervise(main))
+    finally:
+        _close_loop(loop)
+
+
+async def _supervise(main: MainFactory) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = loop.create_task(main(stop))
+    forced = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal forced
+        if not stop.is_set():
+            log.info("received %s, shutting down (send it again to force)", sig.name)
+            stop.set()
+        elif not forced:
+            log.warning("received %s again, forcing shutdown", sig.name)
+            forced = True
+            task.cancel()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # Windows, or not the main thread: the default behaviour stays
+        installed.append(sig)
+    try:
+        await asyncio.wait({task})
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    if task.cancelled():
+        return EXIT_RUNTIME
+    task.result()  # re-raises what main raised
+    return EXIT_OK
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out: cancel leftovers, finish generators."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        for task in pending:
+            if not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler(
+                    {
+                        "message": "unhandled exception during shutdown",
+                        "exception": task.exception(),
+                        "task": task,
+                    }
+                )
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+async def _until_stopped(coro: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``coro`` until it returns or ``stop`` is set; in the latter case cancel it."""
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fail(message: str, exit_code: int) -> NoReturn:
+    click.echo(f"phantom: {message}", err=True)
+    raise SystemExit(exit_code)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reason(exc: OSError) -> str:
+    """A short reason: "Address already in use" rather than asyncio's long wrapping."""
+    if exc.errno is not None and exc.errno > 0:
+        with contextlib.suppress(ValueError):
+            return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=_LOG_LEVELS[level], stream=sys.stderr, format=LOG_FORMAT)
+
+
+def _load(
+    config_path: str | None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    backend: str | None = None,
+    log_level: str | None = None,
+) -> Config:
+    try:
+        config = load_config(config_path or DEFAULT_CONFIG)
+    except ConfigError as err:
+        if config_path is None and err.key == "<file>":
+            raise ConfigError(
+                err.source, err.key, f"{err.problem} (pass --config PATH, or try --demo)"
+            ) from None
+        raise
+    return with_overrides(config, host=host, port=port, backend=backend, log_level=log_level)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+async def _serve(config: Config, stop: asyncio.Event) -> None:
+    from phantom.proxy import create_proxy
+
+    proxy = create_proxy(config)
+    try:
+        await proxy.start()
+    except OSError as exc:
+        with contextlib.suppress(Exception):
+            await proxy.close()
+        where = _hostport(config.listen, config.http_port)
+        raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
+    try:
+        port = config.http_port if proxy.port is None else proxy.port
+        log.info(
+            "phantom listening on http://%s -> %s",
+            _hostport(config.listen, port),
+            config.servers[0].proxy_url,
+        )
+        serving = asyncio.ensure_future(proxy.serve_forever())
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if serving.done():
+            # Closed from elsewhere (or failed): re-raise a failure.
+            if not serving.cancelled():
+                serving.result()
+        else:
+            # Graceful: the proxy stops accepting and drains, bounded by shutdown_timeout.
+            await proxy.close()
+            if not serving.done():
+                serving.cancel()
+            await asyncio.wait({serving})
+            if not serving.cancelled() and serving.exception() is not None:
+                log.debug("serve_forever failed after close", exc_info=serving.exception())
+    except asyncio.CancelledError:
+        # Forced (second signal): no waiting for the drain; the runner cancels what is left.
+        raise
+    except BaseException:
+        await proxy.close()
+        raise
+    await proxy.close()  # idempotent; a no-op after the graceful close above
+    log.info("phantom stopped")
+
+
+def _serve_demo(host: str | None, port: int | None, log_level: str | None, loop: str) -> int:
+    source = "<command line>"
+
+    def option(key: str, parse: Callable[[object], Any], value: object) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(source, key, str(exc)) from None
+
+    demo_host: str = "127.0.0.1" if host is None else option("--host", parse_host, host)
+    demo_port: int | None = None if port is None else option("--port", parse_port, port)
+    level: str = "info" if log_level is None else option("--log-level", parse_log_level, log_level)
+
+    async def demo_main(stop: asyncio.Event) -> None:
+        from phantom.demo import run_demo
+
+        try:
+            await _until_stopped(run_demo(host=demo_host, port=demo_port, log_level=level), stop)
+        except OSError as exc:
+            if demo_port is None:
+                raise CLIError(f"cannot start the demo: {_reason(exc)}") from None
+            where = _hostport(demo_host, demo_port)
+            raise CLIError(f"cannot listen on {where}: {_reason(exc)}") from None
+
+    _setup_logging(level)
+    return run(demo_main, loop)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", "-V", prog_name="phantom", message="%(prog)s %(version)s"
+)
+def main() -> None:
+    """phantom: a caching reverse proxy that also tunnels HTTP/1.1 upgrades (WebSocket)."""
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help=f"Configuration file (default: ./{DEFAULT_CONFIG}).",
+)
+@click.option("--host", metavar="HOST", help="Listen on this address instead of `listen`.")
+@click.option("--port", type=int, metavar="N", help="Listen on this port instead of `http_port`.")
+@click.option("--backend", metavar="URL", help="Forward to this URL instead of `proxy_url`.")
+@click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
+@click.option(
+    "--loop",
+    "loop_choice",
+    type=click.Choice(LOOP_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto = uvloop when installed.",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Run the built-in demo (an origin with phantom in front); reads no config file.",
+)
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    backend: str | None,
+    log_level: str | None,
+    loop_choice: str,
+    demo: bool,
+) -> None:
+    """Run the proxy until SIGINT/SIGTERM (a second signal forces the exit)."""
+    try:
+        if demo:
+            if config_path is not None or backend is not None:
+                _fail(
+                    "--demo reads no config file and runs its own backend; "
+                    "drop --config and --backend",
+                    EXIT_USAGE,
+                )
+            code = _serve_demo(host, port, log_level, loop_choice)
+        else:
+            config = _load(config_path, host=host, port=port, backend=backend, log_level=log_level)
+            _setup_logging(config.log_level)
+            code = run(lambda stop: _serve(config, stop), loop_choice)
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    except CLIError as err:
+        _fail(err.message, err.exit_code)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if code != EXIT_OK:
+        raise SystemExit(code)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    metavar="PATH",
+    help="Configuration file.",
+)
+def check(config_path: str) -> None:
+    """Validate the configuration and print the effective settings (defaults filled in)."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    click.echo(describe(config), nl=False)

@@ -1,0 +1,503 @@
+"""Configuration: frozen dataclasses, TOML loading and validation.
+
+Pure module: no asyncio, no sockets. Every problem is a :class:`~phantom.errors.ConfigError`
+naming the source (file name) and the key as a dotted path, e.g.
+``phantom.toml: server.app.cache_ttl: expected a number, got string``.
+
+The TOML shape::
+
+    listen = "127.0.0.1"          # root keys: Config fields
+    http_port = 3000
+    [server.default]              # exactly one [server.NAME] table for now
+    proxy_url = "http://127.0.0.1:8080"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, time
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from phantom.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "LOG_LEVELS",
+    "BackendURL",
+    "Config",
+    "ServerConfig",
+    "config_from_dict",
+    "describe",
+    "load_config",
+    "parse_backend_url",
+    "parse_host",
+    "parse_log_level",
+    "parse_port",
+    "with_overrides",
+]
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+_URL_SHAPE: Final = "expected http://host[:port][/path]"
+_BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+_HOST_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOSTNAME: Final = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True, slots=True)
+class BackendURL:
+    """Where a server block forwards to: ``http://host[:port][/base_path]``."""
+
+    scheme: str  # "http" only for now
+    host: str  # IPv6 without brackets
+    port: int  # 80 when the URL names none
+    base_path: str  # "" or "/v1" (no trailing slash)
+
+    @property
+    def netloc(self) -> str:
+        """``host:port``, IPv6 bracketed (``[::1]:8080``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}{self.base_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One ``[server.NAME]`` table."""
+
+    name: str
+    proxy_url: BackendURL
+    enable_websocket: bool = True
+    cache_ttl: float = 60.0  # seconds; 0 = responses without explicit freshness are not reused
+    cache_max_entries: int = 10_000  # the three cache bounds: 0 = nothing is cached
+    cache_max_bytes: int = 256 * 1024 * 1024
+    cache_max_object_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration. ``source`` names the file for messages; it is not a TOML key."""
+
+    servers: tuple[ServerConfig, ...]  # exactly one for now
+    listen: str = "127.0.0.1"
+    http_port: int = 3000  # 0 = pick a free port
+    backend_connect_timeout: float = 5.0
+    backend_timeout: float = 60.0  # until the backend's response head
+    shutdown_timeout: float = 30.0  # graceful drain bound on SIGTERM / close()
+    log_level: str = "info"  # debug|info|warning|error
+    source: str = "<config>"
+
+
+# --------------------------------------------------------------------------- value checks
+#
+# Each check takes a raw value and returns the typed value or raises _Invalid(problem); the
+# caller, which knows the source and the key, turns that into a ConfigError.
+
+
+class _Invalid(ValueError):
+    """A value is wrong; ``str()`` is the problem, without source or key."""
+
+
+def _type_name(value: object) -> str:
+    """The TOML name of a value's type, for "got ..." in messages."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "table"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, datetime):
+        return "datetime"
+    if isinstance(value, date):
+        return "date"
+    if isinstance(value, time):
+        return "time"
+    if value is None:
+        return "nothing"
+    return type(value).__name__
+
+
+def _number_text(value: float) -> str:
+    """A number as a person (and TOML) writes it: 60 rather than 60.0, nan, inf."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _check_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def _check_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected a boolean, got {_type_name(value)}")
+    return value
+
+
+def _check_int(value: object, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected an integer, got {_type_name(value)}")
+    if maximum is None:
+        if value < minimum:
+            raise _Invalid(f"must be {minimum} or greater, got {value}")
+    elif not minimum <= value <= maximum:
+        raise _Invalid(f"must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _check_seconds(value: object, *, allow_zero: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"expected a number, got {_type_name(value)}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise _Invalid(f"must be a finite number, got {_number_text(seconds)}")
+    if allow_zero and seconds < 0:
+        raise _Invalid(f"must be 0 or greater, got {_number_text(seconds)}")
+    if not allow_zero and seconds <= 0:
+        raise _Invalid(f"must be greater than 0, got {_number_text(seconds)}")
+    return seconds
+
+
+def _check_timeout(value: object) -> float:
+    return _check_seconds(value, allow_zero=False)
+
+
+def _check_ttl(value: object) -> float:
+    return _check_seconds(value, allow_zero=True)
+
+
+def _check_size(value: object) -> int:
+    return _check_int(value, 0)
+
+
+def _is_host(host: str) -> bool:
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+def parse_host(value: object) -> str:
+    """A listen address: IPv4, IPv6 (brackets optional, stored without) or a host name.
+
+    Raises ``ValueError`` whose text is the problem.
+    """
+    text = _check_str(value)
+    if not text:
+        raise _Invalid('must not be empty (use "0.0.0.0" or "::" for all interfaces)')
+    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if not _is_host(host):
+        name, _, port = host.rpartition(":")
+        if port.isdigit() and _is_host(name.removeprefix("[").removesuffix("]")):
+            raise _Invalid(f"expected an IP address or host name without a port, got {text!r}")
+        raise _Invalid(f"expected an IP address or host name, got {text!r}")
+    return host
+
+
+def parse_port(value: object) -> int:
+    """A listening port, 0 (pick a free one) to 65535. Raises ``ValueError``."""
+    return _check_int(value, 0, 65535)
+
+
+def parse_log_level(value: object) -> str:
+    """One of :data:`LOG_LEVELS`, any case; returned in lower case. Raises ``ValueError``."""
+    text = _check_str(value)
+    level = text.lower()
+    if level not in LOG_LEVELS:
+        raise _Invalid(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
+def parse_backend_url(value: object) -> BackendURL:
+    """``http://host[:port][/path]`` -> :class:`BackendURL`. Raises ``ValueError``."""
+    text = _check_str(value)
+    shape = f"{_URL_SHAPE}, got {text!r}"
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise _Invalid(shape)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        # Out-of-range or non-numeric port, unbalanced IPv6 brackets.
+        raise _Invalid(shape) from None
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        raise _Invalid("https is not supported yet")
+    if scheme != "http" or not text[len(scheme) :].startswith("://"):
+        raise _Invalid(shape)
+    if "@" in parts.netloc:
+        # Do not echo the URL: it carries credentials.
+        raise _Invalid(f"{_URL_SHAPE} without user:password@")
+    if "?" in text or "#" in text:
+        raise _Invalid(f"{_URL_SHAPE} without a query or fragment, got {text!r}")
+    host = parts.hostname or ""
+    if not host or not _is_host(host):
+        raise _Invalid(shape)
+    if port == 0 or parts.netloc.endswith(":"):
+        raise _Invalid(shape)
+    return BackendURL(
+        scheme="http",
+        host=host,
+        port=80 if port is None else port,
+        base_path=parts.path.rstrip("/"),
+    )
+
+
+def _check_table(value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(f"expected a table, got {_type_name(value)}")
+    return value
+
+
+# --------------------------------------------------------------------------- tables
+
+_Check = Callable[[Any], Any]
+
+_ROOT_CHECKS: Final[dict[str, _Check]] = {
+    "listen": parse_host,
+    "http_port": parse_port,
+    "backend_connect_timeout": _check_timeout,
+    "backend_timeout": _check_timeout,
+    "shutdown_timeout": _check_timeout,
+    "log_level": parse_log_level,
+}
+
+_SERVER_CHECKS: Final[dict[str, _Check]] = {
+    "proxy_url": parse_backend_url,
+    "enable_websocket": _check_bool,
+    "cache_ttl": _check_ttl,
+    "cache_max_entries": _check_size,
+    "cache_max_bytes": _check_size,
+    "cache_max_object_bytes": _check_size,
+}
+
+_ONE_SERVER: Final = (
+    "only one [server.NAME] table is supported in this version (routing among several is planned)"
+)
+
+
+def _key_part(name: object) -> str:
+    """One component of a dotted key, quoted the TOML way when it is not a bare key."""
+    text = str(name)
+    if _BARE_KEY.fullmatch(text):
+        return text
+    return _toml_string(text)
+
+
+def _dotted(*parts: object) -> str:
+    return ".".join(_key_part(part) for part in parts)
+
+
+class _Reader:
+    """Validates one mapping into a Config, raising ConfigError named after ``source``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+    def check(self, key: str, check: _Check, value: object) -> Any:
+        try:
+            return check(value)
+        except _Invalid as exc:
+            raise self.error(key, str(exc)) from None
+
+    def table(
+        self, data: Mapping[str, Any], checks: Mapping[str, _Check], prefix: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Check every key of ``data`` against ``checks``, in the order the file has them."""
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            check = checks.get(key) if isinstance(key, str) else None
+            if check is None:
+                raise self.error(_dotted(*prefix, key), "unknown key")
+            values[key] = self.check(_dotted(*prefix, key), check, value)
+        return values
+
+    def config(self, data: object) -> Config:
+        root = dict(self.check("<root>", _check_table, data))
+        servers_raw = root.pop("server", None)
+        values = self.table(root, _ROOT_CHECKS, ())
+        servers = self.servers(servers_raw)
+        return Config(servers=servers, source=self.source, **values)
+
+    def servers(self, raw: object) -> tuple[ServerConfig, ...]:
+        if raw is None:
+            raise self.error("server", "at least one [server.NAME] table is required")
+        table = self.check("server", _check_table, raw)
+        for name, value in table.items():
+            if not isinstance(value, Mapping):
+                if name in _SERVER_CHECKS:
+                    problem = "settings go in a [server.NAME] table, e.g. [server.default]"
+                else:
+                    problem = f"expected a [server.NAME] table, got {_type_name(value)}"
+                raise self.error(_dotted("server", name), problem)
+            if not isinstance(name, str) or not _BARE_KEY.fullmatch(name):
+                raise self.error(
+                    _dotted("server", name),
+                    "server names may use only letters, digits, '-' and '_'",
+                )
+        if not table:
+            raise self.error("server", "at least one [server.NAME] table is required")
+        if len(table) > 1:
+            raise self.error("server", _ONE_SERVER)
+        return tuple(self.server(name, body) for name, body in table.items())
+
+    def server(self, name: str, body: Mapping[str, Any]) -> ServerConfig:
+        values = self.table(body, _SERVER_CHECKS, ("server", name))
+        if "proxy_url" not in values:
+            raise self.error(
+                _dotted("server", name, "proxy_url"),
+                'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"',
+            )
+        return ServerConfig(name=name, **values)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Validate a mapping shaped like the TOML file and build a :class:`Config`."""
+    return _Reader(source).config(data)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML file. Every problem is a one-line :class:`ConfigError`."""
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except FileNotFoundError:
+        raise ConfigError(source, "<file>", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(source, "<file>", "is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(source, "<file>", "permission denied") from None
+    except OSError as exc:
+        raise ConfigError(source, "<file>", exc.strerror or str(exc)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "<toml>", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "<toml>", str(exc)) from None
+    return config_from_dict(data, source)
+
+
+def with_overrides(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    backend: str | None = None,
+    log_level: str | None = None,
+) -> Config:
+    """Apply command-line overrides; problems name the flag (``--port``) as the key."""
+    reader = _Reader(config.source)
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["listen"] = reader.check("--host", parse_host, host)
+    if port is not None:
+        changes["http_port"] = reader.check("--port", parse_port, port)
+    if log_level is not None:
+        changes["log_level"] = reader.check("--log-level", parse_log_level, log_level)
+    if backend is not None:
+        url = reader.check("--backend", parse_backend_url, backend)
+        if len(config.servers) != 1:
+            raise reader.error("--backend", "needs exactly one [server.NAME] table to apply to")
+        changes["servers"] = (replace(config.servers[0], proxy_url=url),)
+    return replace(config, **changes) if changes else config
+
+
+# --------------------------------------------------------------------------- describe
+
+_TOML_ESCAPES: Final = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _size_note(value: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size and value % size == 0:
+            return f"  # {value // size} {unit}"
+    return ""
+
+
+def _toml_value(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        text = f"{value:_}" if value >= 100_000 else str(value)
+        return text + (_size_note(value) if key.endswith("_bytes") else "")
+    if isinstance(value, float):
+        return _number_text(value)
+    return _toml_string(str(value))
+
+
+def describe(config: Config) -> str:
+    """The effective settings as TOML text, defaults filled in; it loads back to ``config``."""
+    source = " ".join(config.source.splitlines())
+    lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
+    for f in fields(Config):
+        if f.name in ("servers", "source"):
+            continue
+        lines.append(f"{f.name} = {_toml_value(f.name, getattr(config, f.name))}")
+    for server in config.servers:
+        lines.append("")
+        lines.append(f"[{_dotted('server', server.name)}]")
+        for f in fields(ServerConfig):
+            if f.name == "name":
+                continue
+            lines.append(f"{f.name} = {_toml_value(f.name, getattr(server, f.name))}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,172 @@
+"""One end of a TCP connection as an asyncio.Protocol: buffered reads, drained writes.
+
+Both legs of the proxy (client and backend) are endpoints. Reading is pull-based: a coroutine
+awaits ``read()`` and gets whatever has arrived; while the unread buffer is over the high-water
+mark the transport stops reading, so a fast sender cannot make us queue without bound. Writing
+follows the transport's own flow control: ``drain()`` waits while the kernel is not keeping up.
+
+An endpoint can hand its transport to a tunnel (``detach``): the tunnel gets the unread bytes
+and the flow-control state, and the endpoint stops being the transport's protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import cast
+
+# Stop reading from the socket while this much is waiting to be consumed.
+READ_HIGH_WATER = 256 * 1024
+
+
+class EndpointClosed(ConnectionError):
+    """The peer went away (or we closed) while we were waiting to write."""
+
+
+class ReadTimeout(TimeoutError):
+    """``read(timeout=...)`` saw no byte within the time."""
+
+
+@dataclass(slots=True)
+class DetachedState:
+    """What a tunnel inherits from an endpoint at the moment of the switch."""
+
+    transport: asyncio.Transport
+    unread: bytes
+    eof: bool
+    write_paused: bool
+
+
+class Endpoint(asyncio.Protocol):
+    transport: asyncio.Transport
+
+    def __init__(self) -> None:
+        self._inbox = bytearray()
+        self._eof = False
+        self._lost = False
+        self._read_paused = False
+        self._write_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inbox += data
+        if len(self._inbox) > READ_HIGH_WATER and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        # Keep the transport open: a half-closed client may still be owed a response.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._eof = True
+        self._wake()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(EndpointClosed("connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._inbox
+
+    @property
+    def is_lost(self) -> bool:
+        return self._lost
+
+    def take_unread(self) -> bytes:
+        """Everything received and not yet read, without waiting."""
+        data = bytes(self._inbox)
+        self._inbox.clear()
+        if self._read_paused and not self._lost:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        """Wait for bytes; ``b""`` means the peer closed its sending side."""
+        if not self._inbox and not self._eof:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None
+            if timeout is not None:
+                timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        return self.take_unread()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._lost:
+            raise EndpointClosed("connection lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self._lost:
+            raise EndpointClosed("connection lost")
+        if not self._write_paused:
+            return
+        waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._drain_waiter = None
+
+    def close(self) -> None:
+        if not self._lost:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self._lost:
+            self.transport.abort()
+
+    def detach(self) -> DetachedState:
+        """Hand the transport over (to a tunnel); this endpoint must not be used afterwards."""
+        state = DetachedState(
+            transport=self.transport,
+            unread=bytes(self._inbox),
+            eof=self._eof,
+            write_paused=self._write_paused,
+        )
+        self._inbox.clear()
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return state
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(ReadTimeout())

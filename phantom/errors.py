@@ -1,0 +1,45 @@
+"""Error types. One root, :class:`PhantomError`; each subclass knows the HTTP status it maps to.
+
+Pure module: no I/O.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BackendError", "BackendTimeout", "ConfigError", "PhantomError"]
+
+
+class PhantomError(Exception):
+    """Root of every error phantom raises on purpose."""
+
+    #: The HTTP status a client sees when this error ends a request.
+    status: int = 500
+
+
+class ConfigError(PhantomError):
+    """A configuration problem, located by source (file name) and dotted key.
+
+    ``str(err)`` is one line, ``"{source}: {key}: {problem}"``; the CLI prints it after
+    ``"phantom: "`` and exits with status 2.
+    """
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        # Keep the message on one line whatever the problem text carries.
+        self.source = source
+        self.key = key
+        self.problem = " ".join(line.strip() for line in problem.splitlines()).strip()
+        super().__init__(source, key, self.problem)
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.key}: {self.problem}"
+
+
+class BackendError(PhantomError):
+    """The backend is unreachable, refused or reset the connection, or sent garbage."""
+
+    status = 502
+
+
+class BackendTimeout(BackendError):
+    """Connecting to the backend, or waiting for its response head, took too long."""
+
+    status = 504

@@ -1,0 +1,125 @@
+"""The running proxy: listener, live connections, graceful shutdown. The library entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from .cache.store import CacheStore
+from .config import Config, config_from_dict, load_config
+from .connection import ClientConnection
+from .context import ProxyContext, Site
+
+log = logging.getLogger("phantom")
+
+
+class Proxy:
+    """A phantom instance. ``await start()`` binds; ``close()`` drains and stops.
+
+    ``async with create_proxy(cfg) as proxy:`` starts on entry and closes on exit.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        site = Site.build(config.servers[0], config)
+        self._ctx = ProxyContext(config=config, site=site)
+        self._server: asyncio.Server | None = None
+        self._closed: asyncio.Event | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    @property
+    def cache(self) -> CacheStore:
+        """The response cache: ``invalidate(pattern)`` and ``invalidate_all()`` return counts."""
+        return self._ctx.site.cache
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("proxy already started")
+        loop = asyncio.get_running_loop()
+        ctx = self._ctx
+        self._closed = asyncio.Event()
+        self._server = await loop.create_server(
+            lambda: ClientConnection(ctx),
+            self.config.listen,
+            self.config.http_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "listening on http://%s:%d -> %s",
+            _host_for_url(self.config.listen),
+            self.port,
+            ctx.site.config.proxy_url,
+        )
+
+    async def serve_forever(self) -> None:
+        """Wait until the proxy is closed (by ``close()`` or a signal handler calling it)."""
+        if self._closed is None:
+            raise RuntimeError("proxy not started")
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests and tunnels finish within
+        ``shutdown_timeout``, then close whatever is left. Safe to call more than once."""
+        if self._server is None:
+            return
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._shutdown(self._server))
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        ctx = self._ctx
+        server.close()
+        ctx.draining = True
+        for conn in list(ctx.connections):
+            if conn.idle:
+                conn.close()
+        try:
+            await asyncio.wait_for(ctx.wait_idle(), self.config.shutdown_timeout)
+        except asyncio.TimeoutError:
+            log.warning(
+                "shutdown: %d connections and %d tunnels still open after %gs; closing them",
+                len(ctx.connections),
+                len(ctx.tunnels),
+                self.config.shutdown_timeout,
+            )
+        for tunnel in list(ctx.tunnels):
+            tunnel.abort()
+        for conn in list(ctx.connections):
+            conn.abort()
+            conn.finished.cancel()
+        ctx.site.upstream.close()
+        await server.wait_closed()
+        assert self._closed is not None
+        self._closed.set()
+
+    async def __aenter__(self) -> Proxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def create_proxy(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> Proxy:
+    """A Proxy from a Config, a dict shaped like ``phantom.toml``, or a path to a TOML file."""
+    if isinstance(config, Config):
+        return Proxy(config)
+    if isinstance(config, Mapping):
+        return Proxy(config_from_dict(config))
+    return Proxy(load_config(config))
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,139 @@
+"""The splice: after a 101, copy bytes both ways between two transports without parsing them.
+
+Each direction is a tiny protocol installed on the reading transport. Backpressure: when one
+side's write buffer fills, the other side stops reading until it drains, so nothing queues
+without bound. Half-close: EOF in one direction becomes ``write_eof()`` on the other while the
+opposite direction keeps flowing (where the transport can't half-close, as with TLS, both are
+closed). Both transports close once both directions have ended or either fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from .endpoint import DetachedState
+
+log = logging.getLogger("phantom.tunnel")
+
+
+class _Direction(asyncio.Protocol):
+    """Reads from ``source`` (the transport it is installed on) and writes to ``sink``."""
+
+    def __init__(self, tunnel: Tunnel, source: asyncio.Transport, sink: asyncio.Transport) -> None:
+        self.tunnel = tunnel
+        self.source = source
+        self.sink = sink
+        self.bytes = 0
+        self.ended = False
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.sink.write(data)
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        self.tunnel.direction_ended(self)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        self.tunnel.leg_lost(self, exc)
+
+    # Flow control of ``source``'s *write* side. What writes into ``source`` is the other
+    # direction, which reads from our ``sink``: while ``source`` can't take more, stop reading
+    # from ``sink``.
+    def pause_writing(self) -> None:
+        self.sink.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.tunnel.closed:
+            self.sink.resume_reading()
+
+
+class Tunnel:
+    """Two spliced transports; ``done`` resolves when both are closed."""
+
+    def __init__(
+        self,
+        client: DetachedState,
+        backend: DetachedState,
+        *,
+        label: str,
+        on_close: Callable[[Tunnel], None],
+    ) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.closed = False
+        self._on_close = on_close
+        self._lost = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.upstream = _Direction(self, client.transport, backend.transport)
+        self.downstream = _Direction(self, backend.transport, client.transport)
+        self._start(self.upstream, client)
+        self._start(self.downstream, backend)
+
+    def _start(self, direction: _Direction, state: DetachedState) -> None:
+        direction.source.set_protocol(direction)
+        if state.unread:
+            direction.data_received(state.unread)
+        if state.write_paused:
+            # The source's own write buffer is full: hold the other direction's reads.
+            direction.pause_writing()
+        if state.eof:
+            direction.eof_received()
+
+    @property
+    def client_to_backend(self) -> int:
+        return self.upstream.bytes
+
+    @property
+    def backend_to_client(self) -> int:
+        return self.downstream.bytes
+
+    def direction_ended(self, direction: _Direction) -> None:
+        sink = direction.sink
+        if sink.can_write_eof():
+            try:
+                sink.write_eof()
+            except (OSError, RuntimeError):
+                # uvloop raises RuntimeError on a transport that is already closing.
+                self.close()
+                return
+        else:
+            self.close()
+            return
+        if self.upstream.ended and self.downstream.ended:
+            self.close()
+
+    def leg_lost(self, direction: _Direction, exc: Exception | None) -> None:
+        self._lost += 1
+        if exc is not None and not self.closed:
+            log.debug("tunnel %s: leg lost: %s", self.label, exc)
+        # close() flushes what is already queued for the surviving leg before the FIN.
+        self.close()
+        if self._lost == 2 and not self.done.done():
+            self.done.set_result(None)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.upstream.source.close()
+        self.downstream.source.close()
+        log.info(
+            "tunnel %s closed: %d bytes client->backend, %d bytes backend->client, %.3fs",
+            self.label,
+            self.client_to_backend,
+            self.backend_to_client,
+            time.monotonic() - self.started,
+        )
+        self._on_close(self)
+
+    def abort(self) -> None:
+        """Drop both legs now (shutdown after the drain bound)."""
+        self.close()
+        self.upstream.source.abort()
+        self.downstream.source.abort()

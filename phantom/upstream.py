@@ -1,0 +1,153 @@
+"""Backend connections: connect with a timeout, keep-alive pool, HTTP/1.1 client framing via h11."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import h11
+
+from .config import BackendURL
+from .endpoint import Endpoint, ReadTimeout
+from .errors import BackendError, BackendTimeout
+
+log = logging.getLogger("phantom.upstream")
+
+# An idle pooled connection is closed after this long; most backends close theirs sooner or
+# later anyway, and a dead pooled connection costs one retry.
+POOL_IDLE_SECONDS = 30.0
+POOL_MAX_IDLE = 64
+
+H11Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
+
+
+class UpstreamConnection(Endpoint):
+    """One TCP connection to a backend, speaking HTTP/1.1 as a client."""
+
+    def __init__(self, pool: Upstream) -> None:
+        super().__init__()
+        self.h11 = h11.Connection(h11.CLIENT)
+        self._pool = pool
+        self._idle_timer: asyncio.TimerHandle | None = None
+        # Set once a response byte arrived: a failure after that is never retried.
+        self.response_started = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle_timer is not None:
+            # A pooled connection must stay silent; anything it says makes it unusable.
+            self.abort()
+            return
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._pool.forget(self)
+
+    def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.write(data)
+
+    async def next_event(self, timeout: float | None = None) -> h11.Event:
+        """The next parsed response event; errors become BackendError / BackendTimeout."""
+        conn = self.h11
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise BackendError(f"invalid response from backend: {exc}") from None
+            if event is h11.NEED_DATA:
+                try:
+                    data = await self.read(timeout)
+                except ReadTimeout:
+                    raise BackendTimeout("backend did not answer in time") from None
+                if data:
+                    self.response_started = True
+                conn.receive_data(data)
+                continue
+            if event is h11.PAUSED:
+                raise BackendError("backend switched protocols unexpectedly")
+            assert isinstance(event, h11.Event)
+            if isinstance(event, h11.ConnectionClosed):
+                raise BackendError("backend closed the connection")
+            return event
+
+    @property
+    def reusable(self) -> bool:
+        conn = self.h11
+        return (
+            not self.is_lost
+            and not self.at_eof
+            and conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+        )
+
+    def park(self) -> None:
+        """Start a new request cycle and wait in the pool."""
+        self.h11.start_next_cycle()
+        self.response_started = False
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(POOL_IDLE_SECONDS, self.close)
+
+    def unpark(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+class Upstream:
+    """Connections to one backend address, with a pool of idle keep-alive ones."""
+
+    def __init__(self, url: BackendURL, connect_timeout: float) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._idle: deque[UpstreamConnection] = deque()
+
+    async def connect(self) -> UpstreamConnection:
+        """A fresh connection (tunnels always use one)."""
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self), self.url.host, self.url.port
+                ),
+                self.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise BackendTimeout(
+                f"connect to {self.url.netloc} timed out after {self.connect_timeout:g}s"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or exc.__class__.__name__
+            raise BackendError(f"cannot connect to {self.url.netloc}: {reason}") from None
+        return conn
+
+    async def acquire(self) -> tuple[UpstreamConnection, bool]:
+        """A pooled connection if one is alive, else a new one; the flag says it was pooled."""
+        while self._idle:
+            conn = self._idle.pop()
+            conn.unpark()
+            if not conn.is_lost and not conn.at_eof:
+                return conn, True
+            conn.close()
+        return await self.connect(), False
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Return a connection after a complete exchange, or close it if it can't be reused."""
+        if conn.reusable and len(self._idle) < POOL_MAX_IDLE:
+            conn.park()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        conn.unpark()
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()

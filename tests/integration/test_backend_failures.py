@@ -1,0 +1,132 @@
+"""What the client sees when the backend is down, silent or breaks off, and that the proxy
+serves on afterwards (issue 2, "Backend unreachable: 502 ...")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import RawClient, async_test, fetch, get, running_proxy, sha256
+from origin import Reply, TestOrigin, payload, unused_port
+
+NO_STORE = ("Cache-Control", "no-store")
+
+
+@async_test()
+async def test_backend_down_gives_502_with_short_body_and_proxy_serves_on() -> None:
+    port = unused_port()  # bound on port 0 and closed again: nothing listens there
+    async with running_proxy(port, backend_connect_timeout=2) as proxy:
+        async with await RawClient.connect(proxy.port) as client:
+            started = time.monotonic()
+            response = await client.request("GET", "/anything")
+            assert response.status == 502
+            assert response.complete and 0 < len(response.body) < 1024
+            assert time.monotonic() - started < 1.5, "a refused connect must fail fast"
+        # the proxy is still there and answers the next connection the same way
+        again = await get(proxy.port, "/again")
+        assert again.status == 502 and again.complete
+
+
+@async_test()
+async def test_backend_silent_gives_504_within_backend_timeout_and_proxy_serves_on() -> None:
+    routes = {"/slow": Reply(200, [NO_STORE], b"late"), "/ok": Reply(200, [NO_STORE], b"ok")}
+    async with (
+        TestOrigin(routes, mode="silent") as origin,
+        running_proxy(origin.port, backend_timeout=0.5) as proxy,
+    ):
+        started = time.monotonic()
+        response = await get(proxy.port, "/slow")
+        elapsed = time.monotonic() - started
+        assert response.status == 504
+        assert response.complete and 0 < len(response.body) < 1024
+        assert 0.4 <= elapsed < 2.0, f"504 after {elapsed:.2f} s with backend_timeout=0.5"
+        assert origin.requests["/slow"] == 1
+
+        origin.mode = "normal"
+        response = await get(proxy.port, "/ok")
+        assert (response.status, response.body) == (200, b"ok")
+
+
+@async_test()
+async def test_backend_slow_head_within_backend_timeout_is_fine() -> None:
+    routes = {"/slowish": Reply(200, [NO_STORE], b"made it", delay=0.2)}
+    async with (
+        TestOrigin(routes) as origin,
+        running_proxy(origin.port, backend_timeout=1.0) as proxy,
+    ):
+        response = await get(proxy.port, "/slowish")
+        assert (response.status, response.body) == (200, b"made it")
+
+
+@pytest.mark.parametrize("cache_control", ["no-store", "max-age=60"])
+@async_test()
+async def test_backend_closing_mid_response_closes_client_connection(cache_control: str) -> None:
+    body = payload(200_000, seed=5)
+    routes = {"/cut": Reply(200, [("Cache-Control", cache_control)], body)}
+    async with (
+        TestOrigin(routes, mode="close_mid_body") as origin,
+        running_proxy(origin.port) as proxy,
+    ):
+        async with await RawClient.connect(proxy.port) as client:
+            response = await client.request("GET", "/cut")
+            assert response.status == 200, response.head
+            assert not response.complete, "a truncated response must never look complete"
+            if response.content_length is not None:
+                assert response.content_length == len(body)
+                assert len(response.body) < len(body)
+            else:
+                assert response.chunked  # chunked without the last chunk
+            assert await client.is_closed_by_peer(1.0)
+
+        # the truncated body was not stored, and the proxy serves the next request normally
+        origin.mode = "normal"
+        response = await get(proxy.port, "/cut")
+        assert response.status == 200 and response.complete
+        assert response.sha256 == sha256(body)
+        assert origin.requests["/cut"] == 2
+
+
+@async_test()
+async def test_dead_pooled_backend_connection_is_retried_for_idempotent_request() -> None:
+    # the origin closes each connection right after its response (no Connection: close header),
+    # so the proxy's pooled connection is dead when the next request comes
+    routes = {p: Reply(200, [NO_STORE], p.encode(), close_after=True) for p in ("/a", "/b")}
+    async with TestOrigin(routes) as origin, running_proxy(origin.port) as proxy:
+        async with await RawClient.connect(proxy.port) as client:
+            first = await client.request("GET", "/a")
+            assert first.body == b"/a"
+            await asyncio.sleep(0.2)
+            second = await client.request("GET", "/b")
+            assert (second.status, second.body) == (200, b"/b")
+        assert origin.connections_accepted == 2
+        assert origin.requests == {"/a": 1, "/b": 1}
+
+
+@async_test()
+async def test_pooled_connection_dying_under_a_get_is_retried_once() -> None:
+    # the origin closes a kept-alive connection when the next request arrives on it: the proxy
+    # cannot see that coming, and must retry the idempotent GET on a fresh connection
+    routes = {p: Reply(200, [NO_STORE], p.encode()) for p in ("/a", "/b")}
+    async with TestOrigin(routes) as origin, running_proxy(origin.port) as proxy:
+        origin.drop_reused = True
+        async with await RawClient.connect(proxy.port) as client:
+            assert (await client.request("GET", "/a")).body == b"/a"
+            second = await client.request("GET", "/b")
+            assert (second.status, second.body) == (200, b"/b")
+        assert origin.dropped == 1
+        assert origin.connections_accepted == 2
+        assert origin.requests == {"/a": 1, "/b": 2}
+
+
+@async_test()
+async def test_pooled_connection_dying_under_a_post_is_not_retried() -> None:
+    routes = {"/a": Reply(200, [NO_STORE], b"/a"), "/post": Reply(200, [NO_STORE], b"done")}
+    async with TestOrigin(routes) as origin, running_proxy(origin.port) as proxy:
+        origin.drop_reused = True
+        assert (await get(proxy.port, "/a")).body == b"/a"
+        response = await fetch(proxy.port, "POST", "/post", body=b"once only")
+        assert response.status == 502 and response.complete
+        assert origin.requests["/post"] == 1, "a POST was sent to the backend twice"
+        # and the proxy serves on
+        assert (await get(proxy.port, "/a")).body == b"/a"

@@ -1,0 +1,609 @@
+"""phantom.config: defaults, validation messages (file + dotted key), overrides, describe().
+
+Pure: no sockets, no event loop. The only files touched are temporary TOML files and the shipped
+example ``phantom.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from phantom.config import (
+    LOG_LEVELS,
+    BackendURL,
+    Config,
+    ServerConfig,
+    config_from_dict,
+    describe,
+    load_config,
+    parse_backend_url,
+    with_overrides,
+)
+from phantom.errors import BackendError, BackendTimeout, ConfigError, PhantomError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE = "phantom.toml"
+BACKEND = "http://127.0.0.1:8080"
+
+
+def minimal(**root: Any) -> dict[str, Any]:
+    return {**root, "server": {"app": {"proxy_url": BACKEND}}}
+
+
+def with_server(**server: Any) -> dict[str, Any]:
+    return {"server": {"app": {"proxy_url": BACKEND, **server}}}
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, SOURCE)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "cfg.toml") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_config_error_is_one_line_naming_source_and_key() -> None:
+    err = ConfigError("a.toml", "server.app.cache_ttl", "expected a number,\ngot string")
+    assert (err.source, err.key) == ("a.toml", "server.app.cache_ttl")
+    assert str(err) == "a.toml: server.app.cache_ttl: expected a number, got string"
+    assert isinstance(err, PhantomError)
+
+
+def test_error_statuses() -> None:
+    assert PhantomError.status == 500
+    assert BackendError.status == 502
+    assert BackendTimeout.status == 504
+    assert issubclass(BackendTimeout, BackendError)
+
+
+# -- defaults ---------------------------------------------------------------------------------
+
+
+def test_defaults_from_minimal_table() -> None:
+    config = config_from_dict(minimal())
+    assert config == Config(
+        servers=(ServerConfig("app", BackendURL("http", "127.0.0.1", 8080, "")),),
+        source="<dict>",
+    )
+    assert config.listen == "127.0.0.1"
+    assert config.http_port == 3000
+    assert config.backend_connect_timeout == 5.0
+    assert config.backend_timeout == 60.0
+    assert config.shutdown_timeout == 30.0
+    assert config.log_level == "info"
+    (server,) = config.servers
+    assert server.enable_websocket is True
+    assert server.cache_ttl == 60.0
+    assert server.cache_max_entries == 10_000
+    assert server.cache_max_bytes == 256 * 1024 * 1024
+    assert server.cache_max_object_bytes == 8 * 1024 * 1024
+
+
+def test_every_key_set() -> None:
+    config = config_from_dict(
+        {
+            "listen": "::",
+            "http_port": 0,
+            "backend_connect_timeout": 0.25,
+            "backend_timeout": 2,
+            "shutdown_timeout": 1.5,
+            "log_level": "DEBUG",
+            "server": {
+                "web-1": {
+                    "proxy_url": "http://[::1]:9000/v1/",
+                    "enable_websocket": False,
+                    "cache_ttl": 0,
+                    "cache_max_entries": 0,
+                    "cache_max_bytes": 1,
+                    "cache_max_object_bytes": 2,
+                }
+            },
+        },
+        "x.toml",
+    )
+    assert config == Config(
+        servers=(
+            ServerConfig(
+                name="web-1",
+                proxy_url=BackendURL("http", "::1", 9000, "/v1"),
+                enable_websocket=False,
+                cache_ttl=0.0,
+                cache_max_entries=0,
+                cache_max_bytes=1,
+                cache_max_object_bytes=2,
+            ),
+        ),
+        listen="::",
+        http_port=0,
+        backend_connect_timeout=0.25,
+        backend_timeout=2.0,
+        shutdown_timeout=1.5,
+        log_level="debug",
+        source="x.toml",
+    )
+    assert isinstance(config.backend_timeout, float)
+    assert isinstance(config.servers[0].cache_ttl, float)
+
+
+def test_config_is_frozen() -> None:
+    config = config_from_dict(minimal())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.http_port = 1  # type: ignore[misc]
+
+
+def test_listen_accepts_bracketed_ipv6_and_host_names() -> None:
+    assert config_from_dict(minimal(listen="[::1]")).listen == "::1"
+    assert config_from_dict(minimal(listen="localhost")).listen == "localhost"
+    assert config_from_dict(minimal(listen="0.0.0.0")).listen == "0.0.0.0"
+
+
+# -- backend URLs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "base_path", "netloc", "as_text"),
+    [
+        (BACKEND, "127.0.0.1", 8080, "", "127.0.0.1:8080", BACKEND),
+        ("http://example.com", "example.com", 80, "", "example.com:80", "http://example.com:80"),
+        ("http://example.com/", "example.com", 80, "", "example.com:80", "http://example.com:80"),
+        ("HTTP://Example.COM:81/Api", "example.com", 81, "/Api", "example.com:81", None),
+        ("http://[::1]:9000/v1/", "::1", 9000, "/v1", "[::1]:9000", "http://[::1]:9000/v1"),
+        ("http://backend_1:8000/a/b", "backend_1", 8000, "/a/b", "backend_1:8000", None),
+    ],
+)
+def test_backend_url(
+    text: str, host: str, port: int, base_path: str, netloc: str, as_text: str | None
+) -> None:
+    url = parse_backend_url(text)
+    assert url == BackendURL("http", host, port, base_path)
+    assert url.netloc == netloc
+    assert str(url) == (as_text or f"http://{netloc}{base_path}")
+
+
+SHAPE = "expected http://host[:port][/path]"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("https://example.com", "https is not supported yet"),
+        ("HTTPS://example.com", "https is not supported yet"),
+        ("ftp://example.com", f"{SHAPE}, got 'ftp://example.com'"),
+        ("ws://example.com", f"{SHAPE}, got 'ws://example.com'"),
+        ("127.0.0.1:8080", f"{SHAPE}, got '127.0.0.1:8080'"),
+        ("localhost:8080", f"{SHAPE}, got 'localhost:8080'"),
+        ("example.com", f"{SHAPE}, got 'example.com'"),
+        ("http:/example.com", f"{SHAPE}, got 'http:/example.com'"),
+        ("http://", f"{SHAPE}, got 'http://'"),
+        ("http:///path", f"{SHAPE}, got 'http:///path'"),
+        ("http://:8080", f"{SHAPE}, got 'http://:8080'"),
+        ("http://h:0", f"{SHAPE}, got 'http://h:0'"),
+        ("http://h:65536", f"{SHAPE}, got 'http://h:65536'"),
+        ("http://h:port", f"{SHAPE}, got 'http://h:port'"),
+        ("http://h:", f"{SHAPE}, got 'http://h:'"),
+        ("http://[::1", f"{SHAPE}, got 'http://[::1'"),
+        ("http://-bad-/", f"{SHAPE}, got 'http://-bad-/'"),
+        ("http://a b/", f"{SHAPE}, got 'http://a b/'"),
+        ("http://h/a b", f"{SHAPE}, got 'http://h/a b'"),
+        (" http://h/", f"{SHAPE}, got ' http://h/'"),
+        ("http://h/\n", f"{SHAPE}, got 'http://h/\\n'"),
+        ("", f"{SHAPE}, got ''"),
+        ("http://h/?a=1", f"{SHAPE} without a query or fragment, got 'http://h/?a=1'"),
+        ("http://h/?", f"{SHAPE} without a query or fragment, got 'http://h/?'"),
+        ("http://h/#top", f"{SHAPE} without a query or fragment, got 'http://h/#top'"),
+        ("http://user:secret@h/", f"{SHAPE} without user:password@"),
+    ],
+)
+def test_bad_proxy_url(text: str, problem: str) -> None:
+    assert error_of(with_server(proxy_url=text)) == (
+        f"phantom.toml: server.app.proxy_url: {problem}"
+    )
+
+
+def test_credentials_are_not_echoed() -> None:
+    assert "secret" not in error_of(with_server(proxy_url="http://user:secret@h/"))
+
+
+# -- validation messages ----------------------------------------------------------------------
+
+NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_timeout"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # unknown keys, named as dotted paths
+        (minimal(htp_port=3000), "htp_port: unknown key"),
+        (minimal(source="x"), "source: unknown key"),
+        (minimal(servers=[]), "servers: unknown key"),
+        (minimal(**{"a b": 1}), '"a b": unknown key'),
+        (with_server(cache_tl=60), "server.app.cache_tl: unknown key"),
+        (with_server(name="x"), "server.app.name: unknown key"),
+        # http_port
+        (minimal(http_port="3000"), "http_port: expected an integer, got string"),
+        (minimal(http_port=True), "http_port: expected an integer, got boolean"),
+        (minimal(http_port=3000.0), "http_port: expected an integer, got float"),
+        (minimal(http_port=[3000]), "http_port: expected an integer, got array"),
+        (minimal(http_port=70000), "http_port: must be between 0 and 65535, got 70000"),
+        (minimal(http_port=-1), "http_port: must be between 0 and 65535, got -1"),
+        # timeouts
+        *[
+            case
+            for key in NUMBER_ROOT_KEYS
+            for case in [
+                (minimal(**{key: "5"}), f"{key}: expected a number, got string"),
+                (minimal(**{key: False}), f"{key}: expected a number, got boolean"),
+                (minimal(**{key: {}}), f"{key}: expected a number, got table"),
+                (minimal(**{key: 0}), f"{key}: must be greater than 0, got 0"),
+                (minimal(**{key: 0.0}), f"{key}: must be greater than 0, got 0"),
+                (minimal(**{key: -1}), f"{key}: must be greater than 0, got -1"),
+                (minimal(**{key: -0.5}), f"{key}: must be greater than 0, got -0.5"),
+                (minimal(**{key: float("inf")}), f"{key}: must be a finite number, got inf"),
+                (minimal(**{key: float("nan")}), f"{key}: must be a finite number, got nan"),
+            ]
+        ],
+        # log_level
+        (
+            minimal(log_level="loud"),
+            "log_level: expected one of debug, info, warning, error, got 'loud'",
+        ),
+        (minimal(log_level=10), "log_level: expected a string, got integer"),
+        # listen
+        (
+            minimal(listen=""),
+            'listen: must not be empty (use "0.0.0.0" or "::" for all interfaces)',
+        ),
+        (minimal(listen=0), "listen: expected a string, got integer"),
+        (
+            minimal(listen="127.0.0.1:3000"),
+            "listen: expected an IP address or host name without a port, got '127.0.0.1:3000'",
+        ),
+        (
+            minimal(listen="http://0.0.0.0"),
+            "listen: expected an IP address or host name, got 'http://0.0.0.0'",
+        ),
+        (minimal(listen="a b"), "listen: expected an IP address or host name, got 'a b'"),
+        # server tables
+        ({}, "server: at least one [server.NAME] table is required"),
+        ({"server": {}}, "server: at least one [server.NAME] table is required"),
+        (
+            {"server": {"a": {"proxy_url": BACKEND}, "b": {"proxy_url": BACKEND}}},
+            "server: only one [server.NAME] table is supported in this version "
+            "(routing among several is planned)",
+        ),
+        ({"server": "app"}, "server: expected a table, got string"),
+        ({"server": [{"proxy_url": BACKEND}]}, "server: expected a table, got array"),
+        ({"server": {"app": 1}}, "server.app: expected a [server.NAME] table, got integer"),
+        (
+            {"server": {"proxy_url": BACKEND}},
+            "server.proxy_url: settings go in a [server.NAME] table, e.g. [server.default]",
+        ),
+        (
+            {"server": {"my app": {"proxy_url": BACKEND}}},
+            "server.\"my app\": server names may use only letters, digits, '-' and '_'",
+        ),
+        (
+            {"server": {"app": {}}},
+            "server.app.proxy_url: missing: the backend to forward to, "
+            'e.g. "http://127.0.0.1:8080"',
+        ),
+        (with_server(proxy_url=8080), "server.app.proxy_url: expected a string, got integer"),
+        # server values
+        (with_server(cache_ttl="60"), "server.app.cache_ttl: expected a number, got string"),
+        (with_server(cache_ttl=-1), "server.app.cache_ttl: must be 0 or greater, got -1"),
+        (
+            with_server(cache_ttl=float("inf")),
+            "server.app.cache_ttl: must be a finite number, got inf",
+        ),
+        (
+            with_server(enable_websocket="yes"),
+            "server.app.enable_websocket: expected a boolean, got string",
+        ),
+        (
+            with_server(enable_websocket=1),
+            "server.app.enable_websocket: expected a boolean, got integer",
+        ),
+        *[
+            case
+            for key in ["cache_max_entries", "cache_max_bytes", "cache_max_object_bytes"]
+            for case in [
+                (with_server(**{key: -1}), f"server.app.{key}: must be 0 or greater, got -1"),
+                (with_server(**{key: 1.5}), f"server.app.{key}: expected an integer, got float"),
+                (with_server(**{key: True}), f"server.app.{key}: expected an integer, got boolean"),
+            ]
+        ],
+    ],
+)
+def test_validation_message(data: dict[str, Any], message: str) -> None:
+    assert error_of(data) == f"phantom.toml: {message}"
+
+
+def test_root_must_be_a_table() -> None:
+    assert error_of([1]) == "phantom.toml: <root>: expected a table, got array"
+
+
+def test_first_problem_in_file_order_is_reported() -> None:
+    data = {"http_port": "x", "listen": 1, "server": {"app": {"cache_tl": 1}}}
+    assert error_of(data) == "phantom.toml: http_port: expected an integer, got string"
+
+
+def test_error_carries_source_key_and_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(with_server(cache_ttl="60"), "site.toml")
+    err = info.value
+    assert (err.source, err.key, err.problem) == (
+        "site.toml",
+        "server.app.cache_ttl",
+        "expected a number, got string",
+    )
+
+
+def test_log_level_is_case_insensitive() -> None:
+    for level in LOG_LEVELS:
+        assert config_from_dict(minimal(log_level=level.upper())).log_level == level
+
+
+# -- loading files ----------------------------------------------------------------------------
+
+
+def test_load_config(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'http_port = 8000\n[server.app]\nproxy_url = "http://127.0.0.1:9000"\ncache_ttl = 5\n',
+    )
+    config = load_config(path)
+    assert config.source == str(path)
+    assert config.http_port == 8000
+    assert config.servers[0].proxy_url == BackendURL("http", "127.0.0.1", 9000, "")
+    assert config.servers[0].cache_ttl == 5.0
+    assert load_config(str(path)) == config
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server.app]\nproxy_url = "https://example.com"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: server.app.proxy_url: https is not supported yet"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: <file>: file not found"
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert info.value.key == "<file>"
+    assert str(info.value).startswith(f"{tmp_path}: <file>: ")
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server.app]\nproxy_url = "http://x\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: <toml>: ")
+    assert "line 2" in message
+    assert "\n" not in message
+
+
+def test_toml_duplicate_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "http_port = 1\nhttp_port = 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: <toml>: ")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = write(tmp_path, b'listen = "\xff"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: <toml>: not valid UTF-8 (byte 10)"
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, b'\xef\xbb\xbf[server.app]\nproxy_url = "http://127.0.0.1:80"\n')
+    assert load_config(path).servers[0].proxy_url.port == 80
+
+
+def test_shipped_example_is_valid() -> None:
+    config = load_config(REPO / "phantom.toml")
+    assert config == Config(
+        servers=(ServerConfig("default", BackendURL("http", "127.0.0.1", 8080, "")),),
+        source=str(REPO / "phantom.toml"),
+    ), "phantom.toml should show the defaults"
+
+
+# -- overrides --------------------------------------------------------------------------------
+
+
+def test_overrides() -> None:
+    config = config_from_dict(minimal(), SOURCE)
+    changed = with_overrides(
+        config, host="0.0.0.0", port=0, backend="http://[::1]:81/x/", log_level="WARNING"
+    )
+    assert changed == dataclasses.replace(
+        config,
+        listen="0.0.0.0",
+        http_port=0,
+        log_level="warning",
+        servers=(
+            dataclasses.replace(config.servers[0], proxy_url=BackendURL("http", "::1", 81, "/x")),
+        ),
+    )
+    assert config.http_port == 3000  # the original is untouched
+
+
+def test_no_overrides_is_identity() -> None:
+    config = config_from_dict(minimal(), SOURCE)
+    assert with_overrides(config) == config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"port": 70000}, "--port: must be between 0 and 65535, got 70000"),
+        ({"port": -1}, "--port: must be between 0 and 65535, got -1"),
+        ({"backend": "https://x"}, "--backend: https is not supported yet"),
+        ({"backend": "x:80"}, "--backend: expected http://host[:port][/path], got 'x:80'"),
+        ({"host": ""}, '--host: must not be empty (use "0.0.0.0" or "::" for all interfaces)'),
+        (
+            {"log_level": "loud"},
+            "--log-level: expected one of debug, info, warning, error, got 'loud'",
+        ),
+    ],
+)
+def test_bad_override(kwargs: dict[str, Any], message: str) -> None:
+    config = config_from_dict(minimal(), SOURCE)
+    with pytest.raises(ConfigError) as info:
+        with_overrides(config, **kwargs)
+    assert str(info.value) == f"phantom.toml: {message}"
+
+
+# -- describe ---------------------------------------------------------------------------------
+
+
+def reload(config: Config) -> Config:
+    return config_from_dict(tomllib.loads(describe(config)), config.source)
+
+
+def test_describe_fills_in_defaults() -> None:
+    text = describe(config_from_dict(minimal(), SOURCE))
+    assert text.startswith("# phantom: effective configuration from phantom.toml")
+    for field in dataclasses.fields(Config):
+        if field.name not in ("servers", "source"):
+            assert f"\n{field.name} = " in text
+    assert "\n[server.app]\n" in text
+    for field in dataclasses.fields(ServerConfig):
+        if field.name != "name":
+            assert f"\n{field.name} = " in text
+    assert '\nproxy_url = "http://127.0.0.1:8080"\n' in text
+    assert "\ncache_max_bytes = 268_435_456  # 256 MiB\n" in text
+
+
+def test_describe_round_trip_defaults() -> None:
+    config = config_from_dict(minimal(), SOURCE)
+    assert reload(config) == config
+
+
+def test_describe_round_trip_everything_set() -> None:
+    config = config_from_dict(
+        {
+            "listen": "::1",
+            "http_port": 0,
+            "backend_connect_timeout": 0.1,
+            "backend_timeout": 1e-3,
+            "shutdown_timeout": 12345.678,
+            "log_level": "error",
+            "server": {
+                "my_site-2": {
+                    "proxy_url": "http://Example.com:81/base/",
+                    "enable_websocket": False,
+                    "cache_ttl": 0,
+                    "cache_max_entries": 1,
+                    "cache_max_bytes": 123_456_789,
+                    "cache_max_object_bytes": 1024,
+                }
+            },
+        },
+        "odd\nname.toml",
+    )
+    assert reload(config) == config
+
+
+def test_describe_round_trip_through_a_file(tmp_path: Path) -> None:
+    config = load_config(REPO / "phantom.toml")
+    path = write(tmp_path, describe(config))
+    assert load_config(path) == dataclasses.replace(config, source=str(path))
+
+
+hosts = st.one_of(
+    st.sampled_from(["127.0.0.1", "::", "::1", "0.0.0.0", "localhost", "fe80::1"]),
+    st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z0-9]{1,5}){0,2}", fullmatch=True),
+)
+seconds = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False)
+sizes = st.integers(min_value=0, max_value=2**62)
+
+
+@given(
+    listen=hosts,
+    http_port=st.integers(0, 65535),
+    connect=seconds,
+    timeout=seconds,
+    shutdown=seconds,
+    level=st.sampled_from(LOG_LEVELS),
+    name=st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True),
+    backend_host=hosts,
+    backend_port=st.integers(1, 65535),
+    base_path=st.sampled_from(["", "/v1", "/a/b-c", "/%20x"]),
+    websocket=st.booleans(),
+    ttl=st.one_of(st.just(0.0), seconds),
+    entries=sizes,
+    max_bytes=sizes,
+    object_bytes=sizes,
+)
+def test_describe_round_trip_property(
+    listen: str,
+    http_port: int,
+    connect: float,
+    timeout: float,
+    shutdown: float,
+    level: str,
+    name: str,
+    backend_host: str,
+    backend_port: int,
+    base_path: str,
+    websocket: bool,
+    ttl: float,
+    entries: int,
+    max_bytes: int,
+    object_bytes: int,
+) -> None:
+    config = Config(
+        servers=(
+            ServerConfig(
+                name=name,
+                proxy_url=BackendURL("http", backend_host, backend_port, base_path),
+                enable_websocket=websocket,
+                cache_ttl=ttl,
+                cache_max_entries=entries,
+                cache_max_bytes=max_bytes,
+                cache_max_object_bytes=object_bytes,
+            ),
+        ),
+        listen=listen,
+        http_port=http_port,
+        backend_connect_timeout=connect,
+        backend_timeout=timeout,
+        shutdown_timeout=shutdown,
+        log_level=level,
+        source="p.toml",
+    )
+    assert reload(config) == config
