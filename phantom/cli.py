@@ -233,12 +233,6 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
         where = _hostport(config.listen, config.http_port)
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
     try:
-        port = config.http_port if proxy.port is None else proxy.port
-        log.info(
-            "phantom listening on http://%s -> %s",
-            _hostport(config.listen, port),
-            config.servers[0].proxy_url,
-        )
         serving = asyncio.ensure_future(proxy.serve_forever())
         waiter = asyncio.ensure_future(stop.wait())
         try:
