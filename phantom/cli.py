@@ -26,6 +26,7 @@ from phantom._version import __version__
 from phantom.config import (
     Config,
     describe,
+    host_port,
     load_config,
     parse_host,
     parse_log_level,
@@ -183,10 +184,6 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _reason(exc: OSError) -> str:
     """A short reason: "Address already in use" rather than asyncio's long wrapping."""
     if exc.errno is not None and exc.errno > 0:
@@ -230,7 +227,7 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
     except OSError as exc:
         with contextlib.suppress(Exception):
             await proxy.close()
-        where = _hostport(config.listen, config.http_port)
+        where = host_port(config.listen, config.http_port)
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
     try:
         serving = asyncio.ensure_future(proxy.serve_forever())
@@ -282,7 +279,7 @@ def _serve_demo(host: str | None, port: int | None, log_level: str | None, loop:
         except OSError as exc:
             if demo_port is None:
                 raise CLIError(f"cannot start the demo: {_reason(exc)}") from None
-            where = _hostport(demo_host, demo_port)
+            where = host_port(demo_host, demo_port)
             raise CLIError(f"cannot listen on {where}: {_reason(exc)}") from None
 
     _setup_logging(level)

@@ -39,6 +39,7 @@ __all__ = [
     "ServerConfig",
     "config_from_dict",
     "describe",
+    "host_port",
     "load_config",
     "parse_backend_url",
     "parse_host",
@@ -58,6 +59,11 @@ _HOSTNAME: Final = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 # --------------------------------------------------------------------------- dataclasses
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as it goes in a URL: an IPv6 address in brackets (``[::1]:8080``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class BackendURL:
     """Where a server block forwards to: ``http://host[:port][/base_path]``."""
@@ -70,8 +76,7 @@ class BackendURL:
     @property
     def netloc(self) -> str:
         """``host:port``, IPv6 bracketed (``[::1]:8080``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.netloc}{self.base_path}"
@@ -101,6 +106,9 @@ class Config:
     backend_timeout: float = 60.0  # until the backend's response head
     shutdown_timeout: float = 30.0  # graceful drain bound on SIGTERM / close()
     log_level: str = "info"  # debug|info|warning|error
+    control_port: int | None = None  # None = no control API; 0 = pick a free port
+    control_listen: str = "127.0.0.1"
+    control_auth: str | None = None  # bearer token every control call but /healthz needs
     source: str = "<config>"
 
 
@@ -273,6 +281,13 @@ def parse_backend_url(value: object) -> BackendURL:
     )
 
 
+def _check_secret(value: object) -> str:
+    text = _check_str(value)
+    if not text.strip():
+        raise _Invalid("must not be empty")
+    return text
+
+
 def _check_table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table, got {_type_name(value)}")
@@ -290,6 +305,9 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "backend_timeout": _check_timeout,
     "shutdown_timeout": _check_timeout,
     "log_level": parse_log_level,
+    "control_port": parse_port,
+    "control_listen": parse_host,
+    "control_auth": _check_secret,
 }
 
 _SERVER_CHECKS: Final[dict[str, _Check]] = {
@@ -485,14 +503,23 @@ def _toml_value(key: str, value: object) -> str:
     return _toml_string(str(value))
 
 
+_SECRETS: Final = frozenset({"control_auth"})
+
+
 def describe(config: Config) -> str:
     """The effective settings as TOML text, defaults filled in; it loads back to ``config``."""
     source = " ".join(config.source.splitlines())
     lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
     for f in fields(Config):
+        value = getattr(config, f.name)
         if f.name in ("servers", "source"):
             continue
-        lines.append(f"{f.name} = {_toml_value(f.name, getattr(config, f.name))}")
+        if value is None:
+            lines.append(f"# {f.name} is not set")
+        elif f.name in _SECRETS:
+            lines.append(f"# {f.name} is set (not shown)")
+        else:
+            lines.append(f"{f.name} = {_toml_value(f.name, value)}")
     for server in config.servers:
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")

@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import Any
 
 from .cache.store import CacheStore
-from .config import Config, config_from_dict, load_config
+from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import ProxyContext, Site
+from .control import ControlRequest, ControlResponse, ControlServer
 
 log = logging.getLogger("phantom")
 
@@ -31,6 +32,17 @@ class Proxy:
         self._closed: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.control: ControlServer | None = None
+        if config.control_port is not None:
+            self.control = ControlServer(
+                config.control_listen, config.control_port, config.control_auth
+            )
+            self._add_control_routes(self.control)
+
+    @property
+    def control_port(self) -> int | None:
+        """The bound control API port, or None when the control API is off."""
+        return None if self.control is None else self.control.port
 
     @property
     def cache(self) -> CacheStore:
@@ -51,10 +63,15 @@ class Proxy:
             backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.control is not None:
+            try:
+                await self.control.start()
+            except OSError:
+                self._server.close()
+                raise
         log.info(
-            "listening on http://%s:%d -> %s",
-            _host_for_url(self.config.listen),
-            self.port,
+            "listening on http://%s -> %s",
+            host_port(self.config.listen, self.port),
             ctx.site.config.proxy_url,
         )
 
@@ -95,9 +112,21 @@ class Proxy:
             conn.abort()
             conn.finished.cancel()
         ctx.site.upstream.close()
+        if self.control is not None:
+            await self.control.close()
         await server.wait_closed()
         assert self._closed is not None
         self._closed.set()
+
+    def _add_control_routes(self, control: ControlServer) -> None:
+        async def healthz(_: ControlRequest) -> ControlResponse:
+            return ControlResponse.json(200, {"status": "ok"})
+
+        async def invalidate_all(_: ControlRequest) -> ControlResponse:
+            return ControlResponse.json(200, {"invalidated": self.cache.invalidate_all()})
+
+        control.route("GET", "/healthz", healthz, public=True)
+        control.route("POST", "/invalidate_all", invalidate_all)
 
     async def __aenter__(self) -> Proxy:
         await self.start()
@@ -119,7 +148,3 @@ def create_proxy(config: Config | Mapping[str, Any] | str | os.PathLike[str]) ->
     if isinstance(config, Mapping):
         return Proxy(config_from_dict(config))
     return Proxy(load_config(config))
-
-
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

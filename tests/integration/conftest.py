@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from origin import LOCALHOST, TestOrigin, set_linger_zero
+
+from phantom.config import Config
 
 T = TypeVar("T")
 
@@ -69,14 +72,8 @@ def async_test(
 
 # -- the proxy under test ------------------------------------------------------------------
 
-ROOT_KEYS = {
-    "listen",
-    "http_port",
-    "backend_connect_timeout",
-    "backend_timeout",
-    "shutdown_timeout",
-    "log_level",
-}
+# Options named like a root key of the config go to the root table; all others to the server.
+ROOT_KEYS = {f.name for f in dataclasses.fields(Config)} - {"servers", "source"}
 
 
 def proxy_config(backend_port: int, base_path: str = "", **options: Any) -> dict[str, Any]:

@@ -498,7 +498,11 @@ def test_describe_fills_in_defaults() -> None:
     text = describe(config_from_dict(minimal(), SOURCE))
     assert text.startswith("# phantom: effective configuration from phantom.toml")
     for field in dataclasses.fields(Config):
-        if field.name not in ("servers", "source"):
+        if field.name in ("servers", "source"):
+            continue
+        if field.default is None:  # optional settings that are off say so
+            assert f"\n# {field.name} is not set" in text
+        else:
             assert f"\n{field.name} = " in text
     assert "\n[server.app]\n" in text
     for field in dataclasses.fields(ServerConfig):
@@ -607,3 +611,11 @@ def test_describe_round_trip_property(
         source="p.toml",
     )
     assert reload(config) == config
+
+
+def test_describe_never_prints_the_control_token() -> None:
+    data = {**minimal(), "control_port": 17809, "control_auth": "hunter2"}
+    text = describe(config_from_dict(data, SOURCE))
+    assert "hunter2" not in text
+    assert "\n# control_auth is set (not shown)" in text
+    assert "\ncontrol_port = 17809" in text

@@ -1,0 +1,197 @@
+"""The control API: a small HTTP/1.1 server on its own port for operators and deploy pipelines.
+
+Off unless ``control_port`` is set. One request per connection (``Connection: close``): control
+calls are rare and a short-lived connection keeps this server trivially correct. Every call but
+``GET /healthz`` needs ``Authorization: Bearer <control_auth>`` when ``control_auth`` is set.
+
+Endpoints are registered by the parts of phantom that own them (``ControlServer.route``); a
+handler gets the parsed request and returns a :class:`ControlResponse`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+from .config import host_port
+
+log = logging.getLogger("phantom.control")
+
+MAX_BODY_BYTES = 1024 * 1024
+READ_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; an empty body is an empty object. Raises ControlError(400)."""
+        if not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ControlError(400, f"invalid JSON body: {exc}") from None
+
+    def json_object(self) -> dict[str, Any]:
+        data = self.json()
+        if not isinstance(data, dict):
+            raise ControlError(400, "the body must be a JSON object")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResponse:
+    status: int
+    body: bytes
+    content_type: bytes = b"application/json"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, status: int, data: Any) -> ControlResponse:
+        return cls(status, json.dumps(data).encode() + b"\n")
+
+
+class ControlError(Exception):
+    """Ends a control call with ``status`` and a JSON ``{"error": message}``."""
+
+    def __init__(
+        self, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+Handler = Callable[[ControlRequest], Awaitable[ControlResponse]]
+
+
+def check_bearer(headers: list[tuple[bytes, bytes]], token: str) -> None:
+    """401 without credentials, 403 with wrong ones; compared in constant time."""
+    challenge = [(b"WWW-Authenticate", b'Bearer realm="phantom"')]
+    value = next((v for n, v in headers if n == b"authorization"), None)
+    if value is None:
+        raise ControlError(401, "authorization required", challenge)
+    scheme, _, credentials = value.partition(b" ")
+    if scheme.lower() != b"bearer":
+        raise ControlError(401, "expected a Bearer token", challenge)
+    if not hmac.compare_digest(credentials.strip(), token.encode()):
+        raise ControlError(403, "wrong token")
+
+
+class ControlServer:
+    def __init__(self, host: str, port: int, auth: str | None) -> None:
+        self.host = host
+        self.requested_port = port
+        self.auth = auth
+        self.port: int | None = None
+        self._routes: dict[str, dict[str, Handler]] = {}
+        self._public: set[str] = set()
+        self._server: asyncio.Server | None = None
+
+    def route(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
+        """Register ``handler`` for ``method path``; ``public`` skips the token check."""
+        self._routes.setdefault(path, {})[method] = handler
+        if public:
+            self._public.add(path)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.requested_port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("control API on http://%s", host_port(self.host, self.port))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            request = await asyncio.wait_for(_read_request(conn, reader), READ_TIMEOUT)
+            response = await self._dispatch(request)
+        except ControlError as exc:
+            response = _error_response(exc)
+        except (h11.RemoteProtocolError, asyncio.TimeoutError, ConnectionError) as exc:
+            response = _error_response(ControlError(400, f"bad request: {exc}"))
+        try:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                writer.write(_serialise(conn, response))
+                await writer.drain()
+        except (ConnectionError, h11.LocalProtocolError):
+            pass
+        finally:
+            writer.close()
+
+    async def _dispatch(self, request: ControlRequest) -> ControlResponse:
+        methods = self._routes.get(request.path)
+        if methods is None:
+            raise ControlError(404, f"no such endpoint: {request.path}")
+        handler = methods.get(request.method)
+        if handler is None:
+            allow = ", ".join(sorted(methods)).encode()
+            raise ControlError(405, f"use {allow.decode()}", [(b"Allow", allow)])
+        if self.auth is not None and request.path not in self._public:
+            check_bearer(request.headers, self.auth)
+        try:
+            return await handler(request)
+        except ControlError:
+            raise
+        except Exception:
+            log.exception("control %s %s failed", request.method, request.path)
+            raise ControlError(500, "internal error (see the log)") from None
+
+
+async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> ControlRequest:
+    head: h11.Request | None = None
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(65536))
+        elif isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise ControlError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        elif isinstance(event, h11.EndOfMessage) and head is not None:
+            path = head.target.decode("latin-1").partition("?")[0]
+            method = head.method.decode("ascii")
+            return ControlRequest(method, path, list(head.headers), bytes(body))
+        else:
+            raise h11.RemoteProtocolError("connection closed before a complete request")
+
+
+def _error_response(exc: ControlError) -> ControlResponse:
+    response = ControlResponse.json(exc.status, {"error": exc.message})
+    response.headers.extend(exc.headers)
+    return response
+
+
+def _serialise(conn: h11.Connection, response: ControlResponse) -> bytes:
+    headers = [
+        (b"Content-Type", response.content_type),
+        (b"Content-Length", b"%d" % len(response.body)),
+        (b"Connection", b"close"),
+        (b"Cache-Control", b"no-store"),
+        *response.headers,
+    ]
+    data = conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
+    return data + (conn.send(h11.Data(data=response.body)) or b"") + (
+        conn.send(h11.EndOfMessage()) or b""
+    )
