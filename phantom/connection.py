@@ -348,6 +348,10 @@ class ClientConnection(Endpoint):
                 site, upstream, request.method, request, response, None,
                 policy.Forward.REQUEST, site.cache.clock(),
             )
+        if self.is_lost:
+            # The client left during the handshake: nobody to tunnel for.
+            upstream.abort()
+            return "close"
         self.write(head)
         client = self.detach()
         client.unread = self.h11.trailing_data[0] + client.unread

@@ -34,6 +34,7 @@ class DetachedState:
     transport: asyncio.Transport
     unread: bytes
     eof: bool
+    lost: bool
     write_paused: bool
 
 
@@ -158,6 +159,7 @@ class Endpoint(asyncio.Protocol):
             transport=self.transport,
             unread=bytes(self._inbox),
             eof=self._eof,
+            lost=self._lost,
             write_paused=self._write_paused,
         )
         self._inbox.clear()

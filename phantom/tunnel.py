@@ -82,7 +82,10 @@ class Tunnel:
         if state.write_paused:
             # The source's own write buffer is full: hold the other direction's reads.
             direction.pause_writing()
-        if state.eof:
+        if state.lost:
+            # Gone before the switch: its connection_lost went to the old protocol.
+            direction.connection_lost(None)
+        elif state.eof:
             direction.eof_received()
 
     @property

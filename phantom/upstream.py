@@ -40,6 +40,13 @@ class UpstreamConnection(Endpoint):
             return
         super().data_received(data)
 
+    def eof_received(self) -> bool:
+        if self._idle_timer is not None:
+            # The backend closed an idle pooled connection: give the descriptor back now.
+            self.close()
+            return False
+        return super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._pool.forget(self)
