@@ -8,7 +8,7 @@ The TOML shape::
 
     listen = "127.0.0.1"          # root keys: Config fields
     http_port = 3000
-    [server.default]              # exactly one [server.NAME] table for now
+    [server.default]              # one or more [server.NAME] tables
     proxy_url = "http://127.0.0.1:8080"
 """
 
@@ -93,13 +93,17 @@ class ServerConfig:
     cache_max_entries: int = 10_000  # the three cache bounds: 0 = nothing is cached
     cache_max_bytes: int = 256 * 1024 * 1024
     cache_max_object_bytes: int = 8 * 1024 * 1024
+    bind_to: str = "*"  # a path prefix ("/api", no trailing slash) or "*" (the fallback)
+    strip_prefix: bool = True  # remove bind_to from the path before forwarding
+    hosts: tuple[str, ...] = ()  # lowercased "app.example.com" / "*.example.com"; () = any
+    preserve_host: bool = True  # False: send the backend's host (and Origin on upgrades)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``source`` names the file for messages; it is not a TOML key."""
 
-    servers: tuple[ServerConfig, ...]  # exactly one for now
+    servers: tuple[ServerConfig, ...]  # at least one; routing.Router picks one per request
     listen: str = "127.0.0.1"
     http_port: int = 3000  # 0 = pick a free port
     backend_connect_timeout: float = 5.0
@@ -288,6 +292,35 @@ def _check_secret(value: object) -> str:
     return text
 
 
+def _check_bind_to(value: object) -> str:
+    text = _check_str(value)
+    if text == "*":
+        return text
+    if not text.startswith("/") or any(c in text for c in "?#*") or not text.isprintable():
+        raise _Invalid(f'expected "*" or a path prefix such as "/api", got {text!r}')
+    if any(ch.isspace() for ch in text):
+        raise _Invalid(f"must not contain spaces, got {text!r}")
+    # "/api/" and "/api" mount the same thing; "/" mounts everything, like "*".
+    return text.rstrip("/") or "*"
+
+
+def _check_host_pattern(value: object) -> str:
+    text = _check_str(value)
+    name = text.lower().rstrip(".")
+    bare = name[2:] if name.startswith("*.") else name
+    if not bare or "*" in bare or ":" in bare or not _is_host(bare):
+        raise _Invalid(
+            f'expected a host name or "*.domain" without a port, got {text!r}'
+        )
+    return name
+
+
+def _check_hosts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f"expected an array of host names, got {_type_name(value)}")
+    return tuple(dict.fromkeys(_check_host_pattern(item) for item in value))
+
+
 def _check_table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table, got {_type_name(value)}")
@@ -317,11 +350,11 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "cache_max_entries": _check_size,
     "cache_max_bytes": _check_size,
     "cache_max_object_bytes": _check_size,
+    "bind_to": _check_bind_to,
+    "strip_prefix": _check_bool,
+    "hosts": _check_hosts,
+    "preserve_host": _check_bool,
 }
-
-_ONE_SERVER: Final = (
-    "only one [server.NAME] table is supported in this version (routing among several is planned)"
-)
 
 
 def _key_part(name: object) -> str:
@@ -388,9 +421,22 @@ class _Reader:
                 )
         if not table:
             raise self.error("server", "at least one [server.NAME] table is required")
-        if len(table) > 1:
-            raise self.error("server", _ONE_SERVER)
-        return tuple(self.server(name, body) for name, body in table.items())
+        servers = tuple(self.server(name, body) for name, body in table.items())
+        self.check_mounts(servers)
+        return servers
+
+    def check_mounts(self, servers: tuple[ServerConfig, ...]) -> None:
+        """Two servers on the same prefix for the same host could never both be reached."""
+        claimed: dict[tuple[str, str], str] = {}
+        for server in servers:
+            for host in server.hosts or ("",):
+                other = claimed.setdefault((host, server.bind_to), server.name)
+                if other != server.name:
+                    where = f" for host {host!r}" if host else ""
+                    raise self.error(
+                        _dotted("server", server.name, "bind_to"),
+                        f"{server.bind_to!r}{where} is already bound by server.{other}",
+                    )
 
     def server(self, name: str, body: Mapping[str, Any]) -> ServerConfig:
         values = self.table(body, _SERVER_CHECKS, ("server", name))
@@ -500,6 +546,8 @@ def _toml_value(key: str, value: object) -> str:
         return text + (_size_note(value) if key.endswith("_bytes") else "")
     if isinstance(value, float):
         return _number_text(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(key, item) for item in value) + "]"
     return _toml_string(str(value))
 
 

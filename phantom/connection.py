@@ -126,21 +126,39 @@ class ClientConnection(Endpoint):
     # -- deciding ---------------------------------------------------------------------------
 
     async def _handle(self, request: h11.Request) -> str:
-        site = self.ctx.site
         raw_headers = request.headers.raw_items()
+        route = self.ctx.router.route(hdr.get_header(raw_headers, b"host"), request.target)
+        if route is None:
+            await self._read_body()
+            self._respond_plain(404, b"No server is bound to this host and path.\n")
+            return "next"
+        site = self.ctx.sites[route.server.name]
         try:
             if hdr.is_upgrade(raw_headers):
                 if not site.config.enable_websocket:
                     await self._read_body()
                     self._respond_plain(501, b"Upgrade requests are not enabled on this server.\n")
                     return "next"
-                return await self._upgrade(site, request, raw_headers)
-            return await self._serve_http(site, request, raw_headers)
+                return await self._upgrade(site, request, route.target, raw_headers)
+            return await self._serve_http(site, request, route.target, raw_headers)
         except PhantomError as exc:
             return self._backend_failed(site, request, exc)
 
+    def _backend_headers(
+        self, site: Site, headers: list[tuple[bytes, bytes]], *, upgrade: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """``preserve_host = false``: the backend sees its own host (and origin, on upgrades)."""
+        if site.config.preserve_host:
+            return headers
+        netloc = site.config.proxy_url.netloc.encode()
+        return hdr.with_backend_host(headers, netloc, origin=upgrade)
+
     async def _serve_http(
-        self, site: Site, request: h11.Request, raw_headers: list[tuple[bytes, bytes]]
+        self,
+        site: Site,
+        request: h11.Request,
+        target: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
     ) -> str:
         method = request.method
         lower_headers = list(request.headers)
@@ -157,7 +175,7 @@ class ClientConnection(Endpoint):
                     return "next"
                 forward_reason = policy.Forward.URI_MISS
         assert forward_reason is not None
-        return await self._forward(site, request, raw_headers, key, forward_reason)
+        return await self._forward(site, request, target, raw_headers, key, forward_reason)
 
     # -- forwarding -------------------------------------------------------------------------
 
@@ -165,6 +183,7 @@ class ClientConnection(Endpoint):
         self,
         site: Site,
         request: h11.Request,
+        target: bytes,
         raw_headers: list[tuple[bytes, bytes]],
         key: tuple[str, str] | None,
         forward_reason: policy.Forward,
@@ -178,14 +197,18 @@ class ClientConnection(Endpoint):
         expects_continue = self.h11.they_are_waiting_for_100_continue
         outgoing = h11.Request(
             method=method,
-            target=site.config.proxy_url.base_path.encode() + request.target,
-            headers=hdr.forward_request_headers(
-                raw_headers,
-                client_ip=self.client_ip,
-                proto=b"http",
-                body_chunked=body_chunked,
-                # We answer Expect: 100-continue ourselves, so the body flows at once.
-                drop=(b"expect",) if expects_continue else (),
+            target=target,
+            headers=self._backend_headers(
+                site,
+                hdr.forward_request_headers(
+                    raw_headers,
+                    client_ip=self.client_ip,
+                    proto=b"http",
+                    body_chunked=body_chunked,
+                    # We answer Expect: 100-continue ourselves, so the body flows at once.
+                    drop=(b"expect",) if expects_continue else (),
+                ),
+                upgrade=False,
             ),
         )
         if expects_continue:
@@ -320,7 +343,11 @@ class ClientConnection(Endpoint):
     # -- upgrades ---------------------------------------------------------------------------
 
     async def _upgrade(
-        self, site: Site, request: h11.Request, raw_headers: list[tuple[bytes, bytes]]
+        self,
+        site: Site,
+        request: h11.Request,
+        target: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
     ) -> str:
         """Replay the handshake on a fresh backend connection; on 101, splice the sockets."""
         body = await self._read_body()
@@ -329,9 +356,13 @@ class ClientConnection(Endpoint):
             upstream.send(
                 h11.Request(
                     method=request.method,
-                    target=site.config.proxy_url.base_path.encode() + request.target,
-                    headers=hdr.upgrade_request_headers(
-                        raw_headers, client_ip=self.client_ip, proto=b"http"
+                    target=target,
+                    headers=self._backend_headers(
+                        site,
+                        hdr.upgrade_request_headers(
+                            raw_headers, client_ip=self.client_ip, proto=b"http"
+                        ),
+                        upgrade=True,
                     ),
                 )
             )

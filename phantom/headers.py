@@ -134,3 +134,19 @@ def upgrade_request_headers(headers: HeaderPairs, *, client_ip: str, proto: byte
 def forward_response_headers(headers: HeaderPairs) -> HeaderList:
     """Headers of a backend response to pass on: everything but the hop-by-hop fields."""
     return strip_hop_by_hop(headers)
+
+
+def with_backend_host(headers: HeaderList, netloc: bytes, *, origin: bool) -> HeaderList:
+    """Send the backend's own ``host:port`` as Host (``preserve_host = false``); with
+    ``origin``, an upgrade's Origin becomes ``http://host:port`` too, for dev servers that
+    refuse WebSockets from another origin. X-Forwarded-Host keeps the client's host."""
+    out: HeaderList = [(b"Host", netloc)]
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"host":
+            out[0] = (name, netloc)  # keep the client's casing of the name
+            continue
+        if origin and lower == b"origin":
+            value = b"http://" + netloc
+        out.append((name, value))
+    return out

@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from .cache.store import CacheStore
 from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
-from .context import ProxyContext, Site
+from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
 
 log = logging.getLogger("phantom")
@@ -26,8 +25,8 @@ class Proxy:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        site = Site.build(config.servers[0], config)
-        self._ctx = ProxyContext(config=config, site=site)
+        self._ctx = ProxyContext.build(config)
+        self.cache = CacheGroup(self._ctx.sites)
         self._server: asyncio.Server | None = None
         self._closed: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -45,9 +44,9 @@ class Proxy:
         return None if self.control is None else self.control.port
 
     @property
-    def cache(self) -> CacheStore:
-        """The response cache: ``invalidate(pattern)`` and ``invalidate_all()`` return counts."""
-        return self._ctx.site.cache
+    def servers(self) -> Mapping[str, Site]:
+        """The sites by server name: ``proxy.servers["api"].cache.invalidate("GET:/x*")``."""
+        return self._ctx.sites
 
     async def start(self) -> None:
         if self._server is not None:
@@ -72,7 +71,7 @@ class Proxy:
         log.info(
             "listening on http://%s -> %s",
             host_port(self.config.listen, self.port),
-            ctx.site.config.proxy_url,
+            ", ".join(f"{s.name}: {s.proxy_url}" for s in self.config.servers),
         )
 
     async def serve_forever(self) -> None:
@@ -111,7 +110,8 @@ class Proxy:
         for conn in list(ctx.connections):
             conn.abort()
             conn.finished.cancel()
-        ctx.site.upstream.close()
+        for site in ctx.sites.values():
+            site.upstream.close()
         if self.control is not None:
             await self.control.close()
         await server.wait_closed()

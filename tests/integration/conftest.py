@@ -89,6 +89,11 @@ def proxy_config(backend_port: int, base_path: str = "", **options: Any) -> dict
     return {**root, "server": {"app": server}}
 
 
+def servers_config(servers: dict[str, dict[str, Any]], **root: Any) -> dict[str, Any]:
+    """A config dict with several `[server.NAME]` tables (each needs its own proxy_url)."""
+    return {"listen": LOCALHOST, "http_port": 0, "shutdown_timeout": 1, **root, "server": servers}
+
+
 @asynccontextmanager
 async def running_proxy(backend_port: int, **options: Any) -> AsyncIterator[Any]:
     """A started phantom proxy in front of backend_port; closed on exit."""

@@ -644,6 +644,7 @@ class WebSocketBackend:
         self.subprotocols = subprotocols
         self.response_headers = list(response_headers or [])
         self.request_headers: list[list[tuple[str, str]]] = []
+        self.paths: list[str] = []  # request target of each handshake
         self.negotiated: list[str | None] = []
         self.close_codes: list[tuple[int | None, str | None]] = []
         self.closed = asyncio.Event()
@@ -679,6 +680,7 @@ class WebSocketBackend:
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.request_headers.append(list(ws.request.headers.raw_items()))  # type: ignore[union-attr]
+        self.paths.append(ws.request.path)  # type: ignore[union-attr]
         self.negotiated.append(ws.subprotocol)
         try:
             async for message in ws:

@@ -159,10 +159,9 @@ BAD_CONFIGS = {
         "http_port = 3000\n",
         "server: at least one [server.NAME] table is required",
     ),
-    "two-servers": (
+    "two-servers-on-one-mount": (
         GOOD + '[server.other]\nproxy_url = "http://127.0.0.1:8081"\n',
-        "server: only one [server.NAME] table is supported in this version "
-        "(routing among several is planned)",
+        "server.other.bind_to: '*' is already bound by server.app",
     ),
 }
 

@@ -292,8 +292,7 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
         ({"server": {}}, "server: at least one [server.NAME] table is required"),
         (
             {"server": {"a": {"proxy_url": BACKEND}, "b": {"proxy_url": BACKEND}}},
-            "server: only one [server.NAME] table is supported in this version "
-            "(routing among several is planned)",
+            "server.b.bind_to: '*' is already bound by server.a",
         ),
         ({"server": "app"}, "server: expected a table, got string"),
         ({"server": [{"proxy_url": BACKEND}]}, "server: expected a table, got array"),
@@ -619,3 +618,64 @@ def test_describe_never_prints_the_control_token() -> None:
     assert "hunter2" not in text
     assert "\n# control_auth is set (not shown)" in text
     assert "\ncontrol_port = 17809" in text
+
+
+# -- routing keys ---------------------------------------------------------------------------
+
+
+def test_routing_keys_are_validated_and_normalised() -> None:
+    config = config_from_dict(
+        {
+            "server": {
+                "api": {
+                    "proxy_url": BACKEND,
+                    "bind_to": "/api/",
+                    "strip_prefix": False,
+                    "hosts": ["App.Example.COM", "*.Preview.example.com", "app.example.com"],
+                    "preserve_host": False,
+                },
+                "web": {"proxy_url": BACKEND},
+            }
+        }
+    )
+    api, web = config.servers
+    assert api.bind_to == "/api"
+    assert api.hosts == ("app.example.com", "*.preview.example.com")
+    assert (api.strip_prefix, api.preserve_host) == (False, False)
+    assert (web.bind_to, web.strip_prefix, web.hosts, web.preserve_host) == ("*", True, (), True)
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ({"bind_to": "api"}, 'server.app.bind_to: expected "*" or a path prefix such as "/api"'),
+        ({"bind_to": "/a?b"}, "server.app.bind_to: expected \"*\" or a path prefix"),
+        ({"hosts": "a.test"}, "server.app.hosts: expected an array of host names, got string"),
+        ({"hosts": ["a.test:80"]}, "server.app.hosts: expected a host name or \"*.domain\""),
+        ({"hosts": ["a.*.test"]}, "server.app.hosts: expected a host name or \"*.domain\""),
+        ({"preserve_host": "no"}, "server.app.preserve_host: expected a boolean, got string"),
+    ],
+)
+def test_routing_key_errors(server: dict[str, Any], message: str) -> None:
+    assert message in error_of(with_server(**server))
+
+
+def test_same_mount_twice_is_an_error_unless_hosts_differ() -> None:
+    two = {
+        "a": {"proxy_url": BACKEND, "bind_to": "/x"},
+        "b": {"proxy_url": BACKEND, "bind_to": "/x/"},
+    }
+    expected = f"{SOURCE}: server.b.bind_to: '/x' is already bound by server.a"
+    assert error_of({"server": two}) == expected
+    two["b"]["hosts"] = ["b.test"]
+    assert len(config_from_dict({"server": two}).servers) == 2
+    two["a"]["hosts"] = ["B.test"]
+    assert "for host 'b.test' is already bound by server.a" in error_of({"server": two})
+
+
+def test_describe_round_trip_with_routing_keys() -> None:
+    config = config_from_dict(
+        {"server": {"a": {"proxy_url": BACKEND, "bind_to": "/a", "hosts": ["x.test", "*.y.test"]}}},
+        SOURCE,
+    )
+    assert config_from_dict(tomllib.loads(describe(config)), SOURCE) == config

@@ -1,0 +1,106 @@
+"""Which ``[server.NAME]`` serves a request, and the target it is forwarded with.
+
+Pure: takes the ``Host`` header and the request target as bytes, returns a decision. The same
+decision serves ordinary requests and upgrades, so a WebSocket under ``/docs/...`` reaches the
+same backend, with the same path rewriting, as the page that opened it.
+
+Rules, in order:
+
+1. **Host.** Servers whose ``hosts`` name the request's host exactly are the candidates; if
+   none, those with the most specific matching ``*.domain`` wildcard; if none, the servers
+   without ``hosts``. The port and a trailing dot are ignored, case never matters. A host that
+   is claimed is served only by the servers claiming it.
+2. **Path.** Among the candidates, the longest ``bind_to`` prefix matching on a segment
+   boundary (``/api`` matches ``/api`` and ``/api/x``, not ``/apix``); else the candidate bound
+   to ``"*"``; else no route (the caller answers 404).
+3. **Target.** With ``strip_prefix`` the prefix is removed (``/api`` alone becomes ``/``); the
+   ``proxy_url`` base path is prepended; the query is kept as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import ServerConfig
+
+__all__ = ["Route", "Router", "request_host"]
+
+FALLBACK = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    server: ServerConfig
+    target: bytes  # what the backend is sent: base path + (stripped) path + query
+
+
+def request_host(host: bytes | None) -> str:
+    """The host name a ``Host`` header names: lowercased, without port or trailing dot."""
+    if host is None:
+        return ""
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    else:
+        name, sep, port = text.rpartition(":")
+        if sep and port.isdigit():
+            text = name
+    return text.rstrip(".")
+
+
+class _Mounts:
+    """Servers sharing one host rule, by path prefix: longest first, then the fallback."""
+
+    def __init__(self, servers: Sequence[ServerConfig]) -> None:
+        bound = [s for s in servers if s.bind_to != FALLBACK]
+        self.prefixed = sorted(bound, key=lambda s: len(s.bind_to), reverse=True)
+        self.fallback = next((s for s in servers if s.bind_to == FALLBACK), None)
+
+    def match(self, path: str) -> ServerConfig | None:
+        for server in self.prefixed:
+            prefix = server.bind_to
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return server
+        return self.fallback
+
+
+class Router:
+    def __init__(self, servers: Sequence[ServerConfig]) -> None:
+        exact: dict[str, list[ServerConfig]] = {}
+        wildcard: dict[str, list[ServerConfig]] = {}
+        for server in servers:
+            for pattern in server.hosts:
+                if pattern.startswith("*."):
+                    wildcard.setdefault(pattern[1:], []).append(server)  # key ".example.com"
+                else:
+                    exact.setdefault(pattern, []).append(server)
+        self._exact = {host: _Mounts(group) for host, group in exact.items()}
+        # Most specific (longest) suffix first.
+        self._wildcard = sorted(
+            ((suffix, _Mounts(group)) for suffix, group in wildcard.items()),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+        self._any_host = _Mounts([s for s in servers if not s.hosts])
+
+    def _mounts_for(self, host: str) -> _Mounts:
+        mounts = self._exact.get(host)
+        if mounts is not None:
+            return mounts
+        for suffix, group in self._wildcard:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return group
+        return self._any_host
+
+    def route(self, host: bytes | None, target: bytes) -> Route | None:
+        """The server for a request with this ``Host`` value and target, or None (404)."""
+        text = target.decode("latin-1")
+        path, sep, query = text.partition("?")
+        server = self._mounts_for(request_host(host)).match(path)
+        if server is None:
+            return None
+        if server.strip_prefix and server.bind_to != FALLBACK and path.startswith("/"):
+            path = path[len(server.bind_to) :] or "/"
+        forwarded = server.proxy_url.base_path + path + sep + query
+        return Route(server, forwarded.encode("latin-1"))

@@ -1,0 +1,117 @@
+"""phantom.routing: host and path matching, prefix stripping, base paths. Pure, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from phantom.config import config_from_dict
+from phantom.headers import with_backend_host
+from phantom.routing import Router, request_host
+
+
+def router(**servers: dict[str, Any]) -> Router:
+    tables = {
+        name: {"proxy_url": "http://127.0.0.1:8080", **body} for name, body in servers.items()
+    }
+    return Router(config_from_dict({"server": tables}).servers)
+
+
+def routed(r: Router, target: str, host: str | None = "example.com") -> tuple[str, str] | None:
+    route = r.route(None if host is None else host.encode(), target.encode())
+    return None if route is None else (route.server.name, route.target.decode())
+
+
+def test_longest_prefix_on_segment_boundaries_then_fallback() -> None:
+    r = router(
+        api={"bind_to": "/api"},
+        admin={"bind_to": "/api/admin"},
+        web={"bind_to": "*"},
+    )
+    assert routed(r, "/api") == ("api", "/")
+    assert routed(r, "/api/") == ("api", "/")
+    assert routed(r, "/api/users?x=1") == ("api", "/users?x=1")
+    assert routed(r, "/api/admin/x") == ("admin", "/x")
+    assert routed(r, "/api/administrator") == ("api", "/administrator")
+    assert routed(r, "/apix") == ("web", "/apix")
+    assert routed(r, "/") == ("web", "/")
+
+
+def test_no_match_and_no_fallback_is_none() -> None:
+    r = router(api={"bind_to": "/api"})
+    assert routed(r, "/other") is None
+    assert routed(r, "/apix") is None
+    assert routed(r, "*") is None
+
+
+def test_base_path_prepended_and_query_kept() -> None:
+    r = router(api={"bind_to": "/api", "proxy_url": "http://127.0.0.1:8080/v1"})
+    assert routed(r, "/api/users?page=2&q=a%20b") == ("api", "/v1/users?page=2&q=a%20b")
+    assert routed(r, "/api?x") == ("api", "/v1/?x")
+
+
+def test_strip_prefix_false_keeps_the_path() -> None:
+    r = router(docs={"bind_to": "/docs", "strip_prefix": False})
+    assert routed(r, "/docs/_next/webpack-hmr") == ("docs", "/docs/_next/webpack-hmr")
+
+
+def test_trailing_slash_in_bind_to_and_slash_alone() -> None:
+    r = router(api={"bind_to": "/api/"}, root={"bind_to": "/"})
+    assert routed(r, "/api/x") == ("api", "/x")
+    assert routed(r, "/else") == ("root", "/else")
+
+
+def test_hosts_exact_and_wildcard_before_path() -> None:
+    r = router(
+        app={"hosts": ["App.Example.com"]},
+        app_api={"hosts": ["app.example.com"], "bind_to": "/api"},
+        preview={"hosts": ["*.preview.example.com"]},
+        deep={"hosts": ["*.x.preview.example.com"]},
+        other={"bind_to": "*"},
+        other_api={"bind_to": "/api"},
+    )
+    assert routed(r, "/", "app.example.com") == ("app", "/")
+    assert routed(r, "/api/x", "APP.example.com:8443") == ("app_api", "/x")
+    assert routed(r, "/", "app.example.com.") == ("app", "/")
+    assert routed(r, "/", "pr-1.preview.example.com") == ("preview", "/")
+    assert routed(r, "/", "a.b.preview.example.com") == ("preview", "/")
+    assert routed(r, "/", "a.x.preview.example.com") == ("deep", "/")
+    assert routed(r, "/", "preview.example.com") == ("other", "/")  # wildcard needs a label
+    assert routed(r, "/api/x", "unknown.test") == ("other_api", "/x")
+    assert routed(r, "/", None) == ("other", "/")
+
+
+def test_claimed_host_without_a_matching_path_is_not_routed_elsewhere() -> None:
+    r = router(app={"hosts": ["app.test"], "bind_to": "/app"}, rest={"bind_to": "*"})
+    assert routed(r, "/other", "app.test") is None
+    assert routed(r, "/other", "else.test") == ("rest", "/other")
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ("Example.COM", "example.com"),
+        ("example.com:8080", "example.com"),
+        ("[::1]:3000", "::1"),
+        ("[::1]", "::1"),
+        ("example.com.", "example.com"),
+        ("", ""),
+    ],
+)
+def test_request_host(header: str, host: str) -> None:
+    assert request_host(header.encode()) == host
+
+
+def test_with_backend_host_replaces_host_and_origin_only_on_request() -> None:
+    headers = [(b"HOST", b"app.test"), (b"Origin", b"https://app.test"), (b"X", b"1")]
+    assert with_backend_host(headers, b"127.0.0.1:9000", origin=True) == [
+        (b"HOST", b"127.0.0.1:9000"),
+        (b"Origin", b"http://127.0.0.1:9000"),
+        (b"X", b"1"),
+    ]
+    assert with_backend_host(headers, b"127.0.0.1:9000", origin=False)[1] == headers[1]
+    assert with_backend_host([(b"X", b"1")], b"b:1", origin=False) == [
+        (b"Host", b"b:1"),
+        (b"X", b"1"),
+    ]
