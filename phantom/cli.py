@@ -33,7 +33,7 @@ from phantom.config import (
     parse_port,
     with_overrides,
 )
-from phantom.errors import ConfigError
+from phantom.errors import ConfigError, PhantomError
 
 __all__ = ["CLIError", "main", "new_event_loop", "run"]
 
@@ -229,6 +229,8 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
             await proxy.close()
         where = host_port(config.listen, config.http_port)
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
+    except PhantomError as exc:  # e.g. a snapshot that could not be fetched
+        raise CLIError(str(exc), EXIT_RUNTIME) from None
     try:
         serving = asyncio.ensure_future(proxy.serve_forever())
         waiter = asyncio.ensure_future(stop.wait())

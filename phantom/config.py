@@ -44,6 +44,7 @@ __all__ = [
     "parse_backend_url",
     "parse_host",
     "parse_log_level",
+    "mounted_at",
     "parse_port",
     "with_overrides",
 ]
@@ -97,6 +98,13 @@ class ServerConfig:
     strip_prefix: bool = True  # remove bind_to from the path before forwarding
     hosts: tuple[str, ...] = ()  # lowercased "app.example.com" / "*.example.com"; () = any
     preserve_host: bool = True  # False: send the backend's host (and Origin on upgrades)
+    proxy_mode: str = "dynamic"  # "dynamic" | "pre_generate" (serve snapshots only)
+    pre_generate_paths: tuple[str, ...] = ()  # snapshotted at startup, as clients request them
+    pre_generate_fallthrough: bool = False  # pre_generate: forward snapshot misses
+
+    @property
+    def pre_generate(self) -> bool:
+        return self.proxy_mode == "pre_generate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +329,39 @@ def _check_hosts(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_check_host_pattern(item) for item in value))
 
 
+PROXY_MODES: Final = ("dynamic", "pre_generate")
+
+
+def _check_proxy_mode(value: object) -> str:
+    text = _check_str(value)
+    if text not in PROXY_MODES:
+        raise _Invalid(f"expected one of {', '.join(PROXY_MODES)}, got {text!r}")
+    return text
+
+
+def check_snapshot_path(value: object) -> str:
+    """A path as clients request it, query allowed: ``/blog/post?lang=en``."""
+    text = _check_str(value)
+    if not text.startswith("/") or "#" in text or not text.isprintable() or " " in text:
+        raise _Invalid(f'expected a path starting with "/", got {text!r}')
+    return text
+
+
+def _check_paths(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f"expected an array of paths, got {_type_name(value)}")
+    return tuple(dict.fromkeys(check_snapshot_path(item) for item in value))
+
+
+def mounted_at(bind_to: str, target: str) -> bool:
+    """Whether ``target`` (path, maybe with a query) is under the ``bind_to`` prefix, on a
+    segment boundary: ``/api`` holds ``/api``, ``/api/x`` and ``/api?q``, never ``/apix``."""
+    if bind_to == "*":
+        return True
+    rest = target[len(bind_to) :] if target.startswith(bind_to) else None
+    return rest is not None and (not rest or rest[0] in "/?")
+
+
 def _check_table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table, got {_type_name(value)}")
@@ -354,6 +395,9 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "strip_prefix": _check_bool,
     "hosts": _check_hosts,
     "preserve_host": _check_bool,
+    "proxy_mode": _check_proxy_mode,
+    "pre_generate_paths": _check_paths,
+    "pre_generate_fallthrough": _check_bool,
 }
 
 
@@ -445,7 +489,14 @@ class _Reader:
                 _dotted("server", name, "proxy_url"),
                 'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"',
             )
-        return ServerConfig(name=name, **values)
+        server = ServerConfig(name=name, **values)
+        for path in server.pre_generate_paths:
+            if not mounted_at(server.bind_to, path):
+                raise self.error(
+                    _dotted("server", name, "pre_generate_paths"),
+                    f"{path!r} is outside bind_to {server.bind_to!r}",
+                )
+        return server
 
 
 # --------------------------------------------------------------------------- public API

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import cast
 
@@ -133,6 +134,10 @@ class ClientConnection(Endpoint):
             self._respond_plain(404, b"No server is bound to this host and path.\n")
             return "next"
         site = self.ctx.sites[route.server.name]
+        if site.config.pre_generate:
+            outcome = await self._serve_snapshot(site, request, raw_headers)
+            if outcome is not None:
+                return outcome
         try:
             if hdr.is_upgrade(raw_headers):
                 if not site.config.enable_websocket:
@@ -143,6 +148,27 @@ class ClientConnection(Endpoint):
             return await self._serve_http(site, request, route.target, raw_headers)
         except PhantomError as exc:
             return self._backend_failed(site, request, exc)
+
+    async def _serve_snapshot(
+        self, site: Site, request: h11.Request, raw_headers: list[tuple[bytes, bytes]]
+    ) -> str | None:
+        """A pre-generate server answers from its snapshots; None: fall through (only with
+        ``pre_generate_fallthrough``) to the cache and the backend."""
+        upgrade = hdr.is_upgrade(raw_headers)
+        if not upgrade and request.method in (b"GET", b"HEAD"):
+            entry = site.snapshots.get(request.target)
+            if entry is not None:
+                await self._read_body()
+                self._respond_cached(site, entry, request.method)
+                return "next"
+        if site.config.pre_generate_fallthrough:
+            return None
+        await self._read_body()
+        if upgrade:
+            self._respond_plain(501, b"Upgrades are not served by a pre-generated site.\n")
+        else:
+            self._respond_plain(404, b"Not found: no snapshot of this path.\n")
+        return "next"
 
     def _backend_headers(
         self, site: Site, headers: list[tuple[bytes, bytes]], *, upgrade: bool
@@ -452,7 +478,13 @@ class ClientConnection(Endpoint):
         age = entry.age(site.cache.clock())
         headers = list(entry.headers)
         headers.append((b"Age", policy.format_age(age)))
-        headers.append((b"Cache-Status", policy.cache_status_hit(entry.freshness_lifetime - age)))
+        ttl = entry.freshness_lifetime - age
+        # A snapshot never expires: its hit carries no ttl.
+        if math.isfinite(ttl):
+            status = policy.cache_status_hit(ttl)
+        else:
+            status = f"{policy.CACHE_NAME}; hit".encode()
+        headers.append((b"Cache-Status", status))
         self._start_response(entry.status, headers, entry.reason)
         if method != b"HEAD" and entry.body:
             self._send(h11.Data(data=entry.body))

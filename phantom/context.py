@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .cache.store import CacheStore
+from .cache.store import CachedResponse, CacheStore
 from .config import Config, ServerConfig
 from .endpoint import DetachedState
+from .errors import PhantomError, SnapshotError
 from .routing import Router
+from .snapshots import Snapshots, gather_each
 from .tunnel import Tunnel
 from .upstream import Upstream
 
@@ -23,23 +25,57 @@ log = logging.getLogger("phantom")
 
 @dataclass(slots=True)
 class Site:
-    """One ``[server.NAME]`` block brought to life: its backend pool and its cache."""
+    """One ``[server.NAME]`` block brought to life: its backend pool, cache and snapshots.
+
+    ``proxy.servers[name]`` in the library: ``.cache`` and the snapshot calls below (which
+    raise :class:`~phantom.errors.UsageError` on a server without ``proxy_mode =
+    "pre_generate"``, :class:`~phantom.errors.NotFound` for an unknown snapshot and
+    :class:`~phantom.errors.SnapshotError` when the backend fails).
+    """
 
     config: ServerConfig
     upstream: Upstream
     cache: CacheStore
+    snapshots: Snapshots
 
     @classmethod
     def build(cls, server: ServerConfig, config: Config) -> Site:
-        return cls(
-            config=server,
-            upstream=Upstream(server.proxy_url, config.backend_connect_timeout),
-            cache=CacheStore(
-                max_entries=server.cache_max_entries,
-                max_bytes=server.cache_max_bytes,
-                max_object_bytes=server.cache_max_object_bytes,
-            ),
+        upstream = Upstream(server.proxy_url, config.backend_connect_timeout)
+        cache = CacheStore(
+            max_entries=server.cache_max_entries,
+            max_bytes=server.cache_max_bytes,
+            max_object_bytes=server.cache_max_object_bytes,
         )
+        snapshots = Snapshots(
+            server,
+            upstream,
+            timeout=config.backend_timeout,
+            max_bytes=server.cache_max_object_bytes,
+            clock=cache.clock,
+        )
+        return cls(config=server, upstream=upstream, cache=cache, snapshots=snapshots)
+
+    async def add_snapshot(self, path: str) -> CachedResponse:
+        """Fetch ``path`` (as clients request it) and serve it from now on."""
+        return await self.snapshots.add(path)
+
+    async def refresh_snapshot(self, path: str) -> CachedResponse:
+        """Fetch an existing snapshot again; the old one is kept if that fails."""
+        return await self.snapshots.refresh(path)
+
+    def remove_snapshot(self, path: str) -> None:
+        self.snapshots.remove(path)
+
+    async def refresh_all_snapshots(self) -> list[tuple[str, CachedResponse | PhantomError]]:
+        """Fetch every snapshot again, a few at a time; each path with its result or error."""
+        return await gather_each(self.snapshots.paths, self.snapshots.refresh)
+
+    async def pre_generate(self) -> None:
+        """Fetch ``pre_generate_paths`` (startup); SnapshotError names every path that failed."""
+        results = await gather_each(self.config.pre_generate_paths, self.snapshots.add)
+        failures = [str(result) for _, result in results if isinstance(result, PhantomError)]
+        if failures:
+            raise SnapshotError(f"server {self.config.name}: " + "; ".join(failures))
 
 
 class CacheGroup:

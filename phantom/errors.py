@@ -5,7 +5,15 @@ Pure module: no I/O.
 
 from __future__ import annotations
 
-__all__ = ["BackendError", "BackendTimeout", "ConfigError", "PhantomError"]
+__all__ = [
+    "BackendError",
+    "BackendTimeout",
+    "ConfigError",
+    "NotFound",
+    "PhantomError",
+    "SnapshotError",
+    "UsageError",
+]
 
 
 class PhantomError(Exception):
@@ -43,3 +51,19 @@ class BackendTimeout(BackendError):
     """Connecting to the backend, or waiting for its response head, took too long."""
 
     status = 504
+
+
+class SnapshotError(BackendError):
+    """A snapshot could not be fetched: the backend failed or answered other than 200."""
+
+
+class NotFound(PhantomError):
+    """An operation named something that does not exist (a server, a snapshot)."""
+
+    status = 404
+
+
+class UsageError(PhantomError):
+    """An operation that does not apply, e.g. a snapshot call on a dynamic server."""
+
+    status = 400

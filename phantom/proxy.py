@@ -13,6 +13,7 @@ from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
+from .operations import add_operation_routes
 
 log = logging.getLogger("phantom")
 
@@ -53,6 +54,7 @@ class Proxy:
             raise RuntimeError("proxy already started")
         loop = asyncio.get_running_loop()
         ctx = self._ctx
+        await self._pre_generate()
         self._closed = asyncio.Event()
         self._server = await loop.create_server(
             lambda: ClientConnection(ctx),
@@ -73,6 +75,17 @@ class Proxy:
             host_port(self.config.listen, self.port),
             ", ".join(f"{s.name}: {s.proxy_url}" for s in self.config.servers),
         )
+
+    async def _pre_generate(self) -> None:
+        """Fetch every pre-generate server's snapshots before the listener opens: a site must
+        never be served half-built. Raises SnapshotError naming what failed."""
+        sites = [site for site in self._ctx.sites.values() if site.config.pre_generate]
+        results = await asyncio.gather(*(s.pre_generate() for s in sites), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for site in self._ctx.sites.values():
+                site.upstream.close()
+            raise failures[0]
 
     async def serve_forever(self) -> None:
         """Wait until the proxy is closed (by ``close()`` or a signal handler calling it)."""
@@ -122,11 +135,8 @@ class Proxy:
         async def healthz(_: ControlRequest) -> ControlResponse:
             return ControlResponse.json(200, {"status": "ok"})
 
-        async def invalidate_all(_: ControlRequest) -> ControlResponse:
-            return ControlResponse.json(200, {"invalidated": self.cache.invalidate_all()})
-
         control.route("GET", "/healthz", healthz, public=True)
-        control.route("POST", "/invalidate_all", invalidate_all)
+        add_operation_routes(control, self._ctx.sites)
 
     async def __aenter__(self) -> Proxy:
         await self.start()

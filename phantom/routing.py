@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import ServerConfig
+from .config import ServerConfig, mounted_at
 
-__all__ = ["Route", "Router", "request_host"]
+__all__ = ["Route", "Router", "backend_target", "request_host"]
 
 FALLBACK = "*"
 
@@ -59,8 +59,7 @@ class _Mounts:
 
     def match(self, path: str) -> ServerConfig | None:
         for server in self.prefixed:
-            prefix = server.bind_to
-            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            if mounted_at(server.bind_to, path):
                 return server
         return self.fallback
 
@@ -96,11 +95,16 @@ class Router:
     def route(self, host: bytes | None, target: bytes) -> Route | None:
         """The server for a request with this ``Host`` value and target, or None (404)."""
         text = target.decode("latin-1")
-        path, sep, query = text.partition("?")
+        path = text.partition("?")[0]
         server = self._mounts_for(request_host(host)).match(path)
         if server is None:
             return None
-        if server.strip_prefix and server.bind_to != FALLBACK and path.startswith("/"):
-            path = path[len(server.bind_to) :] or "/"
-        forwarded = server.proxy_url.base_path + path + sep + query
-        return Route(server, forwarded.encode("latin-1"))
+        return Route(server, backend_target(server, text).encode("latin-1"))
+
+
+def backend_target(server: ServerConfig, target: str) -> str:
+    """``target`` as the backend is sent it: prefix stripped, base path prepended, query kept."""
+    path, sep, query = target.partition("?")
+    if server.strip_prefix and server.bind_to != FALLBACK and path.startswith("/"):
+        path = path[len(server.bind_to) :] or "/"
+    return server.proxy_url.base_path + path + sep + query

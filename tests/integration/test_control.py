@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from conftest import async_test, fetch, get, proxied
-from origin import Reply
+from conftest import async_test, fetch, get, proxied, servers_config
+from origin import Reply, TestOrigin
+
+from phantom import create_proxy
 
 TOKEN = "s3cret-token"
 
@@ -58,3 +61,96 @@ async def test_unknown_endpoint_is_404_and_wrong_method_is_405() -> None:
         wrong_method = await fetch(proxy.control_port, "GET", "/invalidate_all")
         assert wrong_method.status == 405
         assert wrong_method.get("allow") == "POST"
+
+
+# -- cache endpoints ----------------------------------------------------------------------------
+
+ENDPOINTS = [
+    "/invalidate_all",
+    "/invalidate",
+    "/bulk_invalidate",
+    "/add_snapshot",
+    "/bulk_add_snapshot",
+    "/refresh_snapshot",
+    "/bulk_refresh_snapshot",
+    "/remove_snapshot",
+    "/bulk_remove_snapshot",
+    "/refresh_all_snapshots",
+]
+
+
+def cached(body: bytes) -> Reply:
+    return Reply(200, [("Cache-Control", "max-age=60")], body)
+
+
+async def call(port: int, path: str, body: object = None, token: str | None = None) -> Any:
+    headers = [("Authorization", f"Bearer {token}")] if token else []
+    data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+    response = await fetch(port, "POST", path, headers, data)
+    return response.status, json.loads(response.body)
+
+
+@async_test()
+async def test_every_endpoint_needs_the_token() -> None:
+    async with proxied({}, control_port=0, control_auth=TOKEN) as (_, proxy):
+        for path in ENDPOINTS:
+            assert (await call(proxy.control_port, path))[0] == 401, path
+            assert (await call(proxy.control_port, path, token="wrong"))[0] == 403, path
+            status, _ = await call(proxy.control_port, path, token=TOKEN)
+            assert status in (200, 400), path  # authorised: then judged on its body
+
+
+@async_test()
+async def test_invalidate_by_pattern_server_and_in_bulk() -> None:
+    routes = {"/a/1": cached(b"1"), "/a/2": cached(b"2"), "/b": cached(b"b")}
+    async with TestOrigin(routes) as origin:
+        servers = {
+            "one": {"proxy_url": origin.url},
+            "two": {"proxy_url": origin.url, "hosts": ["two.test"]},
+        }
+        async with create_proxy(servers_config(servers, control_port=0)) as proxy:
+            port = proxy.control_port
+
+            async def fill() -> None:
+                for path in routes:
+                    await get(proxy.port, path)
+                    await get(proxy.port, path, [("Host", "two.test")])
+
+            await fill()
+            assert len(proxy.cache) == 6
+            assert await call(port, "/invalidate", {"pattern": "GET:/a/*", "server": "two"}) == (
+                200,
+                {"pattern": "GET:/a/*", "invalidated": 2},
+            )
+            assert await call(port, "/invalidate", {"pattern": "GET:/a/*"}) == (
+                200,
+                {"pattern": "GET:/a/*", "invalidated": 2},
+            )
+            status, bulk = await call(port, "/bulk_invalidate", {"patterns": ["GET:/b", "", "x"]})
+            assert status == 200
+            assert (bulk["requested"], bulk["succeeded"], bulk["failed"]) == (3, 2, 1)
+            assert [r.get("invalidated") for r in bulk["results"]] == [2, None, 0]
+            await fill()
+            assert await call(port, "/invalidate_all", {"server": "one"}) == (
+                200,
+                {"invalidated": 3},
+            )
+            assert len(proxy.servers["two"].cache) == 3
+
+
+@async_test()
+async def test_bad_requests_are_400_and_unknown_servers_404() -> None:
+    async with proxied({}, control_port=0) as (_, proxy):
+        port = proxy.control_port
+        status, answer = await call(port, "/invalidate", b"{nope")
+        assert status == 400 and answer["error"].startswith("invalid JSON body")
+        status, answer = await call(port, "/invalidate", {})
+        assert status == 400 and answer["error"].startswith('missing field "pattern"')
+        status, answer = await call(port, "/bulk_invalidate", {"patterns": "x"})
+        assert status == 400 and "non-empty array" in answer["error"]
+        status, answer = await call(port, "/invalidate", [1])
+        assert status == 400 and answer["error"] == "the body must be a JSON object"
+        status, answer = await call(port, "/invalidate", {"pattern": "*", "server": "nope"})
+        assert (status, answer) == (404, {"error": "no server named 'nope'"})
+        status, answer = await call(port, "/add_snapshot", {"path": "/"})
+        assert status == 400 and "pre_generate" in answer["error"]
