@@ -372,3 +372,94 @@ def check(config_path: str) -> None:
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(describe(config), nl=False)
+
+
+# --------------------------------------------------------------------------- control calls
+
+
+def _control_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option(
+                "--config",
+                "config_path",
+                metavar="PATH",
+                help=f"Read control_port/control_auth here (default: ./{DEFAULT_CONFIG}).",
+            ),
+            click.option(
+                "--control", metavar="URL", help="Control API URL, e.g. http://127.0.0.1:17809."
+            ),
+            click.option("--token", metavar="TOKEN", help="Bearer token (default: control_auth)."),
+            click.option("--server", metavar="NAME", help="Only this [server.NAME]."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _call_control(
+    config_path: str | None,
+    control: str | None,
+    token: str | None,
+    path: str,
+    body: dict[str, Any],
+) -> Any:
+    from phantom.control_client import ControlCallError, call, control_url
+
+    try:
+        if control is None:
+            config = _load(config_path)
+            control = control_url(config)
+            token = token or config.control_auth
+        elif token is None and config_path is not None:
+            token = _load(config_path).control_auth
+        return call(control, path, body, token)
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    except ControlCallError as err:
+        _fail(str(err), EXIT_RUNTIME)
+
+
+@main.command()
+@click.argument("pattern")
+@_control_options
+def invalidate(
+    pattern: str,
+    config_path: str | None,
+    control: str | None,
+    token: str | None,
+    server: str | None,
+) -> None:
+    """Remove cached responses whose key (METHOD:/path?query) matches PATTERN (* wildcards)."""
+    body: dict[str, Any] = {"pattern": pattern}
+    if server:
+        body["server"] = server
+    answer = _call_control(config_path, control, token, "/invalidate", body)
+    click.echo(f"invalidated {answer['invalidated']} entries")
+
+
+@main.command()
+@click.argument("action", type=click.Choice(["add", "refresh", "remove"]))
+@click.argument("paths", nargs=-1, required=True)
+@_control_options
+def snapshot(
+    action: str,
+    paths: tuple[str, ...],
+    config_path: str | None,
+    control: str | None,
+    token: str | None,
+    server: str | None,
+) -> None:
+    """Add, refresh or remove pre-generated snapshots of PATHS on a running phantom."""
+    body: dict[str, Any] = {"paths": list(paths)}
+    if server:
+        body["server"] = server
+    answer = _call_control(config_path, control, token, f"/bulk_{action}_snapshot", body)
+    for item in answer["results"]:
+        if item["ok"]:
+            size = f" ({item['bytes']} bytes)" if "bytes" in item else ""
+            click.echo(f"{action} {item['path']}: ok{size}")
+        else:
+            click.echo(f"{action} {item['path']}: failed: {item['error']}", err=True)
+    if answer["failed"]:
+        raise SystemExit(EXIT_RUNTIME)
