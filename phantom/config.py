@@ -370,6 +370,9 @@ def _check_table(value: object) -> Mapping[str, Any]:
 
 # --------------------------------------------------------------------------- tables
 
+ENV_PREFIX: Final = "$env:"
+_UNSET: Final = object()  # an "$env:NAME" whose variable is not set: the key is left out
+
 _Check = Callable[[Any], Any]
 
 _ROOT_CHECKS: Final[dict[str, _Check]] = {
@@ -416,8 +419,9 @@ def _dotted(*parts: object) -> str:
 class _Reader:
     """Validates one mapping into a Config, raising ConfigError named after ``source``."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, environ: Mapping[str, str] | None = None) -> None:
         self.source = source
+        self.environ = os.environ if environ is None else environ
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.source, key, problem)
@@ -440,8 +444,27 @@ class _Reader:
             values[key] = self.check(_dotted(*prefix, key), check, value)
         return values
 
+    def from_env(self, value: Any, path: tuple[object, ...]) -> Any:
+        """``"$env:NAME"`` strings, anywhere, become the variable's value. An unset variable
+        drops its key (or array item), so the default applies; for a secret such as
+        ``control_auth`` it is an error: a secret that silently vanished would open the door."""
+        if isinstance(value, Mapping):
+            resolved = {k: self.from_env(v, (*path, k)) for k, v in value.items()}
+            return {k: v for k, v in resolved.items() if v is not _UNSET}
+        if isinstance(value, list):
+            items = [self.from_env(item, path) for item in value]
+            return [item for item in items if item is not _UNSET]
+        if isinstance(value, str) and value.startswith(ENV_PREFIX):
+            name = value[len(ENV_PREFIX) :]
+            if name in self.environ:
+                return self.environ[name]
+            if path and path[-1] in _SECRETS:
+                raise self.error(_dotted(*path), f"environment variable {name} is not set")
+            return _UNSET
+        return value
+
     def config(self, data: object) -> Config:
-        root = dict(self.check("<root>", _check_table, data))
+        root = dict(self.from_env(self.check("<root>", _check_table, data), ()))
         servers_raw = root.pop("server", None)
         values = self.table(root, _ROOT_CHECKS, ())
         servers = self.servers(servers_raw)
@@ -502,9 +525,12 @@ class _Reader:
 # --------------------------------------------------------------------------- public API
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
-    """Validate a mapping shaped like the TOML file and build a :class:`Config`."""
-    return _Reader(source).config(data)
+def config_from_dict(
+    data: Mapping[str, Any], source: str = "<dict>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a mapping shaped like the TOML file and build a :class:`Config`.
+    ``"$env:NAME"`` values are looked up in ``environ`` (default: ``os.environ``)."""
+    return _Reader(source, environ).config(data)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

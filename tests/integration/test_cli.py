@@ -351,3 +351,13 @@ def test_runner_second_signal_forces(loop_choice: str) -> None:
     assert (code, out) == (1, ""), err
     assert "forcing shutdown" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_control_auth_from_an_unset_variable_fails_loudly(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "env.toml"
+    config.write_text('control_port = 0\ncontrol_auth = "$env:PHANTOM_TEST_NEVER_SET"\n' + GOOD)
+    result = phantom(command, "--config", "env.toml", cwd=tmp_path)
+    assert_one_line_error(
+        result, "env.toml: control_auth: environment variable PHANTOM_TEST_NEVER_SET is not set"
+    )

@@ -680,3 +680,28 @@ def test_describe_round_trip_with_routing_keys() -> None:
         SOURCE,
     )
     assert config_from_dict(tomllib.loads(describe(config)), SOURCE) == config
+
+
+# -- $env:NAME ------------------------------------------------------------------------------
+
+
+def test_env_values_are_substituted_and_unset_ones_dropped() -> None:
+    data = {
+        "listen": "$env:PHANTOM_TEST_LISTEN",
+        "control_auth": "$env:TOKEN",
+        "server": {"app": {"proxy_url": "$env:BACKEND", "hosts": ["$env:HOST", "$env:NOPE"]}},
+    }
+    environ = {"BACKEND": "http://127.0.0.1:9000", "HOST": "a.test", "TOKEN": "t0k"}
+    config = config_from_dict(data, SOURCE, environ)
+    assert config.listen == "127.0.0.1"  # unset: the default
+    assert config.control_auth == "t0k"
+    assert config.servers[0].proxy_url.port == 9000
+    assert config.servers[0].hosts == ("a.test",)
+
+
+def test_unset_env_secret_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(minimal(control_auth="$env:PHANTOM_UNSET_TOKEN"), SOURCE, {})
+    assert str(info.value) == (
+        f"{SOURCE}: control_auth: environment variable PHANTOM_UNSET_TOKEN is not set"
+    )
