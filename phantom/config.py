@@ -37,6 +37,7 @@ __all__ = [
     "BackendURL",
     "Config",
     "ServerConfig",
+    "WebhookConfig",
     "config_from_dict",
     "describe",
     "host_port",
@@ -53,6 +54,7 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 _URL_SHAPE: Final = "expected http://host[:port][/path]"
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+_ARRAY_ITEM: Final = re.compile(r"[A-Za-z0-9_-]+\[\d+\]")  # "webhooks[0]" in messages
 _HOST_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _HOSTNAME: Final = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 
@@ -83,6 +85,18 @@ class BackendURL:
         return f"{self.scheme}://{self.netloc}{self.base_path}"
 
 
+WEBHOOK_TYPES: Final = ("blocking", "notify", "cache_key")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One ``[[server.NAME.webhooks]]`` entry."""
+
+    url: BackendURL
+    type: str  # blocking | notify | cache_key
+    timeout_ms: int = 5000
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """One ``[server.NAME]`` table."""
@@ -101,6 +115,7 @@ class ServerConfig:
     proxy_mode: str = "dynamic"  # "dynamic" | "pre_generate" (serve snapshots only)
     pre_generate_paths: tuple[str, ...] = ()  # snapshotted at startup, as clients request them
     pre_generate_fallthrough: bool = False  # pre_generate: forward snapshot misses
+    webhooks: tuple[WebhookConfig, ...] = ()  # called in order before the cache and upgrades
 
     @property
     def pre_generate(self) -> bool:
@@ -317,9 +332,7 @@ def _check_host_pattern(value: object) -> str:
     name = text.lower().rstrip(".")
     bare = name[2:] if name.startswith("*.") else name
     if not bare or "*" in bare or ":" in bare or not _is_host(bare):
-        raise _Invalid(
-            f'expected a host name or "*.domain" without a port, got {text!r}'
-        )
+        raise _Invalid(f'expected a host name or "*.domain" without a port, got {text!r}')
     return name
 
 
@@ -332,11 +345,15 @@ def _check_hosts(value: object) -> tuple[str, ...]:
 PROXY_MODES: Final = ("dynamic", "pre_generate")
 
 
-def _check_proxy_mode(value: object) -> str:
+def _check_choice(value: object, choices: tuple[str, ...]) -> str:
     text = _check_str(value)
-    if text not in PROXY_MODES:
-        raise _Invalid(f"expected one of {', '.join(PROXY_MODES)}, got {text!r}")
+    if text not in choices:
+        raise _Invalid(f"expected one of {', '.join(choices)}, got {text!r}")
     return text
+
+
+def _check_proxy_mode(value: object) -> str:
+    return _check_choice(value, PROXY_MODES)
 
 
 def check_snapshot_path(value: object) -> str:
@@ -387,6 +404,12 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "control_auth": _check_secret,
 }
 
+_WEBHOOK_CHECKS: Final[dict[str, _Check]] = {
+    "url": parse_backend_url,
+    "type": lambda value: _check_choice(value, WEBHOOK_TYPES),
+    "timeout_ms": lambda value: _check_int(value, 1),
+}
+
 _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "proxy_url": parse_backend_url,
     "enable_websocket": _check_bool,
@@ -407,7 +430,7 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
 def _key_part(name: object) -> str:
     """One component of a dotted key, quoted the TOML way when it is not a bare key."""
     text = str(name)
-    if _BARE_KEY.fullmatch(text):
+    if _BARE_KEY.fullmatch(text) or _ARRAY_ITEM.fullmatch(text):
         return text
     return _toml_string(text)
 
@@ -505,8 +528,27 @@ class _Reader:
                         f"{server.bind_to!r}{where} is already bound by server.{other}",
                     )
 
+    def webhooks(self, raw: object, prefix: tuple[str, ...]) -> tuple[WebhookConfig, ...]:
+        key = _dotted(*prefix)
+        if not isinstance(raw, list):
+            raise self.error(key, f"expected [[{key}]] tables, got {_type_name(raw)}")
+        hooks = []
+        for index, item in enumerate(raw):
+            where = (*prefix[:-1], f"{prefix[-1]}[{index}]")
+            table = self.check(_dotted(*prefix), _check_table, item)
+            values = self.table(table, _WEBHOOK_CHECKS, where)
+            for required in ("url", "type"):
+                if required not in values:
+                    raise self.error(_dotted(*where, required), "missing")
+            hooks.append(WebhookConfig(**values))
+        return tuple(hooks)
+
     def server(self, name: str, body: Mapping[str, Any]) -> ServerConfig:
+        body = dict(body)
+        hooks = body.pop("webhooks", None)
         values = self.table(body, _SERVER_CHECKS, ("server", name))
+        if hooks is not None:
+            values["webhooks"] = self.webhooks(hooks, ("server", name, "webhooks"))
         if "proxy_url" not in values:
             raise self.error(
                 _dotted("server", name, "proxy_url"),
@@ -649,7 +691,14 @@ def describe(config: Config) -> str:
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")
         for f in fields(ServerConfig):
-            if f.name == "name":
-                continue
+            if f.name == "name" or (f.name == "webhooks" and server.webhooks):
+                continue  # webhooks, when there are some, follow as [[...webhooks]] tables
             lines.append(f"{f.name} = {_toml_value(f.name, getattr(server, f.name))}")
+        for hook in server.webhooks:
+            lines.append("")
+            lines.append(f"[[{_dotted('server', server.name, 'webhooks')}]]")
+            lines.extend(
+                f"{f.name} = {_toml_value(f.name, getattr(hook, f.name))}"
+                for f in fields(WebhookConfig)
+            )
     return "\n".join(lines) + "\n"

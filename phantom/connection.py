@@ -16,6 +16,7 @@ from typing import cast
 import h11
 
 from . import headers as hdr
+from . import webhooks
 from .cache import policy
 from .cache.store import CachedResponse
 from .context import ProxyContext, Site
@@ -134,6 +135,14 @@ class ClientConnection(Endpoint):
             self._respond_plain(404, b"No server is bound to this host and path.\n")
             return "next"
         site = self.ctx.sites[route.server.name]
+        cache_key = None
+        if site.webhooks:
+            payload = webhooks.request_payload(request.method, request.target, raw_headers)
+            denial, cache_key = await site.webhooks.run(payload)
+            if denial is not None:
+                await self._read_body()
+                self._respond_plain(denial.status, denial.body, headers=denial.headers)
+                return "next"
         if site.config.pre_generate:
             outcome = await self._serve_snapshot(site, request, raw_headers)
             if outcome is not None:
@@ -145,7 +154,7 @@ class ClientConnection(Endpoint):
                     self._respond_plain(501, b"Upgrade requests are not enabled on this server.\n")
                     return "next"
                 return await self._upgrade(site, request, route.target, raw_headers)
-            return await self._serve_http(site, request, route.target, raw_headers)
+            return await self._serve_http(site, request, route.target, raw_headers, cache_key)
         except PhantomError as exc:
             return self._backend_failed(site, request, exc)
 
@@ -185,6 +194,7 @@ class ClientConnection(Endpoint):
         request: h11.Request,
         target: bytes,
         raw_headers: list[tuple[bytes, bytes]],
+        cache_key: str | None,
     ) -> str:
         method = request.method
         lower_headers = list(request.headers)
@@ -193,6 +203,8 @@ class ClientConnection(Endpoint):
         if policy.is_cacheable_request(method, lower_headers):
             host = hdr.get_header(lower_headers, b"host") or b""
             key = policy.store_key(host, b"GET", request.target)
+            if cache_key is not None:  # a cache_key webhook's own key, not tied to the host
+                key = ("", cache_key)
             if forward_reason is None:
                 entry = site.cache.get(key)
                 if entry is not None:
@@ -463,11 +475,18 @@ class ClientConnection(Endpoint):
             headers.append((b"Connection", b"close"))
         self._send(h11.Response(status_code=status, headers=headers, reason=reason))
 
-    def _respond_plain(self, status: int, body: bytes, *, close: bool = False) -> None:
-        headers = [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", b"%d" % len(body)),
-        ]
+    def _respond_plain(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        close: bool = False,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """A response of our own; ``headers`` replace the default text/plain Content-Type."""
+        if headers is None:
+            headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
+        headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         if close:
             headers.append((b"Connection", b"close"))
         self._start_response(status, headers)

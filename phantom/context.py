@@ -16,6 +16,7 @@ from .routing import Router
 from .snapshots import Snapshots, gather_each
 from .tunnel import Tunnel
 from .upstream import Upstream
+from .webhooks import Webhooks
 
 if TYPE_CHECKING:
     from .connection import ClientConnection
@@ -37,6 +38,7 @@ class Site:
     upstream: Upstream
     cache: CacheStore
     snapshots: Snapshots
+    webhooks: Webhooks
 
     @classmethod
     def build(cls, server: ServerConfig, config: Config) -> Site:
@@ -53,7 +55,13 @@ class Site:
             max_bytes=server.cache_max_object_bytes,
             clock=cache.clock,
         )
-        return cls(config=server, upstream=upstream, cache=cache, snapshots=snapshots)
+        return cls(
+            config=server,
+            upstream=upstream,
+            cache=cache,
+            snapshots=snapshots,
+            webhooks=Webhooks(server.webhooks),
+        )
 
     async def add_snapshot(self, path: str) -> CachedResponse:
         """Fetch ``path`` (as clients request it) and serve it from now on."""

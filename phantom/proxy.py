@@ -125,6 +125,7 @@ class Proxy:
             conn.finished.cancel()
         for site in ctx.sites.values():
             site.upstream.close()
+            site.webhooks.close()
         if self.control is not None:
             await self.control.close()
         await server.wait_closed()

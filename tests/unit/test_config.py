@@ -650,10 +650,10 @@ def test_routing_keys_are_validated_and_normalised() -> None:
     ("server", "message"),
     [
         ({"bind_to": "api"}, 'server.app.bind_to: expected "*" or a path prefix such as "/api"'),
-        ({"bind_to": "/a?b"}, "server.app.bind_to: expected \"*\" or a path prefix"),
+        ({"bind_to": "/a?b"}, 'server.app.bind_to: expected "*" or a path prefix'),
         ({"hosts": "a.test"}, "server.app.hosts: expected an array of host names, got string"),
-        ({"hosts": ["a.test:80"]}, "server.app.hosts: expected a host name or \"*.domain\""),
-        ({"hosts": ["a.*.test"]}, "server.app.hosts: expected a host name or \"*.domain\""),
+        ({"hosts": ["a.test:80"]}, 'server.app.hosts: expected a host name or "*.domain"'),
+        ({"hosts": ["a.*.test"]}, 'server.app.hosts: expected a host name or "*.domain"'),
         ({"preserve_host": "no"}, "server.app.preserve_host: expected a boolean, got string"),
     ],
 )
@@ -705,3 +705,39 @@ def test_unset_env_secret_is_an_error() -> None:
     assert str(info.value) == (
         f"{SOURCE}: control_auth: environment variable PHANTOM_UNSET_TOKEN is not set"
     )
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+def test_webhooks_are_read_validated_and_described() -> None:
+    hooks = [
+        {"url": "http://127.0.0.1:9000/auth", "type": "blocking"},
+        {"url": "http://127.0.0.1:9000/log", "type": "notify", "timeout_ms": 250},
+    ]
+    config = config_from_dict(with_server(webhooks=hooks), SOURCE)
+    first, second = config.servers[0].webhooks
+    assert (str(first.url), first.type, first.timeout_ms) == (
+        "http://127.0.0.1:9000/auth",
+        "blocking",
+        5000,
+    )
+    assert (second.type, second.timeout_ms) == ("notify", 250)
+    assert config_from_dict(tomllib.loads(describe(config)), SOURCE) == config
+
+
+@pytest.mark.parametrize(
+    ("hooks", "message"),
+    [
+        ({"url": "x"}, "server.app.webhooks: expected [[server.app.webhooks]] tables, got table"),
+        ([{"type": "notify"}], "server.app.webhooks[0].url: missing"),
+        ([{"url": BACKEND, "type": "x"}], "server.app.webhooks[0].type: expected one of blocking"),
+        (
+            [{"url": BACKEND, "type": "notify", "timeout_ms": 0}],
+            "webhooks[0].timeout_ms: must be 1",
+        ),
+        ([{"url": BACKEND, "type": "notify", "retries": 1}], "webhooks[0].retries: unknown key"),
+    ],
+)
+def test_webhook_errors(hooks: Any, message: str) -> None:
+    assert message in error_of(with_server(webhooks=hooks))
