@@ -261,7 +261,7 @@ def haproxy_config(port: int, origin_port: int) -> str:
     return f"""
 global
     nbthread 1
-    maxconn 19000
+    maxconn 9000
 defaults
     mode http
     timeout connect 5s

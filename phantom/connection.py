@@ -494,20 +494,40 @@ class ClientConnection(Endpoint):
         self._send(h11.EndOfMessage())
 
     def _respond_cached(self, site: Site, entry: CachedResponse, method: bytes) -> None:
+        """A hit in one write, with no per-hit header validation.
+
+        h11 still frames the answer: it is sent a Response carrying only the framing fields
+        (Content-Length, plus Connection: close while draining), so its state machine and its
+        keep-alive decision (it adds ``Connection: close`` itself for HTTP/1.0 or closing
+        clients) stay exact, and the head it writes is the start of ours. The stored headers
+        follow, serialised once at store time; only Age and Cache-Status are formatted here.
+        """
         age = entry.age(site.cache.clock())
-        headers = list(entry.headers)
-        headers.append((b"Age", policy.format_age(age)))
         ttl = entry.freshness_lifetime - age
         # A snapshot never expires: its hit carries no ttl.
         if math.isfinite(ttl):
             status = policy.cache_status_hit(ttl)
         else:
             status = f"{policy.CACHE_NAME}; hit".encode()
-        headers.append((b"Cache-Status", status))
-        self._start_response(entry.status, headers, entry.reason)
+        framing = [(b"Content-Length", b"%d" % len(entry.body))]
+        if self.ctx.draining:
+            framing.append((b"Connection", b"close"))
+        conn = self.h11
+        response = h11.Response(status_code=entry.status, headers=framing, reason=entry.reason)
+        head = conn.send(response)
+        parts = [
+            head[:-2],  # up to, not including, the blank line that ends the head
+            entry.wire_headers,
+            b"Age: %s\r\nCache-Status: %s\r\n\r\n" % (policy.format_age(age), status),
+        ]
         if method != b"HEAD" and entry.body:
-            self._send(h11.Data(data=entry.body))
-        self._send(h11.EndOfMessage())
+            # Passthrough: h11 counts the bytes against Content-Length and hands back the body
+            # object itself, uncopied.
+            parts += conn.send_with_data_passthrough(h11.Data(data=entry.body)) or ()
+        conn.send(h11.EndOfMessage())
+        if self.is_lost:
+            raise ClientGone()
+        self.transport.write(b"".join(parts))
 
     def _reject_malformed(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint

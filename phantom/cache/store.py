@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cachetools import TLRUCache
 
@@ -43,6 +43,16 @@ class CachedResponse:
     response_time: float
     initial_age: float
     freshness_lifetime: float
+    #: ``headers`` serialised once at store time (``Name: value\r\n`` each, Content-Length
+    #: left out: the connection writes the framing), so a hit does not rebuild them.
+    wire_headers: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.wire_headers = b"".join(
+            b"%s: %s\r\n" % (name, value)
+            for name, value in self.headers
+            if name.lower() != b"content-length"
+        )
 
     @property
     def size(self) -> int:
