@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import resource
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
@@ -90,6 +93,37 @@ def new_event_loop(loop_choice: str = "auto") -> asyncio.AbstractEventLoop:
     return loop
 
 
+# Out of descriptors (or socket memory): accept() fails until some close.
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+EXHAUSTION_LOG_INTERVAL = 5.0
+
+
+class _ExhaustionLogger:
+    """Loop exception handler: a failed accept() for lack of descriptors becomes one clear
+    warning every few seconds instead of a traceback per attempt (asyncio retries the accept
+    after a second; uvloop's libuv sheds the connection itself and reports nothing). Backend
+    connects that fail the same way already end as 502 with their own log line."""
+
+    def __init__(self) -> None:
+        self._last = -EXHAUSTION_LOG_INTERVAL
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and exc.errno in _EXHAUSTED):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._last >= EXHAUSTION_LOG_INTERVAL:
+            self._last = now
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.error(
+                "cannot accept connections: %s (open-file limit %d; raise it with ulimit -n); "
+                "new clients wait until descriptors are free",
+                os.strerror(exc.errno or 0),
+                soft,
+            )
+
+
 def run(main: MainFactory, loop_choice: str = "auto") -> int:
     """Run ``main(stop)`` to completion on a new loop; return the process exit code.
 
@@ -98,6 +132,7 @@ def run(main: MainFactory, loop_choice: str = "auto") -> int:
     propagate after the loop is closed.
     """
     loop = new_event_loop(loop_choice)
+    loop.set_exception_handler(_ExhaustionLogger())
     try:
         return loop.run_until_complete(_supervise(main))
     finally:
@@ -203,6 +238,7 @@ def _load(
     port: int | None = None,
     backend: str | None = None,
     log_level: str | None = None,
+    workers: int | None = None,
 ) -> Config:
     try:
         config = load_config(config_path or DEFAULT_CONFIG)
@@ -212,7 +248,9 @@ def _load(
                 err.source, err.key, f"{err.problem} (pass --config PATH, or try --demo)"
             ) from None
         raise
-    return with_overrides(config, host=host, port=port, backend=backend, log_level=log_level)
+    return with_overrides(
+        config, host=host, port=port, backend=backend, log_level=log_level, workers=workers
+    )
 
 
 # --------------------------------------------------------------------------- serving
@@ -258,6 +296,25 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
         raise
     await proxy.close()  # idempotent; a no-op after the graceful close above
     log.info("phantom stopped")
+
+
+def _serve_workers(config: Config, loop_choice: str) -> int:
+    from phantom.workers import WorkersFailed, supervise
+
+    def worker_main(worker_config: Config) -> int:
+        try:
+            return run(lambda stop: _serve(worker_config, stop), loop_choice)
+        except CLIError as err:
+            click.echo(f"phantom: {err.message}", err=True)
+            return err.exit_code
+
+    try:
+        return supervise(config, worker_main)
+    except OSError as exc:
+        where = host_port(config.listen, config.http_port)
+        raise CLIError(f"cannot listen on {where}: {_reason(exc)}") from None
+    except WorkersFailed as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _serve_demo(host: str | None, port: int | None, log_level: str | None, loop: str) -> int:
@@ -311,6 +368,9 @@ def main() -> None:
 @click.option("--backend", metavar="URL", help="Forward to this URL instead of `proxy_url`.")
 @click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
 @click.option(
+    "--workers", type=int, metavar="N", help="Worker processes sharing the port (`workers`)."
+)
+@click.option(
     "--loop",
     "loop_choice",
     type=click.Choice(LOOP_CHOICES),
@@ -329,6 +389,7 @@ def serve(
     port: int | None,
     backend: str | None,
     log_level: str | None,
+    workers: int | None,
     loop_choice: str,
     demo: bool,
 ) -> None:
@@ -343,9 +404,19 @@ def serve(
                 )
             code = _serve_demo(host, port, log_level, loop_choice)
         else:
-            config = _load(config_path, host=host, port=port, backend=backend, log_level=log_level)
+            config = _load(
+                config_path,
+                host=host,
+                port=port,
+                backend=backend,
+                log_level=log_level,
+                workers=workers,
+            )
             _setup_logging(config.log_level)
-            code = run(lambda stop: _serve(config, stop), loop_choice)
+            if config.workers > 1:
+                code = _serve_workers(config, loop_choice)
+            else:
+                code = run(lambda stop: _serve(config, stop), loop_choice)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     except CLIError as err:

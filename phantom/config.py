@@ -133,6 +133,7 @@ class Config:
     backend_timeout: float = 60.0  # until the backend's response head
     shutdown_timeout: float = 30.0  # graceful drain bound on SIGTERM / close()
     log_level: str = "info"  # debug|info|warning|error
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT), each with its own cache
     control_port: int | None = None  # None = no control API; 0 = pick a free port
     control_listen: str = "127.0.0.1"
     control_auth: str | None = None  # bearer token every control call but /healthz needs
@@ -230,6 +231,11 @@ def _check_ttl(value: object) -> float:
 
 def _check_size(value: object) -> int:
     return _check_int(value, 0)
+
+
+def parse_workers(value: object) -> int:
+    """A worker process count, 1 to 256. Raises ``ValueError``."""
+    return _check_int(value, 1, 256)
 
 
 def _is_host(host: str) -> bool:
@@ -399,6 +405,7 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "backend_timeout": _check_timeout,
     "shutdown_timeout": _check_timeout,
     "log_level": parse_log_level,
+    "workers": parse_workers,
     "control_port": parse_port,
     "control_listen": parse_host,
     "control_auth": _check_secret,
@@ -491,6 +498,9 @@ class _Reader:
         servers_raw = root.pop("server", None)
         values = self.table(root, _ROOT_CHECKS, ())
         servers = self.servers(servers_raw)
+        if values.get("workers", 1) > 1 and values.get("control_port") is not None:
+            # Each worker has its own cache: one control listener could not reach them all.
+            raise self.error("workers", "control_port works with workers = 1 only (for now)")
         return Config(servers=servers, source=self.source, **values)
 
     def servers(self, raw: object) -> tuple[ServerConfig, ...]:
@@ -607,6 +617,7 @@ def with_overrides(
     port: int | None = None,
     backend: str | None = None,
     log_level: str | None = None,
+    workers: int | None = None,
 ) -> Config:
     """Apply command-line overrides; problems name the flag (``--port``) as the key."""
     reader = _Reader(config.source)
@@ -617,6 +628,10 @@ def with_overrides(
         changes["http_port"] = reader.check("--port", parse_port, port)
     if log_level is not None:
         changes["log_level"] = reader.check("--log-level", parse_log_level, log_level)
+    if workers is not None:
+        changes["workers"] = reader.check("--workers", parse_workers, workers)
+        if changes["workers"] > 1 and config.control_port is not None:
+            raise reader.error("--workers", "control_port works with workers = 1 only (for now)")
     if backend is not None:
         url = reader.check("--backend", parse_backend_url, backend)
         if len(config.servers) != 1:

@@ -61,6 +61,9 @@ class Proxy:
             self.config.listen,
             self.config.http_port,
             reuse_address=True,
+            # Worker processes (``workers = N``) each bind the same port; the kernel spreads
+            # new connections over them.
+            reuse_port=self.config.workers > 1 or None,
             backlog=1024,
         )
         self.port = self._server.sockets[0].getsockname()[1]

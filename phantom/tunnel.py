@@ -22,6 +22,9 @@ log = logging.getLogger("phantom.tunnel")
 class _Direction(asyncio.Protocol):
     """Reads from ``source`` (the transport it is installed on) and writes to ``sink``."""
 
+    # Slots: thousands of idle tunnels are two of these and a Tunnel each.
+    __slots__ = ("tunnel", "source", "sink", "bytes", "ended")
+
     def __init__(self, tunnel: Tunnel, source: asyncio.Transport, sink: asyncio.Transport) -> None:
         self.tunnel = tunnel
         self.source = source
@@ -55,6 +58,10 @@ class _Direction(asyncio.Protocol):
 
 class Tunnel:
     """Two spliced transports; ``done`` resolves when both are closed."""
+
+    __slots__ = (
+        "label", "started", "closed", "_on_close", "_lost", "done", "upstream", "downstream",
+    )
 
     def __init__(
         self,

@@ -741,3 +741,35 @@ def test_webhooks_are_read_validated_and_described() -> None:
 )
 def test_webhook_errors(hooks: Any, message: str) -> None:
     assert message in error_of(with_server(webhooks=hooks))
+# -- workers -----------------------------------------------------------------------------------
+
+
+def test_workers_default_and_value() -> None:
+    assert config_from_dict(minimal(), SOURCE).workers == 1
+    assert config_from_dict(minimal(workers=4), SOURCE).workers == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (0, "must be between 1 and 256, got 0"),
+        (257, "must be between 1 and 256, got 257"),
+        ("2", "expected an integer, got string"),
+        (True, "expected an integer, got boolean"),
+    ],
+)
+def test_workers_bad(value: Any, problem: str) -> None:
+    assert error_of(minimal(workers=value)) == f"{SOURCE}: workers: {problem}"
+
+
+def test_workers_with_control_port_is_refused() -> None:
+    message = error_of(minimal(workers=2, control_port=0))
+    assert message == f"{SOURCE}: workers: control_port works with workers = 1 only (for now)"
+
+
+def test_workers_override() -> None:
+    config = config_from_dict(minimal(), SOURCE)
+    assert with_overrides(config, workers=3).workers == 3
+    with pytest.raises(ConfigError) as info:
+        with_overrides(config, workers=0)
+    assert info.value.key == "--workers"

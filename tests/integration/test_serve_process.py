@@ -1,0 +1,123 @@
+"""``phantom serve`` as a real subprocess under conditions only a whole process shows:
+``workers = N`` supervision, and running out of file descriptors."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from origin import LOCALHOST, unused_port
+from test_cli import REPO, child_env
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+WAIT = 10.0
+
+
+@contextmanager
+def serve(
+    config: Path, *args: str, preexec: Callable[[], None] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = config.with_suffix(".log")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "phantom", "serve", "--config", str(config), *args],
+            cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(WAIT)
+
+
+def wait_for(predicate: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def answers(port: int) -> bool:
+    """Any HTTP response counts: the backend is down, so it is phantom's 502."""
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=2) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            return sock.recv(16).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
+
+
+def children(pid: int) -> set[int]:
+    return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def write_config(tmp_path: Path, port: int, extra: str = "") -> Path:
+    config = tmp_path / "phantom.toml"
+    config.write_text(
+        f"http_port = {port}\n{extra}\n[server.app]\n"
+        f'proxy_url = "http://{LOCALHOST}:{unused_port()}"\n'
+    )
+    return config
+
+
+@linux_only
+def test_workers_share_the_port_and_a_killed_worker_is_replaced(tmp_path: Path) -> None:
+    port = unused_port()
+    with serve(write_config(tmp_path, port), "--workers", "2") as proc:
+        wait_for(lambda: len(children(proc.pid)) == 2 and answers(port), "two workers")
+        first = children(proc.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(children(proc.pid) - first) == 1, "a replacement worker")
+        assert len(children(proc.pid)) == 2
+        assert victim not in children(proc.pid)
+        wait_for(lambda: answers(port), "the port to answer")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    log = tmp_path.joinpath("phantom.log").read_text()
+    assert f"(pid {victim}) exited with code -9" in log
+    assert "Traceback" not in log
+
+
+@linux_only
+def test_running_out_of_descriptors_is_one_log_line_not_a_crash(tmp_path: Path) -> None:
+    port = unused_port()
+    limit = 48
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    # asyncio reports failed accepts to the loop's exception handler (uvloop sheds them
+    # silently), so that is the loop where the log line is ours to write.
+    with serve(write_config(tmp_path, port), "--loop", "asyncio", preexec=low_fd_limit) as proc:
+        wait_for(lambda: answers(port), "the proxy")
+        idle = []
+        try:
+            for _ in range(limit + 8):
+                idle.append(socket.create_connection((LOCALHOST, port), timeout=2))
+            log = tmp_path.joinpath("phantom.log")
+            wait_for(lambda: "cannot accept connections" in log.read_text(), "the log line")
+        finally:
+            for sock in idle:
+                sock.close()
+        wait_for(lambda: answers(port), "the proxy to serve again")
+        assert proc.poll() is None
+    text = log.read_text()
+    assert f"Too many open files (open-file limit {limit}; raise it with ulimit -n)" in text
+    assert text.count("cannot accept connections") <= 3
