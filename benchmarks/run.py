@@ -87,8 +87,10 @@ ALL_TARGETS = {
     "proxy.py": Target("proxy.py", cached=False, forward_proxy=True),
 }
 QUICK_TARGETS = ["direct", "phantom", "nginx", "haproxy", "proxy.py"]
-# proxy.py moves a few hundred MB/s: a quarter of the bytes keeps the run bounded.
-SLOW_TUNNEL_DIVISOR = {"proxy.py": 4}
+# proxy.py moves a few hundred MB/s: a sixteenth of the bytes keeps the run bounded.
+SLOW_TUNNEL_DIVISOR = {"proxy.py": 16}
+# ... and it opens a tunnel in about 30 ms: a tenth of the idle tunnels.
+SLOW_IDLE_DIVISOR = {"proxy.py": 10}
 
 
 # -- talking to a target -----------------------------------------------------------------------
@@ -178,7 +180,8 @@ def verify_cache_hits(ep: Endpoint, target: Target) -> None:
     """Prime /small, then prove that further GETs of it never reach the origin."""
     if not target.cached:
         return
-    for _ in range(2):
+    # Each worker has its own cache; new connections spread over workers by their ports.
+    for _ in range(10 * target.workers):
         head, body = get(ep.port, "/small")
         if not head.startswith(b"HTTP/1.1 200") or len(body) != 1024:
             raise RuntimeError(f"{target.name}: bad /small: {head[:80]!r}")
@@ -319,7 +322,8 @@ def measure(
         pin(origin.pid, {LOAD_CORE})
         if proc is not origin:
             pin(proc.pid, {PROXY_CORE})
-    record("idle_kib", idle_tunnel_kib(ep, proc.pid, settings.idle_tunnels))
+    idle = settings.idle_tunnels // SLOW_IDLE_DIVISOR.get(target.name, 1)
+    record("idle_kib", idle_tunnel_kib(ep, proc.pid, idle))
     record("startup_s", proc.startup)
 
 
@@ -483,17 +487,27 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.sched_setaffinity(0, {LOAD_CORE})
     started = time.perf_counter()
+    mode = "quick" if args.quick else "full"
+    scaling: Results = {}
     with tempfile.TemporaryDirectory(prefix="phantom-bench-") as tmp:
         results = run_suite(runnable, settings, Path(tmp))
-        scaling = {} if args.no_scaling else run_scaling(settings, Path(tmp))
+        save(mode, settings, time.perf_counter() - started, results, scaling)
+        if not args.no_scaling:
+            scaling = run_scaling(settings, Path(tmp))
     elapsed = time.perf_counter() - started
-    mode = "quick" if args.quick else "full"
     print(f"\n{mode} run, {settings.repeats} repeats, {elapsed:.0f}s; median ±spread "
           "(x d = ratio to direct, x n = ratio to nginx)\n")
     print(table(results, FIGURES))
     if scaling:
         print("\nworkers scaling (proxy, wrk and origin share both cores)\n")
         print(table(scaling, SCALING))
+    save(mode, settings, elapsed, results, scaling)
+    if plot(results, scaling, RESULTS / "latest.png"):
+        print(f"\nwrote {RESULTS / 'latest.json'} and latest.png")
+
+
+def save(mode: str, settings: Settings, elapsed: float, results: Results,
+         scaling: Results) -> None:
     RESULTS.mkdir(exist_ok=True)
     document = {
         "mode": mode,
@@ -506,8 +520,6 @@ def main() -> None:
                     for n, r in {**results, **scaling}.items()},
     }
     (RESULTS / "latest.json").write_text(json.dumps(document, indent=2))
-    if plot(results, scaling, RESULTS / "latest.png"):
-        print(f"\nwrote {RESULTS / 'latest.json'} and latest.png")
 
 
 if __name__ == "__main__":
