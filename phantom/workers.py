@@ -138,7 +138,12 @@ def _wait_all(workers: list[_Worker], bound: float) -> int:
                         worker.index, worker.process.pid)
             worker.process.kill()
             worker.process.join(EXIT_GRACE_SECONDS)
-    return 0 if all(w.process.exitcode == 0 for w in workers) else 1
+    return 0 if all(w.process.exitcode in _STOPPED_CLEANLY for w in workers) else 1
+
+
+# A worker forked an instant before the stop signal dies of it before its own handlers are in
+# place; it had nothing in flight, so that is a clean stop too.
+_STOPPED_CLEANLY = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
 
 
 def _worker_entry(worker_main: WorkerMain, config: Config, reserved: socket.socket) -> None:
