@@ -12,7 +12,7 @@ The library API::
 
 from ._version import __version__
 from .config import Config, ServerConfig, load_config
-from .errors import BackendError, BackendTimeout, ConfigError, PhantomError
+from .errors import BackendError, BackendTimeout, ConfigError, ExecuteError, PhantomError
 from .proxy import Proxy, create_proxy
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "BackendTimeout",
     "Config",
     "ConfigError",
+    "ExecuteError",
     "PhantomError",
     "Proxy",
     "ServerConfig",

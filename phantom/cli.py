@@ -261,7 +261,8 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
 
     proxy = create_proxy(config)
     try:
-        await proxy.start()
+        # Interruptible: starting may wait long for an execute command's backend.
+        await _until_stopped(proxy.start(), stop)
     except OSError as exc:
         with contextlib.suppress(Exception):
             await proxy.close()
@@ -269,6 +270,10 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
     except PhantomError as exc:  # e.g. a snapshot that could not be fetched
         raise CLIError(str(exc), EXIT_RUNTIME) from None
+    if stop.is_set():  # stopped while starting: what start() began is already undone
+        await proxy.close()
+        log.info("phantom stopped")
+        return
     try:
         serving = asyncio.ensure_future(proxy.serve_forever())
         waiter = asyncio.ensure_future(stop.wait())

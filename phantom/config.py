@@ -20,11 +20,13 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from phantom.command import CommandError, parse_command
+from phantom.dotenv import DotenvError, parse_dotenv
 from phantom.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -116,6 +118,9 @@ class ServerConfig:
     pre_generate_paths: tuple[str, ...] = ()  # snapshotted at startup, as clients request them
     pre_generate_fallthrough: bool = False  # pre_generate: forward snapshot misses
     webhooks: tuple[WebhookConfig, ...] = ()  # called in order before the cache and upgrades
+    execute: str | None = None  # command line that starts the backend (see phantom.command)
+    execute_dir: str | None = None  # its working directory; absolute once execute is set
+    execute_timeout: float = 120.0  # seconds until proxy_url's port must accept connections
 
     @property
     def pre_generate(self) -> bool:
@@ -137,7 +142,11 @@ class Config:
     control_port: int | None = None  # None = no control API; 0 = pick a free port
     control_listen: str = "127.0.0.1"
     control_auth: str | None = None  # bearer token every control call but /healthz needs
+    dotenv: str | None = None  # the .env file that was loaded (absolute path)
     source: str = "<config>"
+    # What the .env file set and the environment did not (the environment wins): "$env:NAME"
+    # values were resolved with these, and execute commands get them. Not shown: secrets.
+    dotenv_vars: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 # --------------------------------------------------------------------------- value checks
@@ -321,6 +330,24 @@ def _check_secret(value: object) -> str:
     return text
 
 
+def _check_command(value: object) -> str:
+    text = _check_str(value)
+    if not text.strip():
+        raise _Invalid("must not be empty (leave the key out to start nothing)")
+    try:
+        parse_command(text)
+    except CommandError as exc:
+        raise _Invalid(str(exc)) from None
+    return text
+
+
+def _check_directory(value: object) -> str:
+    text = _check_str(value)
+    if not text or "\0" in text:
+        raise _Invalid(f"expected a directory path, got {text!r}")
+    return text
+
+
 def _check_bind_to(value: object) -> str:
     text = _check_str(value)
     if text == "*":
@@ -396,6 +423,30 @@ def _check_table(value: object) -> Mapping[str, Any]:
 ENV_PREFIX: Final = "$env:"
 _UNSET: Final = object()  # an "$env:NAME" whose variable is not set: the key is left out
 
+
+class _EnvString(str):
+    """The text of an ``"$env:NAME"`` value: remembers NAME, and may stand for a number or
+    a boolean where the key wants one (``http_port = "$env:PORT"``)."""
+
+    name: str
+
+    def __new__(cls, text: str, name: str) -> _EnvString:
+        value = super().__new__(cls, text)
+        value.name = name
+        return value
+
+    def typed(self) -> object:
+        """The number or boolean the text spells (``8080``, ``1.5``, ``true``), else the text."""
+        text = self.strip()
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        for number in (int, float):
+            try:
+                return number(text)
+            except ValueError:
+                continue
+        return str(self)
+
 _Check = Callable[[Any], Any]
 
 _ROOT_CHECKS: Final[dict[str, _Check]] = {
@@ -431,6 +482,9 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "proxy_mode": _check_proxy_mode,
     "pre_generate_paths": _check_paths,
     "pre_generate_fallthrough": _check_bool,
+    "execute": _check_command,
+    "execute_dir": _check_directory,
+    "execute_timeout": _check_timeout,
 }
 
 
@@ -449,18 +503,59 @@ def _dotted(*parts: object) -> str:
 class _Reader:
     """Validates one mapping into a Config, raising ConfigError named after ``source``."""
 
-    def __init__(self, source: str, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, source: str, environ: Mapping[str, str] | None = None, base_dir: str = ""
+    ) -> None:
         self.source = source
-        self.environ = os.environ if environ is None else environ
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.base_dir = base_dir  # relative paths (dotenv, execute_dir) start here; "" = cwd
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.source, key, problem)
 
     def check(self, key: str, check: _Check, value: object) -> Any:
         try:
-            return check(value)
+            return check(str(value) if isinstance(value, _EnvString) else value)
         except _Invalid as exc:
-            raise self.error(key, str(exc)) from None
+            problem = str(exc)
+        if isinstance(value, _EnvString):
+            typed = value.typed()
+            if not isinstance(typed, str):
+                try:
+                    return check(typed)
+                except _Invalid as exc:
+                    problem = str(exc)
+            problem = f"{ENV_PREFIX}{value.name} is {str(value)!r}: {problem}"
+        raise self.error(key, problem)
+
+    def path(self, text: str) -> str:
+        """A path from the config, relative to the config file's directory."""
+        return os.path.join(self.base_dir, os.path.expanduser(text))
+
+    def dotenv(self, raw: object) -> tuple[str | None, dict[str, str]]:
+        """``dotenv = true | "path"``: the file read and the variables it sets."""
+        value = self.from_env(raw, ("dotenv",))
+        if value is _UNSET or value is False:
+            return None, {}
+        if value is True:
+            value = ".env"
+        if not isinstance(value, str) or not value:
+            problem = f"got {_type_name(value)}" if not isinstance(value, str) else "got ''"
+            raise self.error("dotenv", f'expected true, false or a path such as ".env", {problem}')
+        path = self.path(value)
+        try:
+            with open(path, encoding="utf-8-sig") as file:
+                text = file.read()
+        except FileNotFoundError:
+            raise self.error("dotenv", f"{path}: file not found") from None
+        except UnicodeDecodeError as exc:
+            raise self.error("dotenv", f"{path}: not valid UTF-8 (byte {exc.start})") from None
+        except OSError as exc:
+            raise self.error("dotenv", f"{path}: {exc.strerror or exc}") from None
+        try:
+            return os.path.abspath(path), parse_dotenv(text)
+        except DotenvError as exc:
+            raise self.error("dotenv", f"{path}:{exc.line}: {exc.problem}") from None
 
     def table(
         self, data: Mapping[str, Any], checks: Mapping[str, _Check], prefix: tuple[str, ...]
@@ -487,21 +582,27 @@ class _Reader:
         if isinstance(value, str) and value.startswith(ENV_PREFIX):
             name = value[len(ENV_PREFIX) :]
             if name in self.environ:
-                return self.environ[name]
+                return _EnvString(self.environ[name], name)
             if path and path[-1] in _SECRETS:
                 raise self.error(_dotted(*path), f"environment variable {name} is not set")
             return _UNSET
         return value
 
     def config(self, data: object) -> Config:
-        root = dict(self.from_env(self.check("<root>", _check_table, data), ()))
+        root = dict(self.check("<root>", _check_table, data))
+        dotenv, variables = self.dotenv(root.pop("dotenv", False))
+        # The environment wins over the file: a deployment overrides a checked-in default.
+        added = tuple((k, v) for k, v in variables.items() if k not in self.environ)
+        self.environ = {**dict(added), **self.environ}
+        root = dict(self.from_env(root, ()))
         servers_raw = root.pop("server", None)
         values = self.table(root, _ROOT_CHECKS, ())
         servers = self.servers(servers_raw)
-        if values.get("workers", 1) > 1 and values.get("control_port") is not None:
-            # Each worker has its own cache: one control listener could not reach them all.
-            raise self.error("workers", "control_port works with workers = 1 only (for now)")
-        return Config(servers=servers, source=self.source, **values)
+        if values.get("workers", 1) > 1:
+            self.check_single_process(values.get("control_port"), servers, "workers")
+        return Config(
+            servers=servers, source=self.source, dotenv=dotenv, dotenv_vars=added, **values
+        )
 
     def servers(self, raw: object) -> tuple[ServerConfig, ...]:
         if raw is None:
@@ -524,6 +625,19 @@ class _Reader:
         servers = tuple(self.server(name, body) for name, body in table.items())
         self.check_mounts(servers)
         return servers
+
+    def check_single_process(
+        self, control_port: int | None, servers: tuple[ServerConfig, ...], key: str
+    ) -> None:
+        """What workers > 1 cannot do yet: each worker has its own cache (one control listener
+        could not reach them all), and each would start its own copy of an execute command."""
+        if control_port is not None:
+            raise self.error(key, "control_port works with workers = 1 only (for now)")
+        for server in servers:
+            if server.execute is not None:
+                raise self.error(
+                    key, f"server.{server.name}.execute works with workers = 1 only (for now)"
+                )
 
     def check_mounts(self, servers: tuple[ServerConfig, ...]) -> None:
         """Two servers on the same prefix for the same host could never both be reached."""
@@ -564,6 +678,8 @@ class _Reader:
                 _dotted("server", name, "proxy_url"),
                 'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"',
             )
+        if "execute" in values:
+            values["execute_dir"] = os.path.abspath(self.path(values.get("execute_dir", ".")))
         server = ServerConfig(name=name, **values)
         for path in server.pre_generate_paths:
             if not mounted_at(server.bind_to, path):
@@ -578,11 +694,15 @@ class _Reader:
 
 
 def config_from_dict(
-    data: Mapping[str, Any], source: str = "<dict>", environ: Mapping[str, str] | None = None
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    environ: Mapping[str, str] | None = None,
+    base_dir: str = "",
 ) -> Config:
     """Validate a mapping shaped like the TOML file and build a :class:`Config`.
-    ``"$env:NAME"`` values are looked up in ``environ`` (default: ``os.environ``)."""
-    return _Reader(source, environ).config(data)
+    ``"$env:NAME"`` values are looked up in ``environ`` (default: ``os.environ``); relative
+    paths (``dotenv``, ``execute_dir``) start at ``base_dir`` (default: the current one)."""
+    return _Reader(source, environ, base_dir).config(data)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -607,7 +727,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "<toml>", str(exc)) from None
-    return config_from_dict(data, source)
+    return config_from_dict(data, source, base_dir=os.path.dirname(source))
 
 
 def with_overrides(
@@ -630,8 +750,8 @@ def with_overrides(
         changes["log_level"] = reader.check("--log-level", parse_log_level, log_level)
     if workers is not None:
         changes["workers"] = reader.check("--workers", parse_workers, workers)
-        if changes["workers"] > 1 and config.control_port is not None:
-            raise reader.error("--workers", "control_port works with workers = 1 only (for now)")
+        if changes["workers"] > 1:
+            reader.check_single_process(config.control_port, config.servers, "--workers")
     if backend is not None:
         url = reader.check("--backend", parse_backend_url, backend)
         if len(config.servers) != 1:
@@ -694,7 +814,7 @@ def describe(config: Config) -> str:
     lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
     for f in fields(Config):
         value = getattr(config, f.name)
-        if f.name in ("servers", "source"):
+        if f.name in ("servers", "source", "dotenv_vars"):
             continue
         if value is None:
             lines.append(f"# {f.name} is not set")
@@ -706,9 +826,13 @@ def describe(config: Config) -> str:
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")
         for f in fields(ServerConfig):
+            value = getattr(server, f.name)
             if f.name == "name" or (f.name == "webhooks" and server.webhooks):
                 continue  # webhooks, when there are some, follow as [[...webhooks]] tables
-            lines.append(f"{f.name} = {_toml_value(f.name, getattr(server, f.name))}")
+            if value is None:
+                lines.append(f"# {f.name} is not set")
+            else:
+                lines.append(f"{f.name} = {_toml_value(f.name, value)}")
         for hook in server.webhooks:
             lines.append("")
             lines.append(f"[[{_dotted('server', server.name, 'webhooks')}]]")

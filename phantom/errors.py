@@ -9,6 +9,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "ConfigError",
+    "ExecuteError",
     "NotFound",
     "PhantomError",
     "SnapshotError",
@@ -51,6 +52,10 @@ class BackendTimeout(BackendError):
     """Connecting to the backend, or waiting for its response head, took too long."""
 
     status = 504
+
+
+class ExecuteError(BackendError):
+    """A server's ``execute`` command did not bring its backend up (exited, or timed out)."""
 
 
 class SnapshotError(BackendError):

@@ -13,6 +13,7 @@ from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
+from .launcher import Launcher
 from .operations import add_operation_routes
 
 log = logging.getLogger("phantom")
@@ -32,6 +33,11 @@ class Proxy:
         self._closed: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None
         self.port: int | None = None
+        # The servers' execute commands, by server name; the environment wins over .env.
+        environ = {**dict(config.dotenv_vars), **os.environ}
+        self.launchers: Mapping[str, Launcher] = {
+            s.name: Launcher(s, environ) for s in config.servers if s.execute is not None
+        }
         self.control: ControlServer | None = None
         if config.control_port is not None:
             self.control = ControlServer(
@@ -54,30 +60,54 @@ class Proxy:
             raise RuntimeError("proxy already started")
         loop = asyncio.get_running_loop()
         ctx = self._ctx
-        await self._pre_generate()
-        self._closed = asyncio.Event()
-        self._server = await loop.create_server(
-            lambda: ClientConnection(ctx),
-            self.config.listen,
-            self.config.http_port,
-            reuse_address=True,
-            # Worker processes (``workers = N``) each bind the same port; the kernel spreads
-            # new connections over them.
-            reuse_port=self.config.workers > 1 or None,
-            backlog=1024,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        if self.control is not None:
-            try:
+        await self._launch()
+        try:
+            await self._pre_generate()
+            self._closed = asyncio.Event()
+            self._server = await loop.create_server(
+                lambda: ClientConnection(ctx),
+                self.config.listen,
+                self.config.http_port,
+                reuse_address=True,
+                # Worker processes (``workers = N``) each bind the same port; the kernel spreads
+                # new connections over them.
+                reuse_port=self.config.workers > 1 or None,
+                backlog=1024,
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            if self.control is not None:
                 await self.control.start()
-            except OSError:
+        except BaseException:
+            if self._server is not None:
                 self._server.close()
-                raise
+            await self._stop_launchers()
+            raise
         log.info(
             "listening on http://%s -> %s",
             host_port(self.config.listen, self.port),
             ", ".join(f"{s.name}: {s.proxy_url}" for s in self.config.servers),
         )
+
+    async def _launch(self) -> None:
+        """Start every execute command, concurrently, and wait for their ports. On a failure
+        (or cancellation) stop the others: nothing phantom started may outlive a failed start."""
+        starts = [asyncio.ensure_future(launcher.start()) for launcher in self.launchers.values()]
+        if not starts:
+            return
+        try:
+            done, _ = await asyncio.wait(starts, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if (failure := task.exception()) is not None:
+                    raise failure
+        except BaseException:
+            for task in starts:
+                task.cancel()
+            await asyncio.gather(*starts, return_exceptions=True)
+            await self._stop_launchers()
+            raise
+
+    async def _stop_launchers(self) -> None:
+        await asyncio.gather(*(launcher.stop() for launcher in self.launchers.values()))
 
     async def _pre_generate(self) -> None:
         """Fetch every pre-generate server's snapshots before the listener opens: a site must
@@ -132,6 +162,8 @@ class Proxy:
         if self.control is not None:
             await self.control.close()
         await server.wait_closed()
+        # Last: the backends phantom started served the requests drained above.
+        await self._stop_launchers()
         assert self._closed is not None
         self._closed.set()
 

@@ -498,7 +498,7 @@ def test_describe_fills_in_defaults() -> None:
     text = describe(config_from_dict(minimal(), SOURCE))
     assert text.startswith("# phantom: effective configuration from phantom.toml")
     for field in dataclasses.fields(Config):
-        if field.name in ("servers", "source"):
+        if field.name in ("servers", "source", "dotenv_vars"):
             continue
         if field.default is None:  # optional settings that are off say so
             assert f"\n# {field.name} is not set" in text
@@ -506,7 +506,11 @@ def test_describe_fills_in_defaults() -> None:
             assert f"\n{field.name} = " in text
     assert "\n[server.app]\n" in text
     for field in dataclasses.fields(ServerConfig):
-        if field.name != "name":
+        if field.name == "name":
+            continue
+        if field.default is None:
+            assert f"\n# {field.name} is not set" in text
+        else:
             assert f"\n{field.name} = " in text
     assert '\nproxy_url = "http://127.0.0.1:8080"\n' in text
     assert "\ncache_max_bytes = 268_435_456  # 256 MiB\n" in text
@@ -741,6 +745,8 @@ def test_webhooks_are_read_validated_and_described() -> None:
 )
 def test_webhook_errors(hooks: Any, message: str) -> None:
     assert message in error_of(with_server(webhooks=hooks))
+
+
 # -- workers -----------------------------------------------------------------------------------
 
 
@@ -773,3 +779,141 @@ def test_workers_override() -> None:
     with pytest.raises(ConfigError) as info:
         with_overrides(config, workers=0)
     assert info.value.key == "--workers"
+
+
+# -- execute --------------------------------------------------------------------------------
+
+
+def test_execute_runs_in_the_config_files_directory_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[server.app]\nproxy_url = "{BACKEND}"\nexecute = "npm start"\n')
+    server = load_config(path).servers[0]
+    assert (server.execute, server.execute_dir) == ("npm start", str(tmp_path))
+    assert server.execute_timeout == 120
+
+
+def test_execute_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    text = f'[server.app]\nproxy_url = "{BACKEND}"\nexecute = "x"\nexecute_dir = "web/../app"\n'
+    server = load_config(write(tmp_path, text)).servers[0]
+    assert server.execute_dir == str(tmp_path / "app")
+    assert load_config(write(tmp_path, describe(load_config(tmp_path / "cfg.toml")))) == (
+        load_config(tmp_path / "cfg.toml")
+    )
+
+
+def test_execute_dir_without_execute_is_kept_as_written() -> None:
+    # "execute = "$env:DEV_CMD"" may drop execute in production; execute_dir then does nothing.
+    config = config_from_dict(with_server(execute="$env:DEV_CMD", execute_dir="web"), SOURCE, {})
+    assert (config.servers[0].execute, config.servers[0].execute_dir) == (None, "web")
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ({"execute": ""}, "server.app.execute: must not be empty"),
+        ({"execute": "a | b"}, "server.app.execute: '|': a pipe needs a shell"),
+        ({"execute": "cd web"}, "server.app.execute: the command must end with a program"),
+        ({"execute": "x", "execute_timeout": 0}, "server.app.execute_timeout: must be greater"),
+        ({"execute": 3}, "server.app.execute: expected a string, got integer"),
+    ],
+)
+def test_execute_errors(server: dict[str, Any], message: str) -> None:
+    assert message in error_of(with_server(**server))
+
+
+# -- dotenv ---------------------------------------------------------------------------------
+
+
+def test_dotenv_true_reads_env_next_to_the_config_and_the_environment_wins(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text("export BACKEND=http://127.0.0.1:9000\nPORT=1\nEXTRA='x y'\n")
+    data = {"dotenv": True, "http_port": "$env:PORT", **with_server(proxy_url="$env:BACKEND")}
+    config = config_from_dict(data, SOURCE, {"PORT": "8081"}, base_dir=str(tmp_path))
+    assert config.servers[0].proxy_url.port == 9000
+    assert config.http_port == 8081  # set in the environment: the file's 1 is ignored
+    assert config.dotenv == str(tmp_path / ".env")
+    assert config.dotenv_vars == (("BACKEND", "http://127.0.0.1:9000"), ("EXTRA", "x y"))
+    assert "EXTRA" not in repr(config)
+    assert "\ndotenv = " in describe(config)
+
+
+GOOD_SERVER = f'[server.app]\nproxy_url = "{BACKEND}"\n'
+
+
+def test_dotenv_path_from_a_toml_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "prod.env").write_text("TOKEN=s3cret\n")
+    text = 'dotenv = "prod.env"\ncontrol_auth = "$env:TOKEN"\n' + GOOD_SERVER
+    config = load_config(write(tmp_path / "conf", text))
+    assert config.control_auth == "s3cret"
+
+
+def test_dotenv_parse_error_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("# ok\nA=1\nnot an assignment\n")
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(minimal(dotenv=True), SOURCE, {}, base_dir=str(tmp_path))
+    assert str(info.value) == f"{SOURCE}: dotenv: {tmp_path / '.env'}:3: expected KEY=VALUE"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "dotenv: {dir}/.env: file not found"),
+        ("missing.env", "dotenv: {dir}/missing.env: file not found"),
+        (3, 'dotenv: expected true, false or a path such as ".env", got integer'),
+    ],
+)
+def test_dotenv_errors(tmp_path: Path, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(minimal(dotenv=value), SOURCE, {}, base_dir=str(tmp_path))
+    assert str(info.value) == f"{SOURCE}: " + message.format(dir=tmp_path)
+
+
+def test_dotenv_false_reads_nothing() -> None:
+    assert config_from_dict(minimal(dotenv=False), SOURCE).dotenv is None
+
+
+# -- "$env:NAME" for numbers and booleans ---------------------------------------------------
+
+
+def test_env_values_become_numbers_and_booleans_where_the_key_wants_them() -> None:
+    data = {
+        "http_port": "$env:PORT",
+        "backend_timeout": "$env:TIMEOUT",
+        **with_server(cache_ttl="$env:TTL", enable_websocket="$env:WS", execute="$env:CMD"),
+    }
+    environ = {"PORT": "8080", "TIMEOUT": "1.5", "TTL": "0", "WS": "False", "CMD": "42"}
+    config = config_from_dict(data, SOURCE, environ)
+    assert (config.http_port, config.backend_timeout) == (8080, 1.5)
+    server = config.servers[0]
+    assert (server.cache_ttl, server.enable_websocket, server.execute) == (0, False, "42")
+    assert type(server.execute) is str
+
+
+@pytest.mark.parametrize(
+    ("data", "value", "message"),
+    [
+        ({"http_port": "$env:V"}, "eighty", "http_port: $env:V is 'eighty': expected an integer"),
+        ({"http_port": "$env:V"}, "99999", "http_port: $env:V is '99999': must be between 0"),
+        (with_server(strip_prefix="$env:V"), "yes", "strip_prefix: $env:V is 'yes': expected a"),
+    ],
+)
+def test_env_values_that_are_not_the_keys_type(
+    data: dict[str, Any], value: str, message: str
+) -> None:
+    if "server" not in data:
+        data = {**data, **with_server()}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, SOURCE, {"V": value})
+    assert message in str(info.value)
+
+
+def test_workers_with_execute_is_refused() -> None:
+    message = error_of({"workers": 2, **with_server(execute="npm start")})
+    assert message == f"{SOURCE}: workers: server.app.execute works with workers = 1 only (for now)"
+    config = config_from_dict(with_server(execute="npm start"), SOURCE)
+    with pytest.raises(ConfigError) as info:
+        with_overrides(config, workers=2)
+    assert str(info.value).endswith(
+        "--workers: server.app.execute works with workers = 1 only (for now)"
+    )
