@@ -11,6 +11,7 @@ The library API::
 """
 
 from ._version import __version__
+from .cache.policy import RequestInfo
 from .config import Config, ServerConfig, load_config
 from .errors import BackendError, BackendTimeout, ConfigError, ExecuteError, PhantomError
 from .proxy import Proxy, create_proxy
@@ -23,6 +24,7 @@ __all__ = [
     "ExecuteError",
     "PhantomError",
     "Proxy",
+    "RequestInfo",
     "ServerConfig",
     "__version__",
     "create_proxy",

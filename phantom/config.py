@@ -25,6 +25,8 @@ from datetime import date, datetime, time
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from phantom.cache.encoding import COMPRESS_STRATEGIES
+from phantom.cache.rules import CACHE_STRATEGIES, parse_path_rule
 from phantom.command import CommandError, parse_command
 from phantom.dotenv import DotenvError, parse_dotenv
 from phantom.errors import ConfigError
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+STORAGE_MODES: Final = ("memory", "filesystem")
 
 _URL_SHAPE: Final = "expected http://host[:port][/path]"
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
@@ -121,6 +124,18 @@ class ServerConfig:
     execute: str | None = None  # command line that starts the backend (see phantom.command)
     execute_dir: str | None = None  # its working directory; absolute once execute is set
     execute_timeout: float = 120.0  # seconds until proxy_url's port must accept connections
+
+    store_set_cookie: bool = False  # store responses with Set-Cookie that are not public
+    serve_stale_on_error: float = 0.0  # default stale-if-error window in seconds; 0 = none
+    cache_strategy: str = "all"  # all|none|only_html|no_images|only_images|only_assets
+    include_paths: tuple[str, ...] = ()  # "[METHOD ]/pattern*"; empty = every path
+    exclude_paths: tuple[str, ...] = ()  # wins over include_paths
+    forward_get_only: bool = False  # other methods get 405
+    cache_404_capacity: int = 100  # 404s are kept apart, at most this many; 0 = none
+    cache_404_ttl: float = 60.0  # lifetime of a 404 without explicit freshness
+    compress_strategy: str = "brotli"  # none|brotli|gzip|deflate: how stored bodies are kept
+    cache_storage_mode: str = "memory"  # memory|filesystem (bodies on disk)
+    cache_directory: str = ""  # where filesystem mode keeps bodies (required there)
 
     @property
     def pre_generate(self) -> bool:
@@ -412,6 +427,20 @@ def mounted_at(bind_to: str, target: str) -> bool:
     return rest is not None and (not rest or rest[0] in "/?")
 
 
+def _check_path_rules(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f"expected an array of strings, got {_type_name(value)}")
+    rules = []
+    for item in value:
+        text = _check_str(item)
+        try:
+            parse_path_rule(text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        rules.append(text)
+    return tuple(rules)
+
+
 def _check_table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table, got {_type_name(value)}")
@@ -485,6 +514,17 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "execute": _check_command,
     "execute_dir": _check_directory,
     "execute_timeout": _check_timeout,
+    "store_set_cookie": _check_bool,
+    "serve_stale_on_error": _check_ttl,
+    "cache_strategy": lambda value: _check_choice(value, CACHE_STRATEGIES),
+    "include_paths": _check_path_rules,
+    "exclude_paths": _check_path_rules,
+    "forward_get_only": _check_bool,
+    "cache_404_capacity": _check_size,
+    "cache_404_ttl": _check_ttl,
+    "compress_strategy": lambda value: _check_choice(value, COMPRESS_STRATEGIES),
+    "cache_storage_mode": lambda value: _check_choice(value, STORAGE_MODES),
+    "cache_directory": _check_str,
 }
 
 
@@ -680,6 +720,13 @@ class _Reader:
             )
         if "execute" in values:
             values["execute_dir"] = os.path.abspath(self.path(values.get("execute_dir", ".")))
+        if values.get("cache_storage_mode") == "filesystem" and not values.get("cache_directory"):
+            raise self.error(
+                _dotted("server", name, "cache_directory"),
+                'required when cache_storage_mode = "filesystem"',
+            )
+        if values.get("cache_directory"):
+            values["cache_directory"] = os.path.abspath(self.path(values["cache_directory"]))
         server = ServerConfig(name=name, **values)
         for path in server.pre_generate_paths:
             if not mounted_at(server.bind_to, path):
@@ -793,6 +840,8 @@ def _size_note(value: int) -> str:
 
 
 def _toml_value(key: str, value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_string(str(item)) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

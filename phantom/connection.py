@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
+from dataclasses import dataclass
 from typing import cast
 
 import h11
 
 from . import headers as hdr
-from . import webhooks
-from .cache import policy
-from .cache.store import CachedResponse
+from . import revalidation, webhooks
+from .cache import encoding, policy
+from .cache.policy import Forward
+from .cache.store import CachedResponse, Key
 from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, BackendTimeout, PhantomError
@@ -168,7 +168,11 @@ class ClientConnection(Endpoint):
             entry = site.snapshots.get(request.target)
             if entry is not None:
                 await self._read_body()
-                self._respond_cached(site, entry, request.method)
+                age = entry.age(site.cache.clock())
+                # A snapshot never expires: its hit carries no ttl.
+                status = policy.cache_status(hit=True)
+                headers = list(request.headers)
+                self._answer_from_cache(entry, entry.body, age, status, headers, request.method)
                 return "next"
         if site.config.pre_generate_fallthrough:
             return None
@@ -196,26 +200,137 @@ class ClientConnection(Endpoint):
         raw_headers: list[tuple[bytes, bytes]],
         cache_key: str | None,
     ) -> str:
+        """Look the request up in the cache (RFC 9111 §4) and act on the policy's answer."""
         method = request.method
-        lower_headers = list(request.headers)
-        forward_reason = policy.request_forward_reason(method, lower_headers)
-        key = None
-        if policy.is_cacheable_request(method, lower_headers):
-            host = hdr.get_header(lower_headers, b"host") or b""
-            key = policy.store_key(host, b"GET", request.target)
-            if cache_key is not None:  # a cache_key webhook's own key, not tied to the host
-                key = ("", cache_key)
-            if forward_reason is None:
-                entry = site.cache.get(key)
-                if entry is not None:
-                    await self._read_body()
-                    self._respond_cached(site, entry, method)
-                    return "next"
-                forward_reason = policy.Forward.URI_MISS
-        assert forward_reason is not None
-        return await self._forward(site, request, target, raw_headers, key, forward_reason)
+        headers = list(request.headers)
+        if method not in policy.LOOKUP_METHODS:
+            if site.config.forward_get_only:
+                await self._read_body()
+                self._respond_plain(
+                    405,
+                    b"Only GET and HEAD are forwarded.\n",
+                    headers=[_PLAIN_TEXT, (b"Allow", b"GET, HEAD")],
+                )
+                return "next"
+            plan = _Plan(None, Forward.METHOD)
+            return await self._forward(site, request, target, raw_headers, plan)
+        if not site.rules.uses_cache(method, request.target):
+            plan = _Plan(None, Forward.BYPASS)
+            return await self._forward(site, request, target, raw_headers, plan)
+        cache = site.cache
+        # A cache_key webhook's own key wins (not tied to the host), then create_proxy's.
+        key = ("", cache_key) if cache_key is not None else site.key_for(request.target, headers)
+        state = policy.lookup(method, headers, cache.variants(key), cache.clock())
+        collapsed = False
+        if _fills_cache(state) and key in site.inflight:
+            # Another request for this key is on its way to the origin: wait for its result
+            # rather than stampede the origin (request coalescing).
+            await self._await_flight(site.inflight[key])
+            state = policy.lookup(method, headers, cache.variants(key), cache.clock())
+            collapsed = True
+        if isinstance(state, (policy.Fresh, policy.ServeStale)):
+            body = cache.body(state.entry)
+            if body is not None:
+                await self._read_body()
+                self._serve_stored(
+                    site, key, request, target, raw_headers, state, body, collapsed
+                )
+                return "next"
+            cache.discard(key)  # its body file is gone: the entry is no use any more
+            state = policy.Miss(Forward.URI_MISS)
+        if isinstance(state, policy.Unsatisfiable):
+            await self._read_body()
+            self._respond_plain(504, b"Nothing usable is stored (only-if-cached).\n")
+            return "next"
+        if isinstance(state, policy.Miss):
+            plan = _Plan(key, state.reason)
+        else:
+            plan = _Plan(key, state.reason, state.entry)
+        if collapsed or method != b"GET" or not _fills_cache(state) or key in site.inflight:
+            return await self._forward(site, request, target, raw_headers, plan)
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        site.inflight[key] = flight
+        try:
+            return await self._forward(site, request, target, raw_headers, plan)
+        finally:
+            del site.inflight[key]
+            flight.set_result(None)
+
+    def _serve_stored(
+        self,
+        site: Site,
+        key: Key,
+        request: h11.Request,
+        target: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        state: policy.Fresh[CachedResponse] | policy.ServeStale[CachedResponse],
+        body: bytes,
+        collapsed: bool,
+    ) -> None:
+        """Answer from a usable stored response; a stale-while-revalidate one also starts
+        the background refresh."""
+        headers = list(request.headers)
+        detail = None
+        if isinstance(state, policy.ServeStale):
+            detail = "stale-while-revalidate" if state.refresh else "max-stale"
+            if state.refresh:
+                revalidation.BackgroundRefresh(
+                    site,
+                    key,
+                    self._outgoing(
+                        site, request, target, raw_headers, state.entry.decision, method=b"GET"
+                    ),
+                    headers,
+                    state.entry,
+                    self.ctx.config.backend_timeout,
+                ).start()
+        status = policy.cache_status(
+            hit=not collapsed,
+            fwd=Forward.URI_MISS if collapsed else None,
+            collapsed=collapsed,
+            ttl=state.ttl,
+            detail=detail,
+        )
+        self._answer_from_cache(state.entry, body, state.age, status, headers, request.method)
+
+    async def _await_flight(self, flight: asyncio.Future[None]) -> None:
+        """Wait for another request's trip to the origin, at most as long as it may take."""
+        try:
+            await asyncio.wait_for(asyncio.shield(flight), self.ctx.config.backend_timeout)
+        except asyncio.TimeoutError:
+            pass  # the caller looks again and, finding nothing, forwards on its own
 
     # -- forwarding -------------------------------------------------------------------------
+
+    def _outgoing(
+        self,
+        site: Site,
+        request: h11.Request,
+        target: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        validating: policy.StorageDecision | None = None,
+        *,
+        method: bytes | None = None,
+        body_chunked: bool = False,
+        drop: tuple[bytes, ...] = (),
+    ) -> h11.Request:
+        """The request as the backend gets it. When ``validating`` a stored response, the
+        client's own validators give way to the stored ones (RFC 9111 §4.3.1): the client's
+        conditionals are answered by us from the refreshed entry."""
+        headers = hdr.forward_request_headers(
+            raw_headers,
+            client_ip=self.client_ip,
+            proto=b"http",
+            body_chunked=body_chunked,
+            drop=drop + _CLIENT_VALIDATORS if validating is not None else drop,
+        )
+        if validating is not None:
+            headers.extend(policy.conditional_headers(validating))
+        return h11.Request(
+            method=method or request.method,
+            target=target,
+            headers=self._backend_headers(site, headers, upgrade=False),
+        )
 
     async def _forward(
         self,
@@ -223,8 +338,7 @@ class ClientConnection(Endpoint):
         request: h11.Request,
         target: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        key: tuple[str, str] | None,
-        forward_reason: policy.Forward,
+        plan: _Plan,
     ) -> str:
         method = request.method
         body_chunked = b"chunked" in hdr.comma_tokens(raw_headers, b"transfer-encoding")
@@ -233,48 +347,58 @@ class ClientConnection(Endpoint):
             b"0",
         )
         expects_continue = self.h11.they_are_waiting_for_100_continue
-        outgoing = h11.Request(
-            method=method,
-            target=target,
-            headers=self._backend_headers(
-                site,
-                hdr.forward_request_headers(
-                    raw_headers,
-                    client_ip=self.client_ip,
-                    proto=b"http",
-                    body_chunked=body_chunked,
-                    # We answer Expect: 100-continue ourselves, so the body flows at once.
-                    drop=(b"expect",) if expects_continue else (),
-                ),
-                upgrade=False,
-            ),
+        outgoing = self._outgoing(
+            site,
+            request,
+            target,
+            raw_headers,
+            plan.entry.decision if plan.entry is not None else None,
+            body_chunked=body_chunked,
+            # We answer Expect: 100-continue ourselves, so the body flows at once.
+            drop=(b"expect",) if expects_continue else (),
         )
         if expects_continue:
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
 
         request_time = site.cache.clock()
-        retry = method in IDEMPOTENT and not has_body
-        while True:
-            upstream, pooled = await site.upstream.acquire()
-            try:
-                upstream.send(outgoing)
-                await self._stream_request_body(upstream)
-                response = await self._response_head(upstream)
-                break
-            except (BackendError, EndpointClosed) as exc:
-                upstream.abort()
-                if pooled and retry and not upstream.response_started:
-                    retry = False
-                    continue  # The pooled connection had died while idle: once more, fresh.
-                if isinstance(exc, EndpointClosed):
-                    raise BackendError("backend closed the connection") from None
+        try:
+            upstream, response = await site.upstream.exchange(
+                outgoing,
+                self._stream_request_body,
+                retry=method in IDEMPOTENT and not has_body,
+                timeout=self.ctx.config.backend_timeout,
+            )
+        except BackendError as exc:
+            if not self._serve_stale_on_error(site, request, plan, str(exc), exc.status):
                 raise
-            except BaseException:
-                upstream.abort()
-                raise
-        return await self._relay_response(
-            site, upstream, method, request, response, key, forward_reason, request_time
+            return "next" if self.h11.their_state is h11.DONE else "close"
+        return await self._relay_response(site, upstream, request, response, plan, request_time)
+
+    def _serve_stale_on_error(
+        self, site: Site, request: h11.Request, plan: _Plan, problem: str, status: int
+    ) -> bool:
+        """Answer with the stale entry being revalidated when the origin failed and
+        stale-if-error (or serve_stale_on_error) allows it; False when it does not."""
+        entry = plan.entry
+        if entry is None or self.h11.our_state is not h11.SEND_RESPONSE:
+            return False
+        age = entry.age(site.cache.clock())
+        if not policy.may_serve_stale_on_error(entry.decision, age):
+            return False
+        body = site.cache.body(entry)
+        if body is None:
+            return False
+        self._log_backend(site, request, f"{problem}; serving the stale copy")
+        cache_status = policy.cache_status(
+            fwd=plan.reason,
+            fwd_status=status,
+            ttl=entry.decision.freshness_lifetime - age,
+            detail="stale-if-error",
         )
+        self._answer_from_cache(
+            entry, body, age, cache_status, list(request.headers), request.method
+        )
+        return True
 
     async def _stream_request_body(self, upstream: UpstreamConnection) -> None:
         """Pass the client's body on as it arrives (a retry finds it already complete)."""
@@ -285,53 +409,92 @@ class ClientConnection(Endpoint):
                 await upstream.drain()
         upstream.send(h11.EndOfMessage())
 
-    async def _response_head(self, upstream: UpstreamConnection) -> h11.Response:
-        timeout = self.ctx.config.backend_timeout
-        while True:
-            event = await upstream.next_event(timeout)
-            if isinstance(event, h11.Response):
-                return event
-            # 1xx: we already told the client to continue, and other interim responses
-            # carry nothing a reverse proxy's client needs.
-
     async def _relay_response(
         self,
         site: Site,
         upstream: UpstreamConnection,
-        method: bytes,
         request: h11.Request,
         response: h11.Response,
-        key: tuple[str, str] | None,
-        forward_reason: policy.Forward,
+        plan: _Plan,
         request_time: float,
     ) -> str:
         response_time = site.cache.clock()
+        method = request.method
+        status_code = response.status_code
+        request_headers = list(request.headers)
+        cache = site.cache
+        timeout = self.ctx.config.backend_timeout
+        host = hdr.get_header(request_headers, b"host") or b""
+        for target in policy.invalidation_targets(
+            method, status_code, host, request.target, list(response.headers)
+        ):
+            cache.discard(site.key_for(target, request_headers))
+
+        entry, key = plan.entry, plan.key
+        if entry is not None and key is not None:
+            if status_code == 304 or (method == b"HEAD" and status_code == 200):
+                try:
+                    await upstream.read_body(timeout, 0)
+                except BaseException:
+                    upstream.abort()
+                    raise
+                site.upstream.release(upstream)
+                update = revalidation.apply_update(
+                    site, key, entry, request_headers, response, request_time, response_time
+                )
+                if update is None:
+                    if status_code == 304:
+                        raise BackendError("the backend's 304 matches no stored response")
+                    # A HEAD answer for a changed resource: the stale entry went; pass it on.
+                    out_headers = hdr.forward_response_headers(response.headers.raw_items())
+                    out_headers.append(
+                        (b"Cache-Status", policy.cache_status(fwd=plan.reason, fwd_status=200))
+                    )
+                    self._start_response(status_code, out_headers, response.reason)
+                    self._send(h11.EndOfMessage())
+                    return "next"
+                refreshed, stored = update
+                age = refreshed.age(cache.clock())
+                cache_status = policy.cache_status(
+                    fwd=plan.reason,
+                    fwd_status=status_code,
+                    stored=stored,
+                    ttl=refreshed.decision.freshness_lifetime - age,
+                )
+                self._answer_from_cache(
+                    refreshed, refreshed.body, age, cache_status, request_headers, method
+                )
+                return "next"
+            if status_code >= 500 and self._serve_stale_on_error(
+                site, request, plan, f"backend answered {status_code}", status_code
+            ):
+                upstream.abort()  # its error body is of no use to anyone
+                return "next"
+
         out_headers = hdr.forward_response_headers(response.headers.raw_items())
         decision = None
         if key is not None and method == b"GET":
-            decision = policy.storage_decision(
-                method,
-                response.status_code,
-                list(request.headers),
-                list(response.headers),
-                default_ttl=site.config.cache_ttl,
-                now=time.time(),
-                request_time=request_time,
-                response_time=response_time,
+            decision = revalidation.decide_storage(
+                site, status_code, request_headers, out_headers, request_time, response_time
             )
         length = hdr.get_header(out_headers, b"content-length")
-        max_object = site.cache.max_object_bytes
+        max_object = cache.max_object_bytes
         if decision is not None and length is not None and int(length) > max_object:
             decision = None
         # The header leaves before the body: claim "stored" only when the length is known.
-        status = policy.cache_status_forward(
-            forward_reason, stored=decision is not None and length is not None
+        out_headers.append(
+            (
+                b"Cache-Status",
+                policy.cache_status(
+                    fwd=plan.reason,
+                    fwd_status=status_code,
+                    stored=decision is not None and length is not None,
+                ),
+            )
         )
-        out_headers.append((b"Cache-Status", status))
-        self._start_response(response.status_code, out_headers, response.reason)
+        self._start_response(status_code, out_headers, response.reason)
 
         body: bytearray | None = bytearray() if decision is not None else None
-        timeout = self.ctx.config.backend_timeout
         try:
             while True:
                 event = await upstream.next_event(timeout)
@@ -349,14 +512,7 @@ class ClientConnection(Endpoint):
             # The head is out: all we can do is end the connection so the client sees a
             # truncated response, never one that looks complete.
             upstream.abort()
-            log.warning(
-                "client %s: %s %s -> %s: response cut short: %s",
-                self.client_ip,
-                method.decode("latin-1"),
-                request.target.decode("latin-1"),
-                site.config.proxy_url,
-                exc,
-            )
+            self._log_backend(site, request, f"response cut short: {exc}")
             self.abort()
             return "close"
         except BaseException:
@@ -364,16 +520,16 @@ class ClientConnection(Endpoint):
             raise
         site.upstream.release(upstream)
         if decision is not None and body is not None and key is not None:
-            site.cache.put(
+            cache.put(
                 key,
-                CachedResponse(
-                    status=response.status_code,
-                    reason=response.reason,
-                    headers=_stored_headers(out_headers[:-1], len(body)),
-                    body=bytes(body),
-                    response_time=response_time,
-                    initial_age=decision.initial_age,
-                    freshness_lifetime=decision.freshness_lifetime,
+                revalidation.make_entry(
+                    status_code,
+                    response.reason,
+                    out_headers[:-1],
+                    bytes(body),
+                    decision,
+                    response_time,
+                    site.config.compress_strategy,
                 ),
             )
         return "next"
@@ -414,8 +570,8 @@ class ClientConnection(Endpoint):
         if response is not None:
             # The backend declined: an ordinary response, and keep-alive may go on.
             return await self._relay_response(
-                site, upstream, request.method, request, response, None,
-                policy.Forward.REQUEST, site.cache.clock(),
+                site, upstream, request, response, _Plan(None, Forward.REQUEST),
+                site.cache.clock(),
             )
         if self.is_lost:
             # The client left during the handshake: nobody to tunnel for.
@@ -485,7 +641,7 @@ class ClientConnection(Endpoint):
     ) -> None:
         """A response of our own; ``headers`` replace the default text/plain Content-Type."""
         if headers is None:
-            headers = [(b"Content-Type", b"text/plain; charset=utf-8")]
+            headers = [_PLAIN_TEXT]
         headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         if close:
             headers.append((b"Connection", b"close"))
@@ -493,37 +649,63 @@ class ClientConnection(Endpoint):
         self._send(h11.Data(data=body))
         self._send(h11.EndOfMessage())
 
-    def _respond_cached(self, site: Site, entry: CachedResponse, method: bytes) -> None:
-        """A hit in one write, with no per-hit header validation.
+    def _answer_from_cache(
+        self,
+        entry: CachedResponse,
+        body: bytes,
+        age: float,
+        cache_status: bytes,
+        request_headers: list[tuple[bytes, bytes]],
+        method: bytes,
+    ) -> None:
+        """A stored response, or 304 when the request's own conditionals say the client's
+        copy is current (RFC 9111 §4.3.2). A body phantom compressed goes out as stored to
+        clients that accept its coding, decoded for the others."""
+        wire_headers = entry.wire_headers
+        if entry.coding is not None and not encoding.accepts(request_headers, entry.coding):
+            wire_headers = entry.identity_wire_headers
+            body = encoding.decompress(entry.coding, body)  # HEAD too: its Content-Length
+        if policy.not_modified_for(request_headers, entry.decision):
+            self._respond_cached(304, b"", wire_headers, b"", age, cache_status, method)
+        else:
+            self._respond_cached(
+                entry.status, entry.reason, wire_headers, body, age, cache_status, method
+            )
+
+    def _respond_cached(
+        self,
+        status: int,
+        reason: bytes,
+        wire_headers: bytes,
+        body: bytes,
+        age: float,
+        cache_status: bytes,
+        method: bytes,
+    ) -> None:
+        """The cache-hit hot path: a stored response in one write, with no per-hit header
+        validation.
 
         h11 still frames the answer: it is sent a Response carrying only the framing fields
         (Content-Length, plus Connection: close while draining), so its state machine and its
         keep-alive decision (it adds ``Connection: close`` itself for HTTP/1.0 or closing
         clients) stay exact, and the head it writes is the start of ours. The stored headers
         follow, serialised once at store time; only Age and Cache-Status are formatted here.
+        A 304 gets no framing at all (RFC 9110 §15.4.5; h11 knows it has no body).
         """
-        age = entry.age(site.cache.clock())
-        ttl = entry.freshness_lifetime - age
-        # A snapshot never expires: its hit carries no ttl.
-        if math.isfinite(ttl):
-            status = policy.cache_status_hit(ttl)
-        else:
-            status = f"{policy.CACHE_NAME}; hit".encode()
-        framing = [(b"Content-Length", b"%d" % len(entry.body))]
+        framing = [] if status == 304 else [(b"Content-Length", b"%d" % len(body))]
         if self.ctx.draining:
             framing.append((b"Connection", b"close"))
         conn = self.h11
-        response = h11.Response(status_code=entry.status, headers=framing, reason=entry.reason)
-        head = conn.send(response)
+        head = conn.send(h11.Response(status_code=status, headers=framing, reason=reason))
         parts = [
             head[:-2],  # up to, not including, the blank line that ends the head
-            entry.wire_headers,
-            b"Age: %s\r\nCache-Status: %s\r\n\r\n" % (policy.format_age(age), status),
+            wire_headers,
+            b"Age: %s\r\nCache-Status: %s\r\n\r\n" % (policy.format_age(age), cache_status),
         ]
-        if method != b"HEAD" and entry.body:
+        if method != b"HEAD" and body:
             # Passthrough: h11 counts the bytes against Content-Length and hands back the body
             # object itself, uncopied.
-            parts += conn.send_with_data_passthrough(h11.Data(data=entry.body)) or ()
+            parts += conn.send_with_data_passthrough(h11.Data(data=body)) or ()
         conn.send(h11.EndOfMessage())
         if self.is_lost:
             raise ClientGone()
@@ -535,16 +717,19 @@ class ClientConnection(Endpoint):
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._respond_plain(status, f"Bad request: {exc}\n".encode(), close=True)
 
-    def _backend_failed(self, site: Site, request: h11.Request, exc: PhantomError) -> str:
+    def _log_backend(self, site: Site, request: h11.Request, what: str) -> None:
+        """One warning line saying what happened to whom: client, request, backend."""
         log.warning(
-            "client %s: %s %s -> %s: %s (%d)",
+            "client %s: %s %s -> %s: %s",
             self.client_ip,
             request.method.decode("latin-1"),
             request.target.decode("latin-1"),
             site.config.proxy_url,
-            exc,
-            exc.status,
+            what,
         )
+
+    def _backend_failed(self, site: Site, request: h11.Request, exc: PhantomError) -> str:
+        self._log_backend(site, request, f"{exc} ({exc.status})")
         if self.h11.our_state is not h11.SEND_RESPONSE:
             self.abort()
             return "close"
@@ -554,8 +739,26 @@ class ClientConnection(Endpoint):
         return "close" if close else "next"
 
 
-def _stored_headers(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
-    """What a hit sends: the forwarded headers with our own framing and no upstream Age."""
-    kept = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"age")]
-    kept.append((b"Content-Length", b"%d" % length))
-    return kept
+_PLAIN_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
+
+#: The client's validators, replaced by the stored ones when we revalidate (RFC 9111 §4.3.1).
+_CLIENT_VALIDATORS = (b"if-none-match", b"if-modified-since")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a forwarded request relates to the cache: the store ``key`` its response may fill
+    (None: not cacheable), the RFC 9211 ``fwd`` reason, and the stored ``entry`` being
+    revalidated, if any."""
+
+    key: Key | None
+    reason: Forward
+    entry: CachedResponse | None = None
+
+
+def _fills_cache(state: policy.Lookup[CachedResponse]) -> bool:
+    """Whether forwarding for this lookup result would (re)fill the shared entry, so that
+    concurrent requests for the key may wait for it instead of going to the origin too."""
+    if isinstance(state, policy.Miss):
+        return state.reason in (Forward.URI_MISS, Forward.VARY_MISS)
+    return isinstance(state, policy.Revalidate) and state.reason is Forward.STALE

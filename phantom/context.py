@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .cache.store import CachedResponse, CacheStore
+from . import headers as hdr
+from .cache import policy
+from .cache.disk import DiskBodies
+from .cache.policy import KeyFunction
+from .cache.rules import CacheRules, parse_path_rule
+from .cache.store import CachedResponse, CacheStore, Key
 from .config import Config, ServerConfig
 from .endpoint import DetachedState
 from .errors import PhantomError, SnapshotError
@@ -32,6 +37,10 @@ class Site:
     raise :class:`~phantom.errors.UsageError` on a server without ``proxy_mode =
     "pre_generate"``, :class:`~phantom.errors.NotFound` for an unknown snapshot and
     :class:`~phantom.errors.SnapshotError` when the backend fails).
+
+    ``inflight``: keys with a request on its way to the origin that will fill the cache;
+    other misses on the key wait for it (request coalescing) and background refreshes are not
+    started twice. ``background``: running stale-while-revalidate refreshes.
     """
 
     config: ServerConfig
@@ -39,14 +48,22 @@ class Site:
     cache: CacheStore
     snapshots: Snapshots
     webhooks: Webhooks
+    rules: CacheRules
+    cache_key: KeyFunction | None = None
+    inflight: dict[Key, asyncio.Future[None]] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
-    def build(cls, server: ServerConfig, config: Config) -> Site:
+    def build(
+        cls, server: ServerConfig, config: Config, cache_key: KeyFunction | None = None
+    ) -> Site:
         upstream = Upstream(server.proxy_url, config.backend_connect_timeout)
         cache = CacheStore(
             max_entries=server.cache_max_entries,
             max_bytes=server.cache_max_bytes,
             max_object_bytes=server.cache_max_object_bytes,
+            max_404_entries=server.cache_404_capacity,
+            disk=_open_disk(server),
         )
         snapshots = Snapshots(
             server,
@@ -61,7 +78,19 @@ class Site:
             cache=cache,
             snapshots=snapshots,
             webhooks=Webhooks(server.webhooks),
+            rules=CacheRules(
+                strategy=server.cache_strategy,
+                include=tuple(parse_path_rule(rule) for rule in server.include_paths),
+                exclude=tuple(parse_path_rule(rule) for rule in server.exclude_paths),
+            ),
+            cache_key=cache_key,
         )
+
+    def key_for(self, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Key:
+        """The store key of a request target (HEAD and GET share it)."""
+        if self.cache_key is not None:
+            return policy.custom_key(self.cache_key, target, headers)
+        return policy.store_key(hdr.get_header(headers, b"host") or b"", b"GET", target)
 
     async def add_snapshot(self, path: str) -> CachedResponse:
         """Fetch ``path`` (as clients request it) and serve it from now on."""
@@ -107,6 +136,15 @@ class CacheGroup:
         return sum(site.cache.total_bytes for site in self._sites.values())
 
 
+def _open_disk(server: ServerConfig) -> DiskBodies | None:
+    """The body directory of filesystem mode, cleared of a previous run's files."""
+    if server.cache_storage_mode != "filesystem":
+        return None
+    disk = DiskBodies(server.cache_directory)
+    disk.open()
+    return disk
+
+
 @dataclass(slots=True)
 class ProxyContext:
     config: Config
@@ -123,8 +161,10 @@ class ProxyContext:
         return tunnel
 
     @classmethod
-    def build(cls, config: Config) -> ProxyContext:
-        sites = {server.name: Site.build(server, config) for server in config.servers}
+    def build(cls, config: Config, cache_key: KeyFunction | None = None) -> ProxyContext:
+        sites = {
+            server.name: Site.build(server, config, cache_key) for server in config.servers
+        }
         return cls(config=config, sites=sites, router=Router(config.servers))
 
     async def wait_idle(self) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from .cache.policy import KeyFunction
 from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
@@ -25,9 +26,9 @@ class Proxy:
     ``async with create_proxy(cfg) as proxy:`` starts on entry and closes on exit.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, cache_key: KeyFunction | None = None) -> None:
         self.config = config
-        self._ctx = ProxyContext.build(config)
+        self._ctx = ProxyContext.build(config, cache_key)
         self.cache = CacheGroup(self._ctx.sites)
         self._server: asyncio.Server | None = None
         self._closed: asyncio.Event | None = None
@@ -151,6 +152,9 @@ class Proxy:
                 len(ctx.tunnels),
                 self.config.shutdown_timeout,
             )
+        for site in ctx.sites.values():
+            for task in list(site.background):
+                task.cancel()
         for tunnel in list(ctx.tunnels):
             tunnel.abort()
         for conn in list(ctx.connections):
@@ -187,10 +191,18 @@ class Proxy:
         await self.close()
 
 
-def create_proxy(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> Proxy:
-    """A Proxy from a Config, a dict shaped like ``phantom.toml``, or a path to a TOML file."""
+def create_proxy(
+    config: Config | Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    cache_key: KeyFunction | None = None,
+) -> Proxy:
+    """A Proxy from a Config, a dict shaped like ``phantom.toml``, or a path to a TOML file.
+
+    ``cache_key``: ``fn(RequestInfo) -> str`` replacing the default cache key
+    (``"GET:/path?query"`` per host); ``proxy.cache.invalidate(pattern)`` matches its result.
+    """
     if isinstance(config, Config):
-        return Proxy(config)
+        return Proxy(config, cache_key)
     if isinstance(config, Mapping):
-        return Proxy(config_from_dict(config))
-    return Proxy(load_config(config))
+        return Proxy(config_from_dict(config), cache_key)
+    return Proxy(load_config(config), cache_key)

@@ -15,6 +15,7 @@ from typing import TypeVar
 import h11
 
 from . import headers as hdr
+from .cache.policy import StorageDecision
 from .cache.store import CachedResponse
 from .config import ServerConfig, check_snapshot_path, mounted_at
 from .errors import NotFound, PhantomError, SnapshotError, UsageError
@@ -153,6 +154,5 @@ class Snapshots:
             headers=headers,
             body=bytes(body),
             response_time=self._clock(),
-            initial_age=0.0,
-            freshness_lifetime=math.inf,
+            decision=StorageDecision(freshness_lifetime=math.inf, initial_age=0.0),
         )

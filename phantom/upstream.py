@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import h11
 
 from .config import BackendURL
-from .endpoint import Endpoint, ReadTimeout
+from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, BackendTimeout
 
 log = logging.getLogger("phantom.upstream")
@@ -80,6 +81,30 @@ class UpstreamConnection(Endpoint):
                 raise BackendError("backend closed the connection")
             return event
 
+    async def response_head(self, timeout: float) -> h11.Response:
+        """The final response head; interim 1xx responses are skipped (the client was told to
+        continue by us, and other interim responses carry nothing a reverse proxy's client
+        needs)."""
+        while True:
+            event = await self.next_event(timeout)
+            if isinstance(event, h11.Response):
+                return event
+
+    async def read_body(self, timeout: float, limit: int) -> bytes | None:
+        """The rest of the response body, whole (for responses we keep, not relay); None as
+        soon as it grows past ``limit`` bytes (the connection is then mid-body: abort it)."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = await self.next_event(timeout)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > limit:
+                    return None
+                parts.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+
     @property
     def reusable(self) -> bool:
         conn = self.h11
@@ -139,6 +164,36 @@ class Upstream:
                 return conn, True
             conn.close()
         return await self.connect(), False
+
+    async def exchange(
+        self,
+        request: h11.Request,
+        send_body: Callable[[UpstreamConnection], Awaitable[None]],
+        *,
+        retry: bool,
+        timeout: float,
+    ) -> tuple[UpstreamConnection, h11.Response]:
+        """Send ``request`` (``send_body`` writes its body and EndOfMessage) and wait for the
+        response head. A pooled connection that turns out dead before any response byte is
+        replaced by a fresh one once, when ``retry`` (idempotent, body not yet consumed).
+        Failures raise BackendError / BackendTimeout; the connection is then closed."""
+        while True:
+            conn, pooled = await self.acquire()
+            try:
+                conn.send(request)
+                await send_body(conn)
+                return conn, await conn.response_head(timeout)
+            except (BackendError, EndpointClosed) as exc:
+                conn.abort()
+                if pooled and retry and not conn.response_started:
+                    retry = False
+                    continue  # The pooled connection had died while idle: once more, fresh.
+                if isinstance(exc, EndpointClosed):
+                    raise BackendError("backend closed the connection") from None
+                raise
+            except BaseException:
+                conn.abort()
+                raise
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after a complete exchange, or close it if it can't be reused."""

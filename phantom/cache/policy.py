@@ -4,18 +4,23 @@ Everything here is a pure function of headers, numbers and the times passed in: 
 sockets, no clock reads. Headers are sequences of ``(name, value)`` byte tuples with lowercase
 names, as h11 delivers them.
 
+The cache walks through three pure steps, in the style of hishel's ``_core/_spec.py``:
+
+* :func:`lookup` (RFC 9111 §4): a request and the stored variants of its URL become
+  :class:`Fresh`, :class:`ServeStale`, :class:`Revalidate`, :class:`Miss` or
+  :class:`Unsatisfiable` (``only-if-cached`` with nothing usable: 504).
+* :func:`storage_decision` (RFC 9111 §3): a response becomes a :class:`StorageDecision` (store
+  it, with everything a later hit needs precomputed) or None (pass it on only).
+* :func:`revalidation_outcome` (RFC 9111 §4.3.3/§4.3.4) and :func:`invalidation_targets`
+  (RFC 9111 §4.4): a 304 updates the entry it validated; an unsafe request invalidates.
+
 Two clocks are involved and kept apart on purpose:
 
-* ``request_time`` / ``response_time`` / ``now`` of :func:`current_age` are readings of the
-  store's clock (monotonic by default, see :class:`phantom.cache.store.CacheStore`). Expiry is
-  computed on that clock, so wall-clock jumps never revive or kill entries.
-* ``now`` of :func:`storage_decision` is the wall clock (seconds since the epoch, ``time.time()``)
-  when the response head arrived. It is compared only with the ``Date`` and ``Expires`` fields,
-  which are wall-clock times.
-
-Scope of this version: complete ``200`` responses to ``GET`` are stored; no revalidation, no
-``Vary`` keying (responses carrying ``Vary`` are not stored yet), no stale serving. The shapes
-(:class:`StorageDecision`, :class:`Forward`) are meant to grow into the rest of RFC 9111.
+* ``request_time`` / ``response_time`` / the ``now`` of :func:`lookup` and :func:`current_age`
+  are readings of the store's clock (monotonic by default). Expiry is computed on that clock,
+  so wall-clock jumps never revive or kill entries.
+* ``now`` of :func:`storage_decision` is the wall clock (seconds since the epoch) when the
+  response head arrived. It is compared only with ``Date``, ``Expires`` and ``Last-Modified``.
 """
 
 from __future__ import annotations
@@ -25,25 +30,44 @@ import email.utils
 import enum
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 __all__ = [
     "CACHE_NAME",
+    "LOOKUP_METHODS",
     "Forward",
+    "Fresh",
+    "KeyFunction",
+    "Lookup",
+    "Miss",
+    "RequestInfo",
+    "Revalidate",
+    "ServeStale",
     "StorageDecision",
-    "cache_status_forward",
-    "cache_status_hit",
+    "Unsatisfiable",
+    "VaryKey",
+    "cache_status",
+    "conditional_headers",
+    "custom_key",
     "current_age",
     "format_age",
-    "is_cacheable_request",
+    "freshened_headers",
+    "invalidation_targets",
+    "lookup",
+    "may_serve_stale_on_error",
+    "not_modified_for",
     "parse_cache_control",
     "parse_http_date",
     "printable_key",
-    "request_forward_reason",
+    "revalidation_matches",
+    "stored_headers",
     "storage_decision",
     "store_key",
+    "vary_key",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -54,9 +78,29 @@ CACHE_NAME = "phantom"
 #: RFC 9111 §1.2.2: delta-seconds too large to represent are taken as 2^31.
 _DELTA_SECONDS_MAX = 2**31
 
-_LOOKUP_METHODS = (b"GET", b"HEAD")
+#: Methods answered from the cache (HEAD from a stored GET, RFC 9110 §9.3.2).
+LOOKUP_METHODS = (b"GET", b"HEAD")
 _STORED_METHOD = b"GET"
-_STORED_STATUS = 200
+#: RFC 9110 §9.2.1: methods that cannot change state; everything else invalidates (RFC 9111 §4.4).
+_SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+
+#: RFC 9110 §15.1: status codes defined as heuristically cacheable.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+#: Status codes whose semantics this cache understands (for ``must-understand``, RFC 9111
+#: §5.2.2.3): the final ones RFC 9110 §15 defines, minus 206 (no range support) and 304.
+UNDERSTOOD_STATUSES = frozenset(
+    {200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 307, 308}
+    | set(range(400, 418)) - {416}
+    | {421, 422, 426}
+    | set(range(500, 506))
+)
+#: RFC 9111 §4.2.2: a typical heuristic is a fraction of the time since Last-Modified.
+HEURISTIC_FRACTION = 0.1
+#: Fields a 304 never replaces in a stored response (RFC 9111 §3.2): the stored body's framing
+#: and encoding belong to the stored bytes.
+_NOT_UPDATED_BY_304 = frozenset(
+    {b"content-length", b"content-encoding", b"transfer-encoding", b"content-range"}
+)
 
 
 # --------------------------------------------------------------------------- keys
@@ -69,6 +113,35 @@ def printable_key(method: bytes, target: bytes) -> str:
     match this string. A HEAD lookup uses the stored GET, so pass ``b"GET"`` for HEAD requests.
     """
     return f"{method.decode('latin-1')}:{target.decode('latin-1')}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What a custom cache key function (``create_proxy(config, cache_key=fn)``) sees:
+    the method (HEAD looks up GET), the path and the query (without ``?``) as sent, and the
+    request's header fields (lowercase names, as received)."""
+
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+
+
+#: ``fn(RequestInfo) -> str``: replaces the printable key; patterns of invalidate() match it.
+KeyFunction = Callable[[RequestInfo], str]
+
+
+def custom_key(fn: KeyFunction, target: bytes, headers: Headers) -> tuple[str, str]:
+    """The store key from a custom key function: ``("", fn(info))``; the host is in
+    ``info.headers`` for functions that want it."""
+    path, _, query = target.decode("latin-1").partition("?")
+    info = RequestInfo(
+        method="GET",
+        path=path,
+        query=query,
+        headers=tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in headers),
+    )
+    return ("", fn(info))
 
 
 def store_key(host: bytes, method: bytes, target: bytes) -> tuple[str, str]:
@@ -215,7 +288,77 @@ def _age_value(headers: Headers) -> float:
     return float(_delta_seconds(first))
 
 
-# --------------------------------------------------------------------------- requests
+
+
+def _request_directives(headers: Headers) -> dict[str, str | None]:
+    """Request Cache-Control; ``Pragma: no-cache`` counts as ``no-cache`` only when the request
+    has no Cache-Control at all (RFC 9111 §5.4)."""
+    lines = _values(headers, b"cache-control")
+    if lines:
+        return parse_cache_control(lines)
+    pragma = b",".join(_values(headers, b"pragma")).lower()
+    if b"no-cache" in (token.strip() for token in pragma.split(b",")):
+        return {"no-cache": None}
+    return {}
+
+
+def _field_names(argument: str | None) -> frozenset[bytes]:
+    """The field names of a qualified ``private="..."`` / ``no-cache="..."`` (RFC 9111
+    §5.2.2.4, §5.2.2.7), lowercased; empty for the unqualified form."""
+    if not argument:
+        return frozenset()
+    names = (part.strip().lower() for part in argument.split(","))
+    return frozenset(name.encode("latin-1") for name in names if name)
+
+
+# --------------------------------------------------------------------------- Vary
+
+#: The secondary key of a stored response (RFC 9111 §4.1): for each field named by Vary, in
+#: name order, the request's normalised value (None when absent). None itself is ``Vary: *``,
+#: which no later request matches.
+VaryKey = tuple[tuple[bytes, bytes | None], ...] | None
+
+
+def _vary_names(response_headers: Headers) -> tuple[bytes, ...] | None:
+    """Vary's field names, lowercased, de-duplicated and sorted; None for ``*``."""
+    names: set[bytes] = set()
+    for line in _values(response_headers, b"vary"):
+        for token in line.split(b","):
+            name = token.strip(b" \t").lower()
+            if name == b"*":
+                return None
+            if name:
+                names.add(name)
+    return tuple(sorted(names))
+
+
+def _normalised_value(headers: Headers, name: bytes) -> bytes | None:
+    """All lines of ``name`` combined into one list, each element trimmed (RFC 9111 §4.1
+    allows normalising whitespace and combining lines); None when the field is absent."""
+    lines = _values(headers, name)
+    if not lines:
+        return None
+    elements = (part.strip(b" \t") for line in lines for part in line.split(b","))
+    return b",".join(element for element in elements if element)
+
+
+def vary_key(response_headers: Headers, request_headers: Headers) -> VaryKey:
+    """The secondary key under which a response to ``request_headers`` is stored."""
+    names = _vary_names(response_headers)
+    if names is None:
+        return None
+    return tuple((name, _normalised_value(request_headers, name)) for name in names)
+
+
+def _vary_matches(stored: VaryKey, request_headers: Headers) -> bool:
+    """RFC 9111 §4.1: every field named by the stored Vary has the same normalised value in
+    the new request; ``Vary: *`` always fails."""
+    if stored is None:
+        return False
+    return all(_normalised_value(request_headers, name) == value for name, value in stored)
+
+
+# --------------------------------------------------------------------------- storing
 
 
 class Forward(str, enum.Enum):
@@ -223,55 +366,66 @@ class Forward(str, enum.Enum):
 
     BYPASS = "bypass"  # configured not to use the cache for this request
     METHOD = "method"  # the request method is not cacheable
-    URI_MISS = "uri-miss"  # nothing stored under this key
-    VARY_MISS = "vary-miss"  # stored, but Vary selected none (later issue)
+    URI_MISS = "uri-miss"  # nothing stored under this URL
+    VARY_MISS = "vary-miss"  # stored, but no variant matches the request's Vary fields
     MISS = "miss"  # no usable response, no more specific reason
     REQUEST = "request"  # the request's Cache-Control forbade answering from cache
-    STALE = "stale"  # stored, but stale (later issue: revalidation)
-    PARTIAL = "partial"  # stored, but partial (later issue: ranges)
-
-
-def is_cacheable_request(method: bytes, headers: Headers) -> bool:
-    """Whether the cache takes part in this request at all.
-
-    GET and HEAD (HEAD is answered from a stored GET); a request with ``Cache-Control:
-    no-store`` is not (RFC 9111 §5.2.1.5). True does not mean the cache may answer: see
-    :func:`request_forward_reason` (``no-cache`` forwards but may still store the response).
-    """
-    if method not in _LOOKUP_METHODS:
-        return False
-    return "no-store" not in parse_cache_control(_values(headers, b"cache-control"))
-
-
-def request_forward_reason(method: bytes, headers: Headers) -> Forward | None:
-    """None when the cache may answer this request; otherwise why it must go forward.
-
-    ``Forward.METHOD`` for methods other than GET/HEAD; ``Forward.REQUEST`` when the request
-    carries ``Cache-Control: no-cache`` (RFC 9111 §5.2.1.4: no reuse without revalidation, which
-    this version does by forwarding) or ``no-store`` (RFC 9111 §5.2.1.5).
-    """
-    if method not in _LOOKUP_METHODS:
-        return Forward.METHOD
-    directives = parse_cache_control(_values(headers, b"cache-control"))
-    if "no-cache" in directives or "no-store" in directives:
-        return Forward.REQUEST
-    return None
-
-
-# --------------------------------------------------------------------------- responses
+    STALE = "stale"  # stored, but stale (or no-cache): revalidated
+    PARTIAL = "partial"  # stored, but partial (ranges are not supported)
 
 
 @dataclass(frozen=True, slots=True)
 class StorageDecision:
-    """What the cache needs to keep about a storable response.
+    """Everything about a stored response that a lookup needs, computed once at store time.
 
-    ``freshness_lifetime``: seconds the response is fresh for, measured from its generation at
-    the origin (RFC 9111 §4.2.1). ``initial_age``: the corrected initial age at ``response_time``
-    (RFC 9111 §4.2.3). The response is fresh while ``current_age < freshness_lifetime``.
+    ``freshness_lifetime``: seconds fresh, from the response's generation (RFC 9111 §4.2.1);
+    ``initial_age``: corrected initial age at response_time (RFC 9111 §4.2.3). ``no_cache``:
+    revalidate before every use (§5.2.2.4). ``no_stale``: never served stale (must-revalidate,
+    proxy-revalidate, s-maxage: §5.2.2.2, §5.2.2.8, §5.2.2.10). ``stale_while_revalidate`` /
+    ``stale_if_error``: windows in seconds after expiry (RFC 5861). ``etag`` /
+    ``last_modified``: the validators, as sent. ``shared_auth``: may answer a request carrying
+    Authorization (§3.5). ``vary``: the secondary key. ``dropped_fields``: fields a shared
+    cache must not store or reuse (qualified private / no-cache).
     """
 
     freshness_lifetime: float
     initial_age: float
+    no_cache: bool = False
+    no_stale: bool = False
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    etag: bytes | None = None
+    last_modified: bytes | None = None
+    shared_auth: bool = False
+    vary: VaryKey = ()
+    dropped_fields: frozenset[bytes] = frozenset()
+
+    @property
+    def stale_window(self) -> float:
+        """How long after expiry the entry can still serve (stale windows), or revalidate
+        (validators: kept until evicted)."""
+        if self.etag is not None or self.last_modified is not None:
+            return math.inf
+        if self.no_stale:
+            return 0.0
+        return max(self.stale_while_revalidate, self.stale_if_error)
+
+
+def _is_storable_status(
+    status: int, directives: dict[str, str | None], explicit: bool
+) -> bool:
+    """RFC 9111 §3 for the status code: never 206 (no range support, §3.3) or 304; with
+    ``must-understand``, only understood statuses (§5.2.2.3); 5xx other than the heuristically
+    cacheable 501 are never stored (a shared cache in front of one app should not pin its
+    failures); otherwise heuristically cacheable statuses, or any final status with explicit
+    freshness or ``public``."""
+    if status < 200 or status in (206, 304):
+        return False
+    if "must-understand" in directives and status not in UNDERSTOOD_STATUSES:
+        return False
+    if status >= 500 and status != 501:
+        return False
+    return status in HEURISTIC_STATUSES or explicit or "public" in directives
 
 
 def storage_decision(
@@ -283,56 +437,101 @@ def storage_decision(
     now: float,
     request_time: float,
     response_time: float,
+    *,
+    store_set_cookie: bool = False,
+    stale_if_error_default: float = 0.0,
 ) -> StorageDecision | None:
-    """Whether a shared cache may store this response (RFC 9111 §3), and for how long.
+    """Whether a shared cache may store this response (RFC 9111 §3), and what a hit needs.
 
-    Returns None (do not store) unless the method is GET and the status 200; when the request or
-    the response says ``no-store``, or the response says ``private`` or ``no-cache`` (stored only
-    once revalidation exists); when the response carries ``Vary`` (not keyed yet); when the
-    request carried ``Authorization`` (RFC 9111 §3.5) or the response carries ``Set-Cookie``,
-    unless the response has ``public`` or ``s-maxage``. Explicit freshness (s-maxage, then
-    max-age, then Expires - Date) always wins; ``default_ttl`` is the heuristic lifetime used
-    only when the origin gave none (RFC 9111 §4.2.2), and 0 means such responses are not stored.
+    None (do not store) when: the method is not GET; the status is not storable (see
+    :func:`_is_storable_status`); the request or the response says ``no-store`` (§5.2.1.5,
+    §5.2.2.5); the response says unqualified ``private`` (§5.2.2.7); the request carried
+    Authorization and the response has none of ``public``, ``s-maxage``, ``must-revalidate``
+    (§3.5); the response sets a cookie and does not say ``public`` or ``s-maxage`` (unless
+    ``store_set_cookie``: RFC 9111 itself permits storing Set-Cookie, §7.3 warns about it).
 
-    A response already stale on arrival (``max-age=0``, an invalid Expires, an Age beyond the
-    lifetime) is not stored either: without revalidation it could never be reused. So a
-    decision means "store this", and ``stored`` in Cache-Status can be sent before the body;
-    ``CacheStore.put`` may still refuse it for size.
+    Freshness: ``s-maxage``, then ``max-age``, then ``Expires - Date`` (§4.2.1); otherwise,
+    for heuristically cacheable statuses, a heuristic (§4.2.2): ``HEURISTIC_FRACTION`` of the
+    time since ``Last-Modified``, capped at ``default_ttl``, or ``default_ttl`` itself without
+    Last-Modified. So ``default_ttl = 0`` is a strict RFC cache: a response with neither
+    explicit freshness nor a validator is not stored.
 
-    ``now``: the wall clock (``time.time()``) when the response head arrived, compared with
-    Date/Expires only. ``request_time`` / ``response_time``: the store's clock when the request
-    was sent and the response head received.
+    A response stale on arrival (``max-age=0``, ``no-cache``) is stored only if it can be
+    revalidated (it has a validator) or served stale (a stale window), else it is useless.
+    ``now``: wall clock at the response head; ``request_time`` / ``response_time``: store clock.
     """
-    if method != _STORED_METHOD or status != _STORED_STATUS:
+    if method != _STORED_METHOD:
         return None
-    if "no-store" in parse_cache_control(_values(request_headers, b"cache-control")):
+    request_directives = parse_cache_control(_values(request_headers, b"cache-control"))
+    if "no-store" in request_directives:
         return None
     directives = parse_cache_control(_values(response_headers, b"cache-control"))
-    if "no-store" in directives or "private" in directives or "no-cache" in directives:
+    if "pragma" not in directives and not _values(response_headers, b"cache-control"):
+        pragma = b",".join(_values(response_headers, b"pragma")).lower()
+        if b"no-cache" in (token.strip() for token in pragma.split(b",")):
+            directives["no-cache"] = None  # RFC 9111 §5.4: HTTP/1.0 Pragma, no Cache-Control
+    explicit = _explicit_freshness(directives, response_headers, now)
+    if not _is_storable_status(status, directives, explicit is not None):
         return None
-    if any(value.strip(b" \t,") for value in _values(response_headers, b"vary")):
+    if "no-store" in directives:
         return None
-    shared_allowed = "public" in directives or "s-maxage" in directives
-    if not shared_allowed and (
-        _has_field(request_headers, b"authorization") or _has_field(response_headers, b"set-cookie")
-    ):
+    private_fields = _field_names(directives.get("private"))
+    if "private" in directives and not private_fields:
+        return None
+    shared = "public" in directives or "s-maxage" in directives
+    shared_auth = shared or "must-revalidate" in directives
+    if _has_field(request_headers, b"authorization") and not shared_auth:
+        return None
+    if _has_field(response_headers, b"set-cookie") and not (shared or store_set_cookie):
         return None
 
-    lifetime = _explicit_freshness(directives, response_headers, now)
+    lifetime = explicit
     if lifetime is None:
-        if not default_ttl > 0:
-            return None
-        lifetime = float(default_ttl)
-    initial_age = _corrected_initial_age(response_headers, now, request_time, response_time)
-    if not lifetime > initial_age:
-        return None  # stale on arrival: only worth storing once revalidation exists
-    return StorageDecision(freshness_lifetime=lifetime, initial_age=initial_age)
+        lifetime = _heuristic_freshness(status, response_headers, default_ttl, now)
+    no_cache_fields = _field_names(directives.get("no-cache"))
+    no_cache = "no-cache" in directives and not no_cache_fields
+    etag = _first_value(response_headers, b"etag")
+    last_modified = _first_value(response_headers, b"last-modified")
+    decision = StorageDecision(
+        freshness_lifetime=lifetime,
+        initial_age=_corrected_initial_age(response_headers, now, request_time, response_time),
+        no_cache=no_cache,
+        no_stale=(
+            "must-revalidate" in directives
+            or "proxy-revalidate" in directives
+            or "s-maxage" in directives
+        ),
+        stale_while_revalidate=_window(directives, "stale-while-revalidate", 0.0),
+        stale_if_error=_window(directives, "stale-if-error", stale_if_error_default),
+        etag=etag,
+        last_modified=last_modified,
+        shared_auth=shared_auth,
+        vary=vary_key(response_headers, request_headers),
+        dropped_fields=private_fields | no_cache_fields,
+    )
+    usable_fresh = decision.freshness_lifetime > decision.initial_age and not no_cache
+    if not usable_fresh and decision.stale_window <= 0:
+        return None
+    return decision
+
+
+def _first_value(headers: Headers, name: bytes) -> bytes | None:
+    values = _values(headers, name)
+    return values[0].strip() if values and values[0].strip() else None
+
+
+def _window(directives: dict[str, str | None], name: str, default: float) -> float:
+    """A stale window directive (RFC 5861 §3, §4) in seconds, or ``default`` when absent."""
+    if name not in directives:
+        return default
+    return float(_delta_seconds(directives[name]))
 
 
 def _explicit_freshness(
     directives: dict[str, str | None], headers: Headers, now: float
 ) -> float | None:
-    """RFC 9111 §4.2.1 for a shared cache; None when the origin gave no explicit lifetime."""
+    """RFC 9111 §4.2.1 for a shared cache; None when the origin gave no explicit lifetime.
+    Invalid numbers count as 0 (stale), an invalid Expires as already past (§5.3)."""
     if "s-maxage" in directives:
         return float(_delta_seconds(directives["s-maxage"]))
     if "max-age" in directives:
@@ -347,6 +546,20 @@ def _explicit_freshness(
     return max(0.0, expires - (now if date is None else date))
 
 
+def _heuristic_freshness(status: int, headers: Headers, default_ttl: float, now: float) -> float:
+    """RFC 9111 §4.2.2: only heuristically cacheable statuses get a heuristic lifetime; it is
+    ``HEURISTIC_FRACTION`` of the time since Last-Modified, never more than ``default_ttl``
+    (the operator's ceiling), or ``default_ttl`` when there is no Last-Modified."""
+    if status not in HEURISTIC_STATUSES or not default_ttl > 0:
+        return 0.0
+    last_modified = _first_date(headers, b"last-modified", now)
+    if last_modified is None:
+        return float(default_ttl)
+    date = _first_date(headers, b"date", now)
+    since = (now if date is None else date) - last_modified
+    return max(0.0, min(float(default_ttl), since * HEURISTIC_FRACTION))
+
+
 def _corrected_initial_age(
     headers: Headers, now: float, request_time: float, response_time: float
 ) -> float:
@@ -357,6 +570,291 @@ def _corrected_initial_age(
     response_delay = max(0.0, response_time - request_time)
     corrected_age_value = _age_value(headers) + response_delay
     return max(apparent_age, corrected_age_value)
+
+
+def stored_headers(headers: Headers, decision: StorageDecision) -> list[tuple[bytes, bytes]]:
+    """The header fields a stored response keeps: all but Age (recomputed on every hit,
+    RFC 9111 §5.1) and the fields named by qualified private / no-cache (§5.2.2.4, §5.2.2.7)."""
+    dropped = decision.dropped_fields | {b"age"}
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+class Stored(Protocol):
+    """What :func:`lookup` reads from a stored entry."""
+
+    @property
+    def decision(self) -> StorageDecision: ...
+
+    @property
+    def response_time(self) -> float: ...
+
+
+E = TypeVar("E", bound=Stored)
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh(Generic[E]):
+    """Serve ``entry`` from the cache (RFC 9111 §4.2); ``ttl`` is the freshness left."""
+
+    entry: E
+    age: float
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServeStale(Generic[E]):
+    """Serve the stale ``entry``: within ``stale-while-revalidate`` (``refresh``: start one
+    background revalidation, RFC 5861 §3) or within the request's ``max-stale`` (§5.2.1.2)."""
+
+    entry: E
+    age: float
+    ttl: float
+    refresh: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Revalidate(Generic[E]):
+    """Forward a conditional request built from ``entry``'s validators (RFC 9111 §4.3.1);
+    ``reason`` is STALE (expired or no-cache) or REQUEST (the client asked)."""
+
+    entry: E
+    age: float
+    ttl: float
+    reason: Forward
+    conditional_headers: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """Nothing stored can be used: forward the request as it is."""
+
+    reason: Forward
+
+
+@dataclass(frozen=True, slots=True)
+class Unsatisfiable:
+    """``only-if-cached`` and nothing usable is stored: answer 504 (RFC 9111 §5.2.1.7)."""
+
+
+Lookup = Fresh[E] | ServeStale[E] | Revalidate[E] | Miss | Unsatisfiable
+
+
+def lookup(
+    method: bytes, request_headers: Headers, variants: Sequence[E], now: float
+) -> Lookup[E]:
+    """RFC 9111 §4: what to do with a request, given the stored variants of its URL (newest
+    first) at store-clock ``now``.
+
+    A variant is selected when its Vary fields match (§4.1); with Authorization only variants
+    that allow it (§3.5). Request directives (§5.2.1): ``no-store`` forwards; ``no-cache`` (or
+    ``Pragma: no-cache`` without Cache-Control) revalidates; ``max-age`` and ``min-fresh`` make
+    a fresh entry unacceptable; ``max-stale`` accepts a stale one (never when the entry says
+    must-revalidate / s-maxage / no-cache); ``only-if-cached`` never forwards.
+    """
+    if method not in LOOKUP_METHODS:
+        return Miss(Forward.METHOD)
+    directives = _request_directives(request_headers)
+    only_if_cached = "only-if-cached" in directives
+    if "no-store" in directives:
+        return Unsatisfiable() if only_if_cached else Miss(Forward.REQUEST)
+    authorized = _has_field(request_headers, b"authorization")
+    entry = next(
+        (
+            v
+            for v in variants
+            if _vary_matches(v.decision.vary, request_headers)
+            and (v.decision.shared_auth or not authorized)
+        ),
+        None,
+    )
+    if entry is None:
+        if only_if_cached:
+            return Unsatisfiable()
+        return Miss(Forward.VARY_MISS if variants else Forward.URI_MISS)
+    decision = entry.decision
+    age = current_age(decision.initial_age, entry.response_time, now)
+    ttl = decision.freshness_lifetime - age
+
+    if "no-cache" in directives:
+        return _revalidate(entry, age, ttl, Forward.REQUEST, only_if_cached)
+    if decision.no_cache:
+        return _revalidate(entry, age, ttl, Forward.STALE, only_if_cached)
+    if "max-age" in directives and age > _delta_seconds(directives["max-age"]):
+        return _revalidate(entry, age, ttl, Forward.REQUEST, only_if_cached)
+    if ttl > 0:
+        if "min-fresh" in directives and ttl < _delta_seconds(directives["min-fresh"]):
+            return _revalidate(entry, age, ttl, Forward.REQUEST, only_if_cached)
+        return Fresh(entry, age, ttl)
+    if not decision.no_stale:
+        if "max-stale" in directives:
+            argument = directives["max-stale"]
+            allowed = math.inf if argument is None else _delta_seconds(argument)
+            if -ttl <= allowed:
+                return ServeStale(entry, age, ttl, refresh=False)
+        if -ttl < decision.stale_while_revalidate:
+            return ServeStale(entry, age, ttl, refresh=True)
+    return _revalidate(entry, age, ttl, Forward.STALE, only_if_cached)
+
+
+def _revalidate(
+    entry: E, age: float, ttl: float, reason: Forward, only_if_cached: bool
+) -> Revalidate[E] | Unsatisfiable:
+    if only_if_cached:
+        return Unsatisfiable()
+    return Revalidate(entry, age, ttl, reason, conditional_headers(entry.decision))
+
+
+def conditional_headers(decision: StorageDecision) -> tuple[tuple[bytes, bytes], ...]:
+    """Validators for a revalidation request (RFC 9111 §4.3.1): the stored ETag as
+    If-None-Match and the stored Last-Modified as If-Modified-Since."""
+    fields: list[tuple[bytes, bytes]] = []
+    if decision.etag is not None:
+        fields.append((b"if-none-match", decision.etag))
+    if decision.last_modified is not None:
+        fields.append((b"if-modified-since", decision.last_modified))
+    return tuple(fields)
+
+
+# --------------------------------------------------------------------------- revalidation
+
+
+def _opaque_tag(tag: bytes) -> bytes:
+    """An entity tag without its weakness prefix, for the weak comparison (RFC 9110 §8.8.3.2)."""
+    tag = tag.strip()
+    return tag[2:] if tag.startswith(b"W/") else tag
+
+
+def revalidation_matches(decision: StorageDecision, response_headers: Headers) -> bool:
+    """RFC 9111 §4.3.4: whether a 304 (or a HEAD response, §4.3.5) selects the stored
+    response it revalidated: by ETag when the new response has one, else by Last-Modified when
+    it has one, else yes (there is only the one stored response we asked about)."""
+    etag = _first_value(response_headers, b"etag")
+    if etag is not None:
+        return decision.etag is not None and _opaque_tag(etag) == _opaque_tag(decision.etag)
+    last_modified = _first_value(response_headers, b"last-modified")
+    if last_modified is not None:
+        return decision.last_modified == last_modified
+    return True
+
+
+def freshened_headers(stored: Headers, new: Headers) -> list[tuple[bytes, bytes]]:
+    """RFC 9111 §3.2: the stored header fields updated from a 304 or HEAD response: every
+    field the new response carries replaces all stored lines of that name, except the stored
+    body's own framing and coding (Content-Length, Content-Encoding, Transfer-Encoding,
+    Content-Range). The new Age is taken over so that :func:`storage_decision` computes the
+    refreshed age; :func:`stored_headers` drops it again. Order: stored fields first, new ones
+    appended."""
+    replaced = {name.lower() for name, _ in new} - _NOT_UPDATED_BY_304
+    kept = [(name, value) for name, value in stored if name.lower() not in replaced]
+    return kept + [(name, value) for name, value in new if name.lower() in replaced]
+
+
+def may_serve_stale_on_error(decision: StorageDecision, age: float) -> bool:
+    """RFC 5861 §4 ``stale-if-error`` (or the operator's default window): the stale response
+    may stand in for a 5xx or an unreachable origin while ``age`` is within the window; never
+    when the response demanded revalidation (must-revalidate, proxy-revalidate, s-maxage,
+    no-cache: RFC 9111 §4.2.4)."""
+    if decision.no_stale or decision.no_cache:
+        return False
+    return age - decision.freshness_lifetime <= decision.stale_if_error
+
+
+def not_modified_for(request_headers: Headers, decision: StorageDecision) -> bool:
+    """Whether a request's own conditionals make a 304 the answer from this stored response
+    (RFC 9110 §13.1.2, §13.1.3, §13.2.2; RFC 9111 §4.3.2).
+
+    If-None-Match decides when present: ``*`` or any listed tag equal to the stored ETag by
+    the weak comparison. Otherwise If-Modified-Since: the stored Last-Modified is not later
+    than it. An unparsable date, or nothing stored to compare with, means a full response.
+    """
+    if_none_match = _values(request_headers, b"if-none-match")
+    if if_none_match:
+        tags = [tag for line in if_none_match for tag in _entity_tags(line)]
+        if b"*" in tags:
+            return True
+        if decision.etag is None:
+            return False
+        stored = _opaque_tag(decision.etag)
+        return any(_opaque_tag(tag) == stored for tag in tags)
+    if_modified_since = _values(request_headers, b"if-modified-since")
+    if not if_modified_since or decision.last_modified is None:
+        return False
+    since = parse_http_date(if_modified_since[0])
+    modified = parse_http_date(decision.last_modified)
+    return since is not None and modified is not None and modified <= since
+
+
+def _entity_tags(line: bytes) -> list[bytes]:
+    """The members of an If-None-Match line (RFC 9110 §8.8.3): ``*`` or entity tags, which
+    may contain commas inside their quotes, so the line is not simply split on commas."""
+    tags: list[bytes] = []
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i : i + 1] in (b" ", b"\t", b","):
+            i += 1
+        if i >= n:
+            break
+        start = i
+        if line.startswith(b"W/", i):
+            i += 2
+        if line[i : i + 1] == b'"':
+            end = line.find(b'"', i + 1)
+            i = n if end < 0 else end + 1
+        else:
+            while i < n and line[i : i + 1] != b",":
+                i += 1
+        tags.append(line[start:i].strip())
+    return tags
+
+
+# --------------------------------------------------------------------------- invalidation
+
+
+def invalidation_targets(
+    method: bytes, status: int, host: bytes, target: bytes, response_headers: Headers
+) -> list[bytes]:
+    """RFC 9111 §4.4: the request targets whose stored responses go after a response to an
+    unsafe request.
+
+    Only for non-error responses (2xx, 3xx) to methods other than GET, HEAD, OPTIONS, TRACE
+    (unknown methods included): the target URI, plus Location and Content-Location when they
+    point at the same origin (an absolute path, or an absolute http URL with this host).
+    """
+    if method in _SAFE_METHODS or not 200 <= status < 400:
+        return []
+    targets = [target]
+    own_host = store_key(host, _STORED_METHOD, b"")[0]
+    for name in (b"location", b"content-location"):
+        value = _first_value(response_headers, name)
+        if value is None:
+            continue
+        reference = _same_origin_target(value, own_host)
+        if reference is not None:
+            targets.append(reference)
+    return targets
+
+
+def _same_origin_target(reference: bytes, own_host: str) -> bytes | None:
+    """The path?query of ``reference`` when it names this origin, else None."""
+    try:
+        parts = urlsplit(reference.decode("latin-1"))
+    except ValueError:
+        return None
+    if parts.scheme or parts.netloc:
+        if parts.scheme.lower() != "http":
+            return None
+        if store_key(parts.netloc.encode("latin-1"), _STORED_METHOD, b"")[0] != own_host:
+            return None
+    if not parts.path.startswith("/"):
+        return None  # relative to the request path: too rare to resolve, never guessed
+    query = f"?{parts.query}" if parts.query else ""
+    return (parts.path + query).encode("latin-1")
+
+
+# --------------------------------------------------------------------------- Age
 
 
 def current_age(entry_initial_age: float, entry_response_time: float, now: float) -> float:
@@ -377,23 +875,34 @@ def format_age(age: float) -> bytes:
 # --------------------------------------------------------------------------- Cache-Status
 
 
-def cache_status_hit(ttl: float) -> bytes:
-    """Cache-Status value for an answer from cache (RFC 9211 §2.1, §2.4):
-    ``b"phantom; hit; ttl=42"``. ``ttl`` is the remaining freshness in seconds, rounded down."""
-    return f"{CACHE_NAME}; hit; ttl={_sf_integer(ttl)}".encode("ascii")
-
-
-def cache_status_forward(
-    reason: Forward, *, stored: bool = False, ttl: float | None = None
+def cache_status(
+    *,
+    hit: bool = False,
+    fwd: Forward | None = None,
+    fwd_status: int | None = None,
+    stored: bool = False,
+    collapsed: bool = False,
+    ttl: float | None = None,
+    detail: str | None = None,
 ) -> bytes:
-    """Cache-Status value for a forwarded request (RFC 9211 §2.2, §2.5):
-    ``b"phantom; fwd=uri-miss; stored"``. ``stored``: the response was stored; ``ttl``: the
-    freshness left of a stored response that was involved (e.g. stale, later issue)."""
-    parts = [CACHE_NAME, f"fwd={Forward(reason).value}"]
-    if ttl is not None:
-        parts.append(f"ttl={_sf_integer(ttl)}")
+    """A Cache-Status member (RFC 9211 §2): ``b"phantom; hit; ttl=42"``,
+    ``b"phantom; fwd=stale; fwd-status=304; stored; ttl=60"``. ``ttl``: freshness left (negative
+    when stale); ``detail``: a token such as ``stale-if-error``."""
+    parts = [CACHE_NAME]
+    if hit:
+        parts.append("hit")
+    if fwd is not None:
+        parts.append(f"fwd={Forward(fwd).value}")
+    if fwd_status is not None:
+        parts.append(f"fwd-status={fwd_status}")
     if stored:
         parts.append("stored")
+    if collapsed:
+        parts.append("collapsed")
+    if ttl is not None:
+        parts.append(f"ttl={_sf_integer(ttl)}")
+    if detail is not None:
+        parts.append(f"detail={detail}")
     return "; ".join(parts).encode("ascii")
 
 

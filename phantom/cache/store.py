@@ -1,24 +1,27 @@
 """In-memory response store over cachetools, bounded by entries and bytes.
 
-The store keeps what :mod:`phantom.cache.policy` decided to keep and hands back only fresh
-entries; it makes no HTTP decisions itself. Keys are ``policy.store_key(...)`` tuples
+The store keeps what :mod:`phantom.cache.policy` decided to keep, with the Vary variants of
+one URL together; it makes no HTTP decisions itself. Keys are ``policy.store_key(...)`` tuples
 ``(host, "METHOD:/path?query")``.
 
 Times: ``CachedResponse.response_time`` must be a reading of the store's ``clock`` (monotonic by
-default); entries expire on that clock when ``current_age`` reaches ``freshness_lifetime``.
+default); entries go on that clock once past freshness plus their stale window.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 
 from cachetools import TLRUCache
 
 from . import policy
+from .disk import DiskBodies
+from .rules import compile_wildcard
 
-__all__ = ["CacheStore", "CachedResponse", "Key"]
+__all__ = ["MAX_VARIANTS", "CacheStore", "CachedResponse", "Key", "Variants"]
 
 Key = tuple[str, str]
 
@@ -26,14 +29,24 @@ Key = tuple[str, str]
 _ENTRY_OVERHEAD = 64
 
 
+#: At most this many Vary variants are kept per URL; the oldest goes first.
+MAX_VARIANTS = 32
+
+
 @dataclass(slots=True)
 class CachedResponse:
     """A stored response.
 
-    ``headers``: lowercase names, hop-by-hop fields already removed, original order, repeated
-    fields (e.g. several Set-Cookie) kept as separate tuples. ``response_time`` is on the store's
-    clock; ``initial_age`` and ``freshness_lifetime`` come from ``policy.StorageDecision``.
+    ``headers``: what a hit sends before Age and Cache-Status, computed once at store time
+    (lowercase names, hop-by-hop fields removed, original order, repeated fields such as
+    Set-Cookie kept as separate tuples, our own Content-Length). ``response_time`` is on the
+    store's clock; ``decision`` is the policy's precomputed view (freshness, validators, Vary).
     Treat instances as read-only once stored: they are shared by every hit.
+
+    When phantom compressed the body (``compress_strategy``), ``coding`` is its
+    Content-Encoding token, ``headers`` describe the coded body, ``identity_headers`` the
+    decoded one (for clients that do not accept the coding), and ``fields`` keeps the origin's
+    own fields for revalidation, without what phantom added.
     """
 
     status: int
@@ -41,79 +54,116 @@ class CachedResponse:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     response_time: float
-    initial_age: float
-    freshness_lifetime: float
-    #: ``headers`` serialised once at store time (``Name: value\r\n`` each, Content-Length
-    #: left out: the connection writes the framing), so a hit does not rebuild them.
+    decision: policy.StorageDecision
+    coding: bytes | None = None
+    identity_headers: list[tuple[bytes, bytes]] | None = None
+    fields: list[tuple[bytes, bytes]] | None = None
+    # Filesystem mode: the body lives in this file (``body`` is then empty) of this size.
+    body_path: str | None = None
+    body_file_size: int = 0
+    #: ``headers`` (and ``identity_headers``) serialised once at store time (``Name:
+    #: value\r\n`` each, Content-Length left out: the connection writes the framing), so a
+    #: hit does not rebuild them.
     wire_headers: bytes = field(init=False, repr=False, compare=False)
+    identity_wire_headers: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.wire_headers = b"".join(
-            b"%s: %s\r\n" % (name, value)
-            for name, value in self.headers
-            if name.lower() != b"content-length"
-        )
+        self.wire_headers = _wire(self.headers)
+        self.identity_wire_headers = _wire(self.identity_headers or ())
 
     @property
     def size(self) -> int:
-        """Bytes counted against the store's limits."""
-        header_bytes = sum(len(name) + len(value) + 4 for name, value in self.headers)
-        return len(self.body) + header_bytes + len(self.reason) + _ENTRY_OVERHEAD
+        """Bytes counted against the store's limits (a body on disk counts too)."""
+        header_bytes = sum(
+            len(name) + len(value) + 4
+            for fields in (self.headers, self.identity_headers or (), self.fields or ())
+            for name, value in fields
+        )
+        header_bytes += len(self.wire_headers) + len(self.identity_wire_headers)
+        body = len(self.body) + self.body_file_size
+        return body + header_bytes + len(self.reason) + _ENTRY_OVERHEAD
+
+    @property
+    def origin_fields(self) -> list[tuple[bytes, bytes]]:
+        """The stored fields as the origin sent them (what a 304 updates, RFC 9111 §3.2)."""
+        return self.fields if self.fields is not None else self.headers
+
+    @property
+    def retain_until(self) -> float:
+        """The store-clock instant after which the entry is of no use: the end of freshness
+        plus its stale window (infinite with validators: kept for revalidation until evicted)."""
+        decision = self.decision
+        expires = self.response_time + decision.freshness_lifetime - decision.initial_age
+        return expires + decision.stale_window
 
     def age(self, now: float) -> float:
         """Current age in seconds at ``now`` (store clock), RFC 9111 §4.2.3."""
-        return policy.current_age(self.initial_age, self.response_time, now)
-
-    def ttl(self, now: float) -> float:
-        """Remaining freshness in seconds at ``now`` (store clock); <= 0 means stale."""
-        return self.freshness_lifetime - self.age(now)
+        return policy.current_age(self.decision.initial_age, self.response_time, now)
 
 
-def _expires_at(response: CachedResponse) -> float:
-    """The store-clock instant at which ``current_age`` reaches ``freshness_lifetime``."""
-    return response.response_time + response.freshness_lifetime - response.initial_age
+Variants = tuple[CachedResponse, ...]
 
 
-def _ttu(_key: Key, response: CachedResponse, _now: float) -> float:
-    return _expires_at(response)
+def _wire(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Header lines as sent on a hit; Content-Length is left to the framing."""
+    return b"".join(
+        b"%s: %s\r\n" % (name, value)
+        for name, value in headers
+        if name.lower() != b"content-length"
+    )
 
 
-def _entry_size(response: CachedResponse) -> float:
-    return response.size
+def _ttu(_key: Key, variants: Variants, _now: float) -> float:
+    return max(variant.retain_until for variant in variants)
 
 
-def _compile_pattern(pattern: str) -> Callable[[str], bool]:
-    """A matcher for ``pattern``: ``*`` matches any run of characters (``/`` included), every
-    other character is literal. Linear-time matching, no regex backtracking."""
-    parts = pattern.split("*")
-    if len(parts) == 1:
-        return lambda text: text == pattern
-    head, middle, tail = parts[0], [p for p in parts[1:-1] if p], parts[-1]
-    min_length = len(head) + len(tail) + sum(len(p) for p in middle)
+def _variants_size(variants: Variants) -> float:
+    return sum(variant.size for variant in variants)
 
-    def match(text: str) -> bool:
-        if len(text) < min_length or not text.startswith(head) or not text.endswith(tail):
-            return False
-        position, end = len(head), len(text) - len(tail)
-        for part in middle:
-            found = text.find(part, position, end)
-            if found < 0:
-                return False
-            position = found + len(part)
-        return True
 
-    return match
+class _Entries(TLRUCache[Key, Variants, float]):
+    """A TLRUCache that reports what it drops by itself (expiry, LRU eviction), so that body
+    files can go with their entries."""
+
+    def __init__(
+        self, maxsize: float, clock: Callable[[], float], on_drop: Callable[[Variants], None]
+    ) -> None:
+        super().__init__(maxsize, _ttu, clock, _variants_size)
+        self._on_drop = on_drop
+
+    def expire(self, time: float | None = None) -> list[tuple[Key, Variants]]:
+        expired = super().expire(time)
+        for _, variants in expired:
+            self._on_drop(variants)
+        return expired
+
+    def popitem(self) -> tuple[Key, Variants]:
+        key, variants = super().popitem()
+        self._on_drop(variants)
+        return key, variants
 
 
 class CacheStore:
-    """Fresh responses by key, least recently used evicted first.
+    """Stored responses by URL key, each URL holding up to ``MAX_VARIANTS`` Vary variants
+    (newest first); least recently used URLs are evicted first.
 
-    Bounded by ``max_entries`` and by ``max_bytes`` (sum of ``CachedResponse.size``); a single
-    response larger than ``max_object_bytes`` (or ``max_bytes``) is refused. Expired entries are
-    never returned and are dropped lazily.
+    Bounded by ``max_entries`` (URLs) and by ``max_bytes`` (sum of ``CachedResponse.size``); a
+    single response larger than ``max_object_bytes`` (or ``max_bytes``) is refused. 404
+    responses are held to ``max_404_entries`` URLs of their own (the negative cache). Entries are
+    kept while fresh or within their stale window (``CachedResponse.retain_until``); whether
+    one may answer a request is the policy's decision (:func:`policy.lookup`).
     """
 
-    __slots__ = ("_cache", "_clock", "_max_bytes", "_max_entries", "_max_object_bytes")
+    __slots__ = (
+        "_cache",
+        "_clock",
+        "_disk",
+        "_max_404_entries",
+        "_max_bytes",
+        "_max_entries",
+        "_max_object_bytes",
+        "_not_found_keys",
+    )
 
     def __init__(
         self,
@@ -121,16 +171,22 @@ class CacheStore:
         max_bytes: int,
         max_object_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        max_404_entries: int = 100,
+        disk: DiskBodies | None = None,
     ) -> None:
-        if max_entries < 0 or max_bytes < 0 or max_object_bytes < 0:
+        if min(max_entries, max_bytes, max_object_bytes, max_404_entries) < 0:
             raise ValueError("cache limits must not be negative")
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._max_object_bytes = max_object_bytes
+        self._max_404_entries = max_404_entries
+        # The negative cache: URLs holding a 404, oldest first, at most max_404_entries, so
+        # that a scan of missing pages cannot push out the pages that exist.
+        self._not_found_keys: OrderedDict[Key, None] = OrderedDict()
         self._clock = clock
-        self._cache: TLRUCache[Key, CachedResponse, float] = TLRUCache(
-            max_bytes, _ttu, clock, _entry_size
-        )
+        self._disk = disk
+        self._cache = _Entries(max_bytes, clock, self._drop)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -150,66 +206,130 @@ class CacheStore:
         """Largest ``CachedResponse.size`` accepted: stop buffering a body beyond this."""
         return min(self._max_object_bytes, self._max_bytes)
 
-    def get(self, key: Key) -> CachedResponse | None:
-        """The fresh response stored under ``key``, or None. Marks it recently used."""
-        with self._cache.timer:
-            return self._cache.get(key)
+    def variants(self, key: Key) -> Variants:
+        """The responses stored under ``key`` still worth keeping, newest first. Marks the
+        URL recently used."""
+        with self._cache.timer as now:
+            found = self._cache.get(key)
+            if not found:
+                return ()
+            if len(found) == 1:
+                return found if now < found[0].retain_until else ()
+            return tuple(variant for variant in found if now < variant.retain_until)
 
     def put(self, key: Key, response: CachedResponse) -> bool:
-        """Store ``response`` under ``key``, replacing any previous one; True if stored.
+        """Store ``response`` under ``key``; True if stored.
 
-        False when it is larger than ``max_object_bytes`` or ``max_bytes``, when
-        ``max_entries`` is 0, or when it is already stale. A refused response still removes
-        what was stored under ``key``: a newer answer superseded it. Least recently used
-        entries are evicted to stay within ``max_entries`` and ``max_bytes``.
+        It replaces the variant with the same Vary secondary key (RFC 9111 §4.1: the newest
+        response wins) and goes first. False when it is larger than ``max_object_bytes`` or
+        ``max_bytes``, when ``max_entries`` is 0, when it is already past its stale window, or
+        when the disk refused its body; a refused response still removes the variant it would
+        have replaced: a newer answer superseded it. Least recently used URLs are evicted to
+        stay within both bounds.
         """
         cache = self._cache
         with cache.timer as now:
-            size = response.size
+            previous = cache.pop(key, ())
+            kept = tuple(
+                variant
+                for variant in previous
+                if variant.decision.vary != response.decision.vary
+                and now < variant.retain_until
+            )
+            self._drop(tuple(variant for variant in previous if variant not in kept))
+            not_found = response.status == 404
             if (
-                size > self.max_object_bytes
+                response.size > self.max_object_bytes
                 or self._max_entries < 1
-                or not now < _expires_at(response)
+                or not now < response.retain_until
+                or (not_found and self._max_404_entries < 1)
             ):
-                cache.pop(key, None)
+                self._replace(key, kept)
                 return False
+            if self._disk is not None:
+                path = self._disk.write(response.body)
+                if path is None:
+                    self._replace(key, kept)
+                    return False
+                response = replace(
+                    response, body=b"", body_path=path, body_file_size=len(response.body)
+                )
+            if not_found:
+                self._remember_not_found(key)
             cache.expire(now)
-            if key not in cache:
-                while len(cache) >= self._max_entries:
-                    cache.popitem()
-            cache[key] = response  # evicts LRU entries until the bytes fit
+            while len(cache) >= self._max_entries:
+                cache.popitem()
+            variants = (response, *kept)[:MAX_VARIANTS]
+            while len(variants) > 1 and _variants_size(variants) > self.max_object_bytes:
+                variants = variants[:-1]  # one URL never holds more than one object's worth
+            self._drop(tuple(variant for variant in kept if variant not in variants))
+            cache[key] = variants  # evicts LRU URLs until the bytes fit
             return True
 
-    def discard(self, key: Key) -> bool:
-        """Remove the entry under ``key`` (e.g. after an unsafe request, RFC 9111 §4.4).
-        True if a fresh entry was removed."""
+    def body(self, response: CachedResponse) -> bytes | None:
+        """The stored body of ``response``; None when its file is gone or unreadable."""
+        if response.body_path is None:
+            return response.body
+        assert self._disk is not None
+        return self._disk.read(response.body_path)
+
+    def _drop(self, variants: Variants) -> None:
+        """Entries leave the store: their body files go with them."""
+        if self._disk is None:
+            return
+        for variant in variants:
+            if variant.body_path is not None:
+                self._disk.delete(variant.body_path)
+
+    def _remember_not_found(self, key: Key) -> None:
+        """Count ``key`` in the negative cache; past its capacity the oldest 404s go."""
+        keys = self._not_found_keys
+        keys[key] = None
+        keys.move_to_end(key)
+        while len(keys) > self._max_404_entries:
+            oldest, _ = keys.popitem(last=False)
+            variants = self._cache.pop(oldest, ())
+            self._drop(tuple(v for v in variants if v.status == 404))
+            self._replace(oldest, tuple(v for v in variants if v.status != 404))
+
+    def _replace(self, key: Key, variants: Variants) -> None:
+        """Put ``variants`` (already known to the store) back under ``key``, if any."""
+        if variants:
+            self._cache[key] = variants
+
+    def discard(self, key: Key) -> int:
+        """Remove every variant under ``key`` (e.g. after an unsafe request, RFC 9111 §4.4).
+        Returns how many responses went."""
         with self._cache.timer:
-            return self._cache.pop(key, None) is not None
+            variants = self._cache.pop(key, ())
+            self._drop(variants)
+            return len(variants)
 
     def invalidate(self, pattern: str) -> int:
         """Remove entries whose printable key (``"GET:/path?query"``) matches ``pattern``, on
         every host; ``*`` matches any characters including ``/``, all else is literal (so
-        ``"GET:/api/*"``, ``"*:/img/*.png"``, ``"*"``). Returns how many were removed."""
-        matches = _compile_pattern(pattern)
+        ``"GET:/api/*"``, ``"*:/img/*.png"``, ``"*"``). Returns how many responses went."""
+        matches = compile_wildcard(pattern)
         cache = self._cache
         with cache.timer as now:
             cache.expire(now)
             doomed = [key for key in cache if matches(key[1])]
-            for key in doomed:
-                del cache[key]
-        return len(doomed)
+            return sum(self.discard(key) for key in doomed)
 
     def invalidate_all(self) -> int:
-        """Remove every entry; returns how many fresh entries there were."""
-        count = len(self._cache)
+        """Remove every entry; returns how many responses there were."""
+        count = len(self)
+        for variants in self._cache.values():
+            self._drop(variants)
         self._cache.clear()
+        self._not_found_keys.clear()
         return count
 
     def __len__(self) -> int:
-        """Number of fresh entries."""
-        return len(self._cache)
+        """Number of stored responses (variants included)."""
+        return sum(len(variants) for variants in self._cache.values())
 
     @property
     def total_bytes(self) -> int:
-        """Sum of ``size`` over fresh entries."""
+        """Sum of ``size`` over stored responses."""
         return int(self._cache.currsize)

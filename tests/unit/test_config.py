@@ -335,6 +335,57 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
                 (with_server(**{key: True}), f"server.app.{key}: expected an integer, got boolean"),
             ]
         ],
+        (
+            with_server(cache_strategy="html"),
+            "server.app.cache_strategy: expected one of all, none, only_html, no_images, "
+            "only_images, only_assets, got 'html'",
+        ),
+        (
+            with_server(compress_strategy="br"),
+            "server.app.compress_strategy: expected one of none, brotli, gzip, deflate, "
+            "got 'br'",
+        ),
+        (
+            with_server(cache_storage_mode="disk"),
+            "server.app.cache_storage_mode: expected one of memory, filesystem, got 'disk'",
+        ),
+        (
+            with_server(cache_storage_mode="filesystem"),
+            'server.app.cache_directory: required when cache_storage_mode = "filesystem"',
+        ),
+        (
+            with_server(include_paths="/api/*"),
+            "server.app.include_paths: expected an array of strings, got string",
+        ),
+        (
+            with_server(exclude_paths=["api/*"]),
+            "server.app.exclude_paths: expected a path pattern starting with / or *, "
+            "got 'api/*'",
+        ),
+        (
+            with_server(exclude_paths=[1]),
+            "server.app.exclude_paths: expected a string, got integer",
+        ),
+        (
+            with_server(store_set_cookie=1),
+            "server.app.store_set_cookie: expected a boolean, got integer",
+        ),
+        (
+            with_server(forward_get_only="no"),
+            "server.app.forward_get_only: expected a boolean, got string",
+        ),
+        (
+            with_server(serve_stale_on_error=-5),
+            "server.app.serve_stale_on_error: must be 0 or greater, got -5",
+        ),
+        (
+            with_server(cache_404_capacity=-1),
+            "server.app.cache_404_capacity: must be 0 or greater, got -1",
+        ),
+        (
+            with_server(cache_404_ttl="1m"),
+            "server.app.cache_404_ttl: expected a number, got string",
+        ),
     ],
 )
 def test_validation_message(data: dict[str, Any], message: str) -> None:
@@ -538,6 +589,17 @@ def test_describe_round_trip_everything_set() -> None:
                     "cache_max_entries": 1,
                     "cache_max_bytes": 123_456_789,
                     "cache_max_object_bytes": 1024,
+                    "store_set_cookie": True,
+                    "serve_stale_on_error": 30,
+                    "cache_strategy": "only_assets",
+                    "include_paths": ["GET /api/*", '/quote"d*'],
+                    "exclude_paths": ["*.map"],
+                    "forward_get_only": True,
+                    "cache_404_capacity": 0,
+                    "cache_404_ttl": 5,
+                    "compress_strategy": "gzip",
+                    "cache_storage_mode": "filesystem",
+                    "cache_directory": "/var/cache/phantom",
                 }
             },
         },

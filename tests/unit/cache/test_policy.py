@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -189,40 +191,6 @@ def test_http_date_parser_never_raises(value: bytes) -> None:
 # --------------------------------------------------------------------------- requests
 
 
-@pytest.mark.parametrize(
-    ("method", "headers", "expected"),
-    [
-        (b"GET", [], True),
-        (b"HEAD", [], True),
-        (b"POST", [], False),
-        (b"get", [], False),
-        (b"GET", [(b"cache-control", b"no-store")], False),
-        (b"GET", [(b"cache-control", b"no-cache")], True),
-    ],
-)
-def test_is_cacheable_request(method: bytes, headers: Headers, expected: bool) -> None:
-    """RFC 9111 §3 and §5.2.1.5: only GET (HEAD from a stored GET) involves the cache; request
-    no-store keeps the cache out; methods are case-sensitive (RFC 9110 §9.1)."""
-    assert policy.is_cacheable_request(method, headers) is expected
-
-
-@pytest.mark.parametrize(
-    ("method", "headers", "expected"),
-    [
-        (b"GET", [], None),
-        (b"HEAD", [(b"cache-control", b"max-age=60")], None),
-        (b"POST", [], Forward.METHOD),
-        (b"DELETE", [], Forward.METHOD),
-        (b"GET", [(b"cache-control", b"No-Cache")], Forward.REQUEST),
-        (b"GET", [(b"cache-control", b"no-store")], Forward.REQUEST),
-    ],
-)
-def test_request_forward_reason(method: bytes, headers: Headers, expected: Forward | None) -> None:
-    """RFC 9111 §4 and §5.2.1.4: a stored response is not used for an unsafe method or when the
-    request says no-cache / no-store; RFC 9211 §2.2 names the reason."""
-    assert policy.request_forward_reason(method, headers) is expected
-
-
 # --------------------------------------------------------------------------- storing
 
 
@@ -238,20 +206,44 @@ def test_only_get_responses_are_stored(method: bytes) -> None:
     assert decide([(b"cache-control", b"max-age=60")], method=method) is None
 
 
-@pytest.mark.parametrize("status", [201, 204, 206, 301, 304, 404, 500])
-def test_only_200_is_stored(status: int) -> None:
-    """RFC 9111 §3: only complete 200 responses are stored in this version (206 and 304 never
-    are)."""
+@pytest.mark.parametrize("status", [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
+def test_heuristically_cacheable_statuses_are_stored_without_explicit_freshness(
+    status: int,
+) -> None:
+    """RFC 9111 §4.2.2 and RFC 9110 §15.1: these statuses may get a heuristic lifetime."""
+    decision = decide([], status=status)
+    assert decision is not None and decision.freshness_lifetime == 60.0
+
+
+@pytest.mark.parametrize("status", [201, 202, 302, 303, 307, 400, 403, 418, 299])
+def test_other_statuses_need_explicit_freshness(status: int) -> None:
+    """RFC 9111 §3: a status that is not heuristically cacheable is stored only with explicit
+    freshness (or public); unknown statuses too (the cache need not understand them)."""
+    assert decide([], status=status) is None
+    assert decide([(b"cache-control", b"max-age=60")], status=status) is not None
+
+
+@pytest.mark.parametrize("status", [206, 304, 500, 502, 503, 504, 100])
+def test_never_stored_statuses(status: int) -> None:
+    """RFC 9111 §3.3: 206 is not stored by a cache without range support; 304 and 1xx are not
+    complete responses; 5xx (other than 501) are never stored by phantom, even when fresh."""
     assert decide([(b"cache-control", b"max-age=60")], status=status) is None
+
+
+def test_must_understand_stores_only_understood_statuses() -> None:
+    """RFC 9111 §5.2.2.3: with must-understand, an unknown status is not stored (and no-store,
+    sent alongside for older caches, is then ignored for known statuses)."""
+    assert decide([(b"cache-control", b"must-understand, max-age=60")], status=299) is None
+    assert decide([(b"cache-control", b"must-understand, max-age=60")]) is not None
 
 
 @pytest.mark.parametrize(
     "cache_control",
-    [b"no-store", b"max-age=60, No-Store", b"private", b'private="set-cookie"', b"no-cache"],
+    [b"no-store", b"max-age=60, No-Store", b"private", b"PRIVATE, max-age=60", b"no-cache"],
 )
 def test_response_directives_forbid_storing(cache_control: bytes) -> None:
-    """RFC 9111 §5.2.2.5 (no-store), §5.2.2.7 (private, qualified form treated as unqualified),
-    §5.2.2.4 (no-cache: not stored until revalidation exists)."""
+    """RFC 9111 §5.2.2.5 (no-store), §5.2.2.7 (private); §5.2.2.4: no-cache without a validator
+    can never be reused (every use needs revalidation), so it is not stored either."""
     assert decide([(b"cache-control", cache_control)]) is None
 
 
@@ -289,14 +281,6 @@ def test_set_cookie_needs_explicit_shared_permission(cache_control: bytes, store
     if cache_control:
         response.append((b"cache-control", cache_control))
     assert (decide(response) is not None) is stored
-
-
-def test_vary_is_not_stored_yet() -> None:
-    """RFC 9111 §4.1: a response with Vary may only be reused for matching requests; until the
-    key includes Vary, such responses are not stored."""
-    assert decide([(b"cache-control", b"max-age=60"), (b"vary", b"accept-encoding")]) is None
-    assert decide([(b"cache-control", b"max-age=60"), (b"vary", b"*")]) is None
-    assert decide([(b"cache-control", b"max-age=60"), (b"vary", b" ")]) is not None
 
 
 # --------------------------------------------------------------------------- freshness
@@ -468,28 +452,492 @@ def test_format_age(age: float, expected: bytes) -> None:
 # --------------------------------------------------------------------------- Cache-Status
 
 
-def test_cache_status_hit_with_ttl() -> None:
-    """RFC 9211 §2.1 and §2.4: hit, and ttl as whole seconds of remaining freshness."""
-    assert policy.cache_status_hit(42.9) == b"phantom; hit; ttl=42"
-    assert policy.cache_status_hit(0.2) == b"phantom; hit; ttl=0"
+
+
+# --------------------------------------------------------------------------- storing, continued
+
+
+def test_qualified_private_stores_the_rest_without_the_named_fields() -> None:
+    """RFC 9111 §5.2.2.7: with ``private="f"`` a shared cache must not store field f, and may
+    store the remainder of the response."""
+    headers = [
+        (b"cache-control", b'private="x-user, Set-Cookie", max-age=60'),
+        (b"x-user", b"alice"),
+        (b"content-type", b"text/plain"),
+    ]
+    decision = decide(headers)
+    assert decision is not None
+    assert decision.dropped_fields == {b"x-user", b"set-cookie"}
+    kept = policy.stored_headers(headers + [(b"age", b"3")], decision)
+    assert [name for name, _ in kept] == [b"cache-control", b"content-type"]
+
+
+def test_qualified_no_cache_drops_the_named_fields_and_reuses_the_rest() -> None:
+    """RFC 9111 §5.2.2.4: qualified no-cache: the named fields must not be sent without
+    revalidation, so they are not stored; the rest stays reusable without revalidation."""
+    decision = decide([(b"cache-control", b'no-cache="x-token", max-age=60')])
+    assert decision is not None and not decision.no_cache
+    assert decision.dropped_fields == {b"x-token"}
+
+
+def test_no_cache_with_a_validator_is_stored_for_revalidation() -> None:
+    """RFC 9111 §5.2.2.4: no-cache responses may be stored, but every reuse is revalidated."""
+    decision = decide([(b"cache-control", b"no-cache"), (b"etag", b'"v1"')])
+    assert decision is not None and decision.no_cache and decision.etag == b'"v1"'
+
+
+def test_pragma_no_cache_counts_only_without_cache_control() -> None:
+    """RFC 9111 §5.4: Pragma: no-cache is honoured as no-cache when Cache-Control is absent."""
+    pragma = (b"pragma", b"no-cache")
+    assert decide([pragma]) is None  # no validator: useless to store
+    with_validator = decide([pragma, (b"last-modified", http_date(WALL - 1000))])
+    assert with_validator is not None and with_validator.no_cache
+    assert decide([pragma, (b"cache-control", b"max-age=60")]) == StorageDecision(60.0, 0.0)
+
+
+def test_max_age_zero_with_validator_is_stored_stale() -> None:
+    """RFC 9111 §4.3: a stale response with a validator can be revalidated later."""
+    decision = decide([(b"cache-control", b"max-age=0"), (b"etag", b'W/"x"')])
+    assert decision is not None and decision.freshness_lifetime == 0.0
+
+
+def test_authorization_with_must_revalidate_is_stored() -> None:
+    """RFC 9111 §3.5: must-revalidate also allows a shared cache to store a response to an
+    authenticated request (and then forbids serving it stale)."""
+    decision = decide(
+        [(b"cache-control", b"must-revalidate, max-age=60")], [(b"authorization", b"Basic x")]
+    )
+    assert decision is not None and decision.shared_auth and decision.no_stale
+
+
+def test_store_set_cookie_stores_cookie_responses_as_the_rfc_permits() -> None:
+    """RFC 9111 §3.1 and §7.3: Set-Cookie does not forbid storage; phantom stores such
+    responses only when store_set_cookie asks for it (or the origin says public/s-maxage)."""
+    response = [(b"set-cookie", b"a=1"), (b"cache-control", b"max-age=60")]
+    stored = policy.storage_decision(
+        b"GET", 200, [], response, 60.0, WALL, MONO, MONO, store_set_cookie=True
+    )
+    assert stored is not None
 
 
 @pytest.mark.parametrize(
-    ("reason", "stored", "expected"),
+    ("last_modified_age", "expected"),
+    [(100.0, 10.0), (3600.0, 60.0), (-50.0, 0.0)],
+)
+def test_heuristic_is_a_fraction_of_last_modified_age_capped_by_cache_ttl(
+    last_modified_age: float, expected: float
+) -> None:
+    """RFC 9111 §4.2.2: 10% of the time since Last-Modified, never more than cache_ttl."""
+    headers = [
+        (b"date", http_date(WALL)),
+        (b"last-modified", http_date(WALL - last_modified_age)),
+    ]
+    decision = decide(headers)
+    assert decision is not None and decision.freshness_lifetime == expected
+
+
+def test_strict_mode_stores_validated_responses_only_for_revalidation() -> None:
+    """RFC 9111 §4.2.2 with cache_ttl = 0: no heuristic freshness at all; a response with a
+    validator is kept (stale) for revalidation, one without any is not stored."""
+    assert decide([], default_ttl=0) is None
+    decision = decide([(b"etag", b'"a"')], default_ttl=0)
+    assert decision is not None and decision.freshness_lifetime == 0.0
+
+
+def test_explicit_freshness_is_never_changed_by_cache_ttl() -> None:
+    """RFC 9111 §4.2.1: explicit freshness wins over any heuristic, in both directions."""
+    assert lifetime([(b"cache-control", b"max-age=5")], default_ttl=3600) == 5.0
+    assert lifetime([(b"cache-control", b"max-age=5000")], default_ttl=1) == 5000.0
+
+
+def test_stale_windows_from_directives_and_default() -> None:
+    """RFC 5861 §3, §4: stale-while-revalidate / stale-if-error windows; serve_stale_on_error
+    gives the default stale-if-error window."""
+    decision = decide([(b"cache-control", b"max-age=1, stale-while-revalidate=30")])
+    assert decision is not None and decision.stale_while_revalidate == 30.0
+    assert decision.stale_if_error == 0.0
+    with_default = policy.storage_decision(
+        b"GET", 200, [], [(b"cache-control", b"max-age=1")], 60.0, WALL, MONO, MONO,
+        stale_if_error_default=120.0,
+    )
+    assert with_default is not None and with_default.stale_if_error == 120.0
+    explicit = policy.storage_decision(
+        b"GET", 200, [], [(b"cache-control", b"max-age=1, stale-if-error=5")], 60.0, WALL,
+        MONO, MONO, stale_if_error_default=120.0,
+    )
+    assert explicit is not None and explicit.stale_if_error == 5.0
+
+
+@pytest.mark.parametrize(
+    "cache_control", [b"must-revalidate", b"proxy-revalidate", b"s-maxage=1"]
+)
+def test_revalidation_directives_forbid_stale_serving(cache_control: bytes) -> None:
+    """RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: once stale, revalidate; never serve stale."""
+    decision = decide([(b"cache-control", cache_control + b", max-age=1")])
+    assert decision is not None and decision.no_stale
+
+
+# --------------------------------------------------------------------------- Vary
+
+
+def test_vary_key_normalises_names_order_case_and_whitespace() -> None:
+    """RFC 9111 §4.1: Vary names are case-insensitive, list order does not matter; request
+    values may be normalised (whitespace, several lines combined)."""
+    one = policy.vary_key(
+        [(b"vary", b"Accept-Encoding, accept-language")],
+        [(b"accept-language", b"en, fr"), (b"accept-encoding", b"gzip")],
+    )
+    two = policy.vary_key(
+        [(b"vary", b"ACCEPT-LANGUAGE"), (b"vary", b" accept-encoding ,")],
+        [(b"accept-encoding", b"gzip"), (b"accept-language", b"en"), (b"accept-language", b"fr")],
+    )
+    assert one == two == ((b"accept-encoding", b"gzip"), (b"accept-language", b"en,fr"))
+
+
+def test_vary_star_never_matches() -> None:
+    """RFC 9111 §4.1: Vary: * always fails to match."""
+    assert policy.vary_key([(b"vary", b"accept, *")], []) is None
+    entry = Entry(decision=StorageDecision(60.0, 0.0, vary=None))
+    assert lookup([entry]) == policy.Miss(Forward.VARY_MISS)
+
+
+# --------------------------------------------------------------------------- lookup states
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored entry as lookup sees it."""
+
+    decision: StorageDecision
+    response_time: float = MONO
+    name: str = "entry"
+
+
+def lookup(
+    entries: Sequence[Entry],
+    request_headers: Headers = (),
+    *,
+    now: float = MONO,
+    method: bytes = b"GET",
+) -> policy.Lookup[Entry]:
+    return policy.lookup(method, request_headers, entries, now)
+
+
+def fresh_for(seconds: float, **extra: Any) -> Entry:
+    return Entry(decision=StorageDecision(seconds, 0.0, **extra))
+
+
+def test_lookup_fresh_reports_age_and_ttl() -> None:
+    """RFC 9111 §4.2: fresh while the lifetime exceeds the current age."""
+    entry = fresh_for(60.0)
+    assert lookup([entry], now=MONO + 10) == policy.Fresh(entry, 10.0, 50.0)
+
+
+def test_lookup_empty_is_uri_miss_and_other_methods_are_method_miss() -> None:
+    """RFC 9211 §2.2: uri-miss (nothing stored) vs method (not a cacheable method)."""
+    assert lookup([]) == policy.Miss(Forward.URI_MISS)
+    assert lookup([fresh_for(60)], method=b"POST") == policy.Miss(Forward.METHOD)
+
+
+def test_lookup_selects_the_matching_vary_variant() -> None:
+    """RFC 9111 §4.1: the stored variant whose selecting header values match is used."""
+    en = Entry(StorageDecision(60.0, 0.0, vary=((b"accept-language", b"en"),)), name="en")
+    fr = Entry(StorageDecision(60.0, 0.0, vary=((b"accept-language", b"fr"),)), name="fr")
+    state = lookup([fr, en], [(b"accept-language", b" en ")])
+    assert isinstance(state, policy.Fresh) and state.entry is en
+    assert lookup([fr, en], [(b"accept-language", b"de")]) == policy.Miss(Forward.VARY_MISS)
+    absent = Entry(StorageDecision(60.0, 0.0, vary=((b"accept-language", None),)))
+    assert isinstance(lookup([absent]), policy.Fresh)
+    assert lookup([absent], [(b"accept-language", b"en")]) == policy.Miss(Forward.VARY_MISS)
+
+
+def test_lookup_authorization_uses_only_entries_that_allow_it() -> None:
+    """RFC 9111 §3.5: a request with Authorization is answered only from responses that
+    allow shared caching of authenticated content."""
+    plain, shared = fresh_for(60), fresh_for(60, shared_auth=True)
+    auth = [(b"authorization", b"Bearer t")]
+    assert lookup([plain], auth) == policy.Miss(Forward.VARY_MISS)
+    assert isinstance(lookup([shared], auth), policy.Fresh)
+
+
+def test_lookup_stale_entry_is_revalidated_with_its_validators() -> None:
+    """RFC 9111 §4.3.1: If-None-Match from the ETag, If-Modified-Since from Last-Modified."""
+    entry = fresh_for(10, etag=b'"v1"', last_modified=b"Tue, 01 Jan 2030 00:00:00 GMT")
+    state = lookup([entry], now=MONO + 11)
+    assert isinstance(state, policy.Revalidate) and state.reason is Forward.STALE
+    assert state.conditional_headers == (
+        (b"if-none-match", b'"v1"'),
+        (b"if-modified-since", b"Tue, 01 Jan 2030 00:00:00 GMT"),
+    )
+
+
+def test_lookup_no_cache_entry_always_revalidates() -> None:
+    """RFC 9111 §5.2.2.4: a no-cache response is never reused without revalidation."""
+    state = lookup([fresh_for(60, no_cache=True, etag=b'"a"')])
+    assert isinstance(state, policy.Revalidate) and state.reason is Forward.STALE
+
+
+@pytest.mark.parametrize(
+    "request_headers",
     [
-        (Forward.MISS, True, b"phantom; fwd=miss; stored"),
-        (Forward.URI_MISS, False, b"phantom; fwd=uri-miss"),
-        (Forward.URI_MISS, True, b"phantom; fwd=uri-miss; stored"),
-        (Forward.METHOD, False, b"phantom; fwd=method"),
-        (Forward.REQUEST, False, b"phantom; fwd=request"),
-        (Forward.REQUEST, True, b"phantom; fwd=request; stored"),
+        [(b"cache-control", b"no-cache")],
+        [(b"pragma", b"no-cache")],
+        [(b"cache-control", b"max-age=5")],
+        [(b"cache-control", b"min-fresh=55")],
+    ],
+    ids=["no-cache", "pragma", "max-age", "min-fresh"],
+)
+def test_lookup_request_directives_force_revalidation(request_headers: Headers) -> None:
+    """RFC 9111 §5.2.1.4 (no-cache), §5.4 (Pragma), §5.2.1.1 (max-age: the entry is 10 s
+    old), §5.2.1.3 (min-fresh: only 50 s of freshness left)."""
+    state = lookup([fresh_for(60)], request_headers, now=MONO + 10)
+    assert isinstance(state, policy.Revalidate) and state.reason is Forward.REQUEST
+
+
+def test_lookup_pragma_ignored_when_request_has_cache_control() -> None:
+    """RFC 9111 §5.4: Pragma is only a fallback for the absence of Cache-Control."""
+    headers = [(b"pragma", b"no-cache"), (b"cache-control", b"max-age=60")]
+    assert isinstance(lookup([fresh_for(60)], headers), policy.Fresh)
+
+
+def test_lookup_request_max_age_and_min_fresh_satisfied() -> None:
+    """RFC 9111 §5.2.1.1, §5.2.1.3: a fresh enough response is used."""
+    headers = [(b"cache-control", b"max-age=20, min-fresh=30")]
+    assert isinstance(lookup([fresh_for(60)], headers, now=MONO + 10), policy.Fresh)
+
+
+def test_lookup_request_no_store_forwards() -> None:
+    """RFC 9111 §5.2.1.5: no-store: nothing is reused or stored for this request."""
+    no_store = [(b"cache-control", b"no-store")]
+    assert lookup([fresh_for(60)], no_store) == policy.Miss(Forward.REQUEST)
+
+
+def test_lookup_max_stale_serves_stale_within_bound() -> None:
+    """RFC 9111 §5.2.1.2: max-stale accepts a response stale by at most N seconds (any
+    staleness without an argument)."""
+    entry = fresh_for(10)
+    within = lookup([entry], [(b"cache-control", b"max-stale=5")], now=MONO + 14)
+    assert within == policy.ServeStale(entry, 14.0, -4.0, refresh=False)
+    beyond = lookup([entry], [(b"cache-control", b"max-stale=5")], now=MONO + 16)
+    assert isinstance(beyond, policy.Revalidate)
+    unbounded = lookup([entry], [(b"cache-control", b"max-stale")], now=MONO + 10_000)
+    assert isinstance(unbounded, policy.ServeStale)
+
+
+def test_lookup_max_stale_does_not_override_must_revalidate() -> None:
+    """RFC 9111 §5.2.2.2: must-revalidate forbids stale use, even when the client accepts it."""
+    entry = fresh_for(10, no_stale=True)
+    state = lookup([entry], [(b"cache-control", b"max-stale")], now=MONO + 11)
+    assert isinstance(state, policy.Revalidate)
+
+
+def test_lookup_stale_while_revalidate_window() -> None:
+    """RFC 5861 §3: within the window the stale response is served and refreshed once."""
+    entry = fresh_for(10, stale_while_revalidate=30)
+    assert lookup([entry], now=MONO + 20) == policy.ServeStale(entry, 20.0, -10.0, refresh=True)
+    assert isinstance(lookup([entry], now=MONO + 41), policy.Revalidate)
+
+
+@pytest.mark.parametrize(
+    "entries", [[], [Entry(StorageDecision(10.0, 0.0))]], ids=["nothing", "stale"]
+)
+def test_lookup_only_if_cached_without_usable_entry_is_unsatisfiable(
+    entries: list[Entry],
+) -> None:
+    """RFC 9111 §5.2.1.7: only-if-cached: a stored response or 504, never the origin."""
+    state = lookup(entries, [(b"cache-control", b"only-if-cached")], now=MONO + 20)
+    assert state == policy.Unsatisfiable()
+
+
+def test_lookup_only_if_cached_with_fresh_entry_is_a_hit() -> None:
+    """RFC 9111 §5.2.1.7: a fresh stored response satisfies only-if-cached."""
+    state = lookup([fresh_for(60)], [(b"cache-control", b"only-if-cached")])
+    assert isinstance(state, policy.Fresh)
+
+
+def test_lookup_uses_the_newest_matching_variant() -> None:
+    """RFC 9111 §4.1: of several matching responses, the most recent one is used."""
+    newest, older = fresh_for(60), fresh_for(60)
+    state = lookup([newest, older])
+    assert isinstance(state, policy.Fresh) and state.entry is newest
+
+
+# --------------------------------------------------------------------------- stale-if-error
+
+
+def test_stale_if_error_window() -> None:
+    """RFC 5861 §4: a stale response may stand in for an error within the window only."""
+    decision = StorageDecision(10.0, 0.0, stale_if_error=30.0)
+    assert policy.may_serve_stale_on_error(decision, age=40.0)
+    assert not policy.may_serve_stale_on_error(decision, age=40.5)
+
+
+@pytest.mark.parametrize("flag", ["no_stale", "no_cache"])
+def test_stale_if_error_never_for_must_revalidate_or_no_cache(flag: str) -> None:
+    """RFC 9111 §4.2.4, §5.2.2.2: responses that demand revalidation are never served stale;
+    the cache answers with an error instead."""
+    decision = StorageDecision(10.0, 0.0, stale_if_error=300.0, **{flag: True})
+    assert not policy.may_serve_stale_on_error(decision, age=11.0)
+
+
+# --------------------------------------------------------------------------- conditionals
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "expected"),
+    [
+        ([(b"if-none-match", b'"v1"')], True),
+        ([(b"if-none-match", b'W/"v1"')], True),  # weak comparison (RFC 9110 §13.1.2)
+        ([(b"if-none-match", b'"x", "v1"')], True),
+        ([(b"if-none-match", b'"x,y", "z"')], False),  # commas inside a tag do not split it
+        ([(b"if-none-match", b"*")], True),
+        ([(b"if-none-match", b'"other"')], False),
+        # If-None-Match decides; If-Modified-Since is then ignored (RFC 9110 §13.1.3)
+        ([(b"if-none-match", b'"other"'), (b"if-modified-since", b"Fri, 01 Jan 2100 00:00:00 GMT")], False),  # noqa: E501
+        ([(b"if-modified-since", b"Mon, 01 Jan 2024 00:00:00 GMT")], True),  # equal
+        ([(b"if-modified-since", b"Sun, 31 Dec 2023 23:59:59 GMT")], False),  # before
+        ([(b"if-modified-since", b"not a date")], False),
+        ([], False),
     ],
 )
-def test_cache_status_forward(reason: Forward, stored: bool, expected: bytes) -> None:
-    """RFC 9211 §2.2 and §2.5: fwd carries the reason, stored says the response was kept."""
-    assert policy.cache_status_forward(reason, stored=stored) == expected
+def test_not_modified_for(request_headers: Headers, expected: bool) -> None:
+    """RFC 9110 §13.1.2 (If-None-Match, weak comparison), §13.1.3 (If-Modified-Since) and
+    RFC 9111 §4.3.2: a cache answers 304 for a matching stored response."""
+    decision = StorageDecision(
+        60.0, 0.0, etag=b'W/"v1"', last_modified=b"Mon, 01 Jan 2024 00:00:00 GMT"
+    )
+    assert policy.not_modified_for(request_headers, decision) is expected
 
 
-def test_cache_status_forward_with_negative_ttl() -> None:
-    """RFC 9211 §2.4: ttl may be negative for a stale stored response (rounded down)."""
-    assert policy.cache_status_forward(Forward.STALE, ttl=-0.5) == b"phantom; fwd=stale; ttl=-1"
+def test_if_modified_since_without_stored_last_modified_is_a_full_response() -> None:
+    """RFC 9110 §13.1.3: nothing to compare with: send the full response."""
+    decision = StorageDecision(60.0, 0.0)
+    headers = [(b"if-modified-since", b"Mon, 01 Jan 2024 00:00:00 GMT")]
+    assert not policy.not_modified_for(headers, decision)
+
+
+# --------------------------------------------------------------------------- 304 updates
+
+
+def test_freshened_headers_replace_all_but_framing() -> None:
+    """RFC 9111 §3.2: a 304's fields replace the stored ones of the same name, except
+    Content-Length (and the stored body's coding); new fields are added."""
+    stored = [
+        (b"Content-Type", b"text/plain"),
+        (b"Cache-Control", b"max-age=1"),
+        (b"X-Old", b"1"),
+        (b"X-Old", b"2"),
+        (b"Content-Length", b"5"),
+        (b"Content-Encoding", b"br"),
+    ]
+    new = [
+        (b"cache-control", b"max-age=60"),
+        (b"x-old", b"3"),
+        (b"x-new", b"yes"),
+        (b"content-length", b"0"),
+        (b"content-encoding", b"identity"),
+    ]
+    assert policy.freshened_headers(stored, new) == [
+        (b"Content-Type", b"text/plain"),
+        (b"Content-Length", b"5"),
+        (b"Content-Encoding", b"br"),
+        (b"cache-control", b"max-age=60"),
+        (b"x-old", b"3"),
+        (b"x-new", b"yes"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("response_headers", "expected"),
+    [
+        ([(b"etag", b'"v1"')], True),
+        ([(b"etag", b'W/"v1"')], True),
+        ([(b"etag", b'"v2"')], False),
+        ([(b"last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT")], True),
+        ([(b"last-modified", b"Tue, 02 Jan 2024 00:00:00 GMT")], False),
+        ([], True),
+    ],
+)
+def test_revalidation_matches_selects_by_etag_then_last_modified(
+    response_headers: Headers, expected: bool
+) -> None:
+    """RFC 9111 §4.3.4: a 304 selects stored responses by ETag, else Last-Modified, else the
+    one stored response."""
+    decision = StorageDecision(
+        0.0, 0.0, etag=b'"v1"', last_modified=b"Mon, 01 Jan 2024 00:00:00 GMT"
+    )
+    assert policy.revalidation_matches(decision, response_headers) is expected
+
+
+def test_updated_response_gets_new_freshness_and_age_from_the_304() -> None:
+    """RFC 9111 §4.3.4: freshness and age come from the merged response and the new
+    exchange; Age is not kept in the stored fields (RFC 9111 §5.1: recomputed on each hit)."""
+    merged = policy.freshened_headers(
+        [(b"cache-control", b"max-age=1"), (b"etag", b'"v1"')],
+        [(b"cache-control", b"max-age=300"), (b"age", b"7")],
+    )
+    decision = decide(merged, request_time=MONO, response_time=MONO + 1)
+    assert decision is not None
+    assert (decision.freshness_lifetime, decision.initial_age) == (300.0, 8.0)
+    assert (b"age", b"7") not in policy.stored_headers(merged, decision)
+
+
+# --------------------------------------------------------------------------- invalidation
+
+
+@pytest.mark.parametrize("method", [b"POST", b"PUT", b"DELETE", b"PATCH", b"PURGE"])
+def test_unsafe_success_invalidates_target_location_and_content_location(method: bytes) -> None:
+    """RFC 9111 §4.4: a non-error response to an unsafe (or unknown) method invalidates the
+    target URI and same-origin Location / Content-Location."""
+    keys = policy.invalidation_targets(
+        method,
+        201,
+        b"Example.com",
+        b"/items?x=1",
+        [(b"location", b"/items/7"), (b"content-location", b"http://example.com:80/items/7/v")],
+    )
+    assert keys == [b"/items?x=1", b"/items/7", b"/items/7/v"]
+
+
+def test_other_origins_and_relative_paths_are_not_invalidated() -> None:
+    """RFC 9111 §4.4: Location / Content-Location of another origin must not be invalidated
+    (a denial-of-service vector)."""
+    keys = policy.invalidation_targets(
+        b"POST",
+        200,
+        b"example.com",
+        b"/a",
+        [(b"location", b"http://evil.example/a"), (b"content-location", b"https://example.com/b")],
+    )
+    assert keys == [b"/a"]
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [(b"GET", 200), (b"HEAD", 200), (b"OPTIONS", 200), (b"POST", 404), (b"DELETE", 500)],
+)
+def test_safe_methods_and_errors_invalidate_nothing(method: bytes, status: int) -> None:
+    """RFC 9111 §4.4: only non-error responses to unsafe methods invalidate."""
+    assert policy.invalidation_targets(method, status, b"h", b"/a", []) == []
+
+
+# --------------------------------------------------------------------------- Cache-Status
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"hit": True, "ttl": 42.9}, b"phantom; hit; ttl=42"),
+        ({"fwd": Forward.URI_MISS, "fwd_status": 200, "stored": True},
+         b"phantom; fwd=uri-miss; fwd-status=200; stored"),
+        ({"fwd": Forward.STALE, "fwd_status": 503, "ttl": -0.5, "detail": "stale-if-error"},
+         b"phantom; fwd=stale; fwd-status=503; ttl=-1; detail=stale-if-error"),
+        ({"fwd": Forward.URI_MISS, "collapsed": True, "ttl": 60},
+         b"phantom; fwd=uri-miss; collapsed; ttl=60"),
+        ({"fwd": Forward.METHOD}, b"phantom; fwd=method"),
+    ],
+)
+def test_cache_status(params: dict[str, Any], expected: bytes) -> None:
+    """RFC 9211 §2.1-§2.8: hit, fwd, fwd-status, stored, collapsed, ttl (negative when
+    stale, rounded down), detail."""
+    assert policy.cache_status(**params) == expected

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phantom.cache import policy
-from phantom.cache.store import CachedResponse, CacheStore, Key
+from phantom.cache.policy import StorageDecision
+from phantom.cache.store import MAX_VARIANTS, CachedResponse, CacheStore, Key
 
 
 class FakeClock:
@@ -27,6 +29,7 @@ def response(
     response_time: float = 1_000.0,
     initial_age: float = 0.0,
     freshness_lifetime: float = 60.0,
+    **decision: Any,
 ) -> CachedResponse:
     return CachedResponse(
         status=200,
@@ -34,9 +37,16 @@ def response(
         headers=[(b"content-type", b"text/plain")] if headers is None else headers,
         body=body,
         response_time=response_time,
-        initial_age=initial_age,
-        freshness_lifetime=freshness_lifetime,
+        decision=StorageDecision(
+            freshness_lifetime=freshness_lifetime, initial_age=initial_age, **decision
+        ),
     )
+
+
+def get(store: CacheStore, key: Key) -> CachedResponse | None:
+    """The newest stored variant under ``key``."""
+    variants = store.variants(key)
+    return variants[0] if variants else None
 
 
 def key(target: str, host: str = "example.com", method: str = "GET") -> Key:
@@ -61,9 +71,9 @@ def test_put_then_get_returns_the_entry() -> None:
     store = make_store(clock)
     entry = response()
     assert store.put(key("/a"), entry) is True
-    assert store.get(key("/a")) is entry
-    assert store.get(key("/b")) is None
-    assert store.get(key("/a", host="other.example")) is None
+    assert get(store, key("/a")) is entry
+    assert get(store, key("/b")) is None
+    assert get(store, key("/a", host="other.example")) is None
     assert len(store) == 1
     assert store.total_bytes == entry.size
 
@@ -77,7 +87,7 @@ def test_multiple_set_cookie_headers_stay_separate() -> None:
         (b"set-cookie", b"b=2, c=3; Expires=Wed, 21 Oct 2015 07:28:00 GMT"),
     ]
     store.put(key("/c"), response(headers=list(headers)))
-    stored = store.get(key("/c"))
+    stored = get(store, key("/c"))
     assert stored is not None
     assert stored.headers == headers
     assert [v for n, v in stored.headers if n == b"set-cookie"] == [headers[0][1], headers[2][1]]
@@ -97,15 +107,16 @@ def test_negative_limits_are_rejected() -> None:
 # --------------------------------------------------------------------------- expiry
 
 
-def test_entry_expires_when_current_age_reaches_lifetime() -> None:
-    """RFC 9111 §4.2: fresh while freshness_lifetime > current_age."""
+def test_entry_without_validators_goes_when_current_age_reaches_lifetime() -> None:
+    """RFC 9111 §4.2: fresh while freshness_lifetime > current_age; after that an entry that
+    can be neither revalidated nor served stale is of no use."""
     clock = FakeClock(1_000.0)
     store = make_store(clock)
     store.put(key("/a"), response(freshness_lifetime=60.0))
     clock.now = 1_059.9
-    assert store.get(key("/a")) is not None
+    assert get(store, key("/a")) is not None
     clock.now = 1_060.0
-    assert store.get(key("/a")) is None
+    assert get(store, key("/a")) is None
     assert len(store) == 0
     assert store.total_bytes == 0
 
@@ -115,12 +126,12 @@ def test_initial_age_shortens_residence() -> None:
     clock = FakeClock(1_000.0)
     store = make_store(clock)
     store.put(key("/a"), response(initial_age=50.0, freshness_lifetime=60.0))
-    entry = store.get(key("/a"))
+    entry = get(store, key("/a"))
     assert entry is not None
     assert entry.age(clock.now) == 50.0
-    assert entry.ttl(clock.now) == 10.0
+    assert entry.decision.freshness_lifetime - entry.age(clock.now) == 10.0
     clock.now = 1_010.0
-    assert store.get(key("/a")) is None
+    assert get(store, key("/a")) is None
 
 
 def test_put_time_after_response_time_counts_resident_time() -> None:
@@ -128,18 +139,19 @@ def test_put_time_after_response_time_counts_resident_time() -> None:
     clock = FakeClock(1_030.0)
     store = make_store(clock)
     assert store.put(key("/a"), response(response_time=1_000.0, freshness_lifetime=60.0))
-    entry = store.get(key("/a"))
-    assert entry is not None and entry.ttl(clock.now) == 30.0
+    entry = get(store, key("/a"))
+    assert entry is not None
+    assert entry.decision.freshness_lifetime - entry.age(clock.now) == 30.0
 
 
 def test_already_stale_response_is_refused_and_drops_the_old_entry() -> None:
-    """RFC 9111 §4.2: a stale response cannot be reused without revalidation (not supported
-    yet), so it is not kept; the newer answer supersedes what was stored."""
+    """RFC 9111 §4.2: a stale response without validators or stale window can never be
+    reused, so it is not kept; the newer answer supersedes what was stored."""
     clock = FakeClock(1_000.0)
     store = make_store(clock)
     assert store.put(key("/a"), response(freshness_lifetime=60.0))
     assert store.put(key("/a"), response(freshness_lifetime=0.0)) is False
-    assert store.get(key("/a")) is None
+    assert get(store, key("/a")) is None
 
 
 # --------------------------------------------------------------------------- bounds
@@ -149,12 +161,12 @@ def test_max_entries_evicts_least_recently_used() -> None:
     store = make_store(FakeClock(), max_entries=2)
     store.put(key("/1"), response())
     store.put(key("/2"), response())
-    assert store.get(key("/1")) is not None  # /1 is now more recently used than /2
+    assert get(store, key("/1")) is not None  # /1 is now more recently used than /2
     store.put(key("/3"), response())
     assert len(store) == 2
-    assert store.get(key("/2")) is None
-    assert store.get(key("/1")) is not None
-    assert store.get(key("/3")) is not None
+    assert get(store, key("/2")) is None
+    assert get(store, key("/1")) is not None
+    assert get(store, key("/3")) is not None
 
 
 def test_replacing_a_key_at_max_entries_evicts_nothing_else() -> None:
@@ -163,8 +175,8 @@ def test_replacing_a_key_at_max_entries_evicts_nothing_else() -> None:
     store.put(key("/2"), response())
     replacement = response(b"new")
     assert store.put(key("/2"), replacement)
-    assert store.get(key("/1")) is not None
-    assert store.get(key("/2")) is replacement
+    assert get(store, key("/1")) is not None
+    assert get(store, key("/2")) is replacement
 
 
 def test_expired_entries_make_room_before_live_ones_are_evicted() -> None:
@@ -174,8 +186,8 @@ def test_expired_entries_make_room_before_live_ones_are_evicted() -> None:
     store.put(key("/long"), response(freshness_lifetime=500.0))
     clock.now = 1_010.0
     store.put(key("/new"), response(response_time=clock.now))
-    assert store.get(key("/long")) is not None
-    assert store.get(key("/new")) is not None
+    assert get(store, key("/long")) is not None
+    assert get(store, key("/new")) is not None
 
 
 def test_max_bytes_evicts_until_it_fits() -> None:
@@ -185,7 +197,7 @@ def test_max_bytes_evicts_until_it_fits() -> None:
     store.put(key("/2"), response(b"x" * 1000))
     store.put(key("/3"), response(b"x" * 1000))
     assert len(store) == 2
-    assert store.get(key("/1")) is None
+    assert get(store, key("/1")) is None
     assert store.total_bytes == 2 * one <= store.max_bytes
 
 
@@ -197,7 +209,7 @@ def test_one_large_object_evicts_several_small_ones() -> None:
         store.put(key(f"/{i}"), response(b"s"))
     assert store.put(key("/big"), response(b"b" * (small * 3)))
     assert store.total_bytes <= store.max_bytes
-    assert store.get(key("/big")) is not None
+    assert get(store, key("/big")) is not None
     assert len(store) == 2
 
 
@@ -206,8 +218,8 @@ def test_object_larger_than_max_object_bytes_is_refused() -> None:
     store = make_store(FakeClock(), max_object_bytes=limit)
     assert store.put(key("/fits"), response(b"x" * 100)) is True
     assert store.put(key("/big"), response(b"x" * 101)) is False
-    assert store.get(key("/big")) is None
-    assert store.get(key("/fits")) is not None
+    assert get(store, key("/big")) is None
+    assert get(store, key("/fits")) is not None
 
 
 def test_refused_object_drops_the_entry_it_would_replace() -> None:
@@ -215,7 +227,7 @@ def test_refused_object_drops_the_entry_it_would_replace() -> None:
     store = make_store(FakeClock(), max_object_bytes=limit)
     store.put(key("/a"), response(b"old"))
     assert store.put(key("/a"), response(b"x" * 500)) is False
-    assert store.get(key("/a")) is None
+    assert get(store, key("/a")) is None
 
 
 def test_object_larger_than_max_bytes_is_refused_without_evicting() -> None:
@@ -223,7 +235,7 @@ def test_object_larger_than_max_bytes_is_refused_without_evicting() -> None:
     assert store.max_object_bytes == 500
     store.put(key("/small"), response(b"s"))
     assert store.put(key("/big"), response(b"x" * 1000)) is False
-    assert store.get(key("/small")) is not None
+    assert get(store, key("/small")) is not None
 
 
 def test_zero_entries_stores_nothing() -> None:
@@ -239,9 +251,9 @@ def test_discard() -> None:
     """RFC 9111 §4.4: the I/O layer removes entries after unsafe requests."""
     store = make_store(FakeClock())
     store.put(key("/a"), response())
-    assert store.discard(key("/a")) is True
-    assert store.discard(key("/a")) is False
-    assert store.get(key("/a")) is None
+    assert store.discard(key("/a")) == 1
+    assert store.discard(key("/a")) == 0
+    assert get(store, key("/a")) is None
 
 
 def filled_store(clock: FakeClock) -> CacheStore:
@@ -288,9 +300,9 @@ def test_invalidate_patterns_match_printable_key_on_all_hosts(pattern: str, remo
 def test_invalidate_leaves_non_matching_entries() -> None:
     store = filled_store(FakeClock())
     store.invalidate("GET:/api/*")
-    assert store.get(key("/apix", host="a.example")) is not None
-    assert store.get(key("/api/x", host="a.example")) is None
-    assert store.get(key("/api/x", host="a.example", method="OPTIONS")) is not None
+    assert get(store, key("/apix", host="a.example")) is not None
+    assert get(store, key("/api/x", host="a.example")) is None
+    assert get(store, key("/api/x", host="a.example", method="OPTIONS")) is not None
 
 
 def test_invalidate_does_not_count_expired_entries() -> None:
@@ -335,3 +347,70 @@ def test_invalidate_matches_a_regex_reference(pattern: str, target: str) -> None
     store = make_store(FakeClock())
     store.put(("h", target), response())
     assert store.invalidate(pattern) == int(_reference(pattern, target))
+
+
+# --------------------------------------------------------------------------- stale and variants
+
+
+def test_entry_with_validator_is_kept_after_expiry_for_revalidation() -> None:
+    """RFC 9111 §4.3: a stale response with a validator can still be revalidated."""
+    clock = FakeClock(1_000.0)
+    store = make_store(clock)
+    store.put(key("/a"), response(freshness_lifetime=0.0, etag=b'"v1"'))
+    clock.now = 1_000_000.0
+    assert get(store, key("/a")) is not None
+
+
+def test_stale_window_keeps_the_entry_that_long() -> None:
+    """RFC 5861 §3, §4: stale-while-revalidate / stale-if-error keep a stale entry usable."""
+    clock = FakeClock(1_000.0)
+    store = make_store(clock)
+    store.put(key("/a"), response(freshness_lifetime=10.0, stale_if_error=30.0))
+    clock.now = 1_039.0
+    assert get(store, key("/a")) is not None
+    clock.now = 1_040.0
+    assert get(store, key("/a")) is None
+
+
+def test_vary_variants_coexist_newest_first_and_same_variant_replaces() -> None:
+    """RFC 9111 §4.1: several responses for one URL, selected by their secondary keys; a new
+    response with the same secondary key replaces the old one."""
+    store = make_store(FakeClock())
+    english = ((b"accept-language", b"en"),)
+    french = ((b"accept-language", b"fr"),)
+    store.put(key("/v"), response(b"en", vary=english))
+    store.put(key("/v"), response(b"fr", vary=french))
+    assert [v.body for v in store.variants(key("/v"))] == [b"fr", b"en"]
+    store.put(key("/v"), response(b"en2", vary=english))
+    assert [v.body for v in store.variants(key("/v"))] == [b"en2", b"fr"]
+    assert len(store) == 2
+    assert store.discard(key("/v")) == 2
+
+
+def test_variants_per_url_are_bounded() -> None:
+    store = make_store(FakeClock())
+    for i in range(MAX_VARIANTS + 5):
+        store.put(key("/v"), response(vary=((b"x-i", str(i).encode()),)))
+    assert len(store.variants(key("/v"))) == MAX_VARIANTS
+
+
+def test_404s_are_held_to_their_own_capacity() -> None:
+    """The negative cache: at most max_404_entries URLs hold a 404, oldest go first, and they
+    never push out other responses beyond that."""
+    store = CacheStore(100, 1_000_000, 100_000, clock=FakeClock(), max_404_entries=2)
+    store.put(key("/ok"), response())
+    for i in range(5):
+        missing = response(b"gone")
+        missing.status = 404
+        assert store.put(key(f"/missing/{i}"), missing)
+    assert [get(store, key(f"/missing/{i}")) is not None for i in range(5)] == [
+        False, False, False, True, True
+    ]
+    assert get(store, key("/ok")) is not None
+
+
+def test_zero_404_capacity_stores_no_404() -> None:
+    store = CacheStore(100, 1_000_000, 100_000, clock=FakeClock(), max_404_entries=0)
+    missing = response()
+    missing.status = 404
+    assert store.put(key("/m"), missing) is False

@@ -1,0 +1,69 @@
+"""phantom.cache.encoding: codings of stored bodies and Accept-Encoding (RFC 9110 §8.4, §12.5.3)."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import brotli
+import pytest
+
+from phantom.cache import encoding
+
+TEXT = b"<p>phantom caches this page</p>\n" * 40
+
+
+@pytest.mark.parametrize(
+    ("strategy", "token"), [("brotli", b"br"), ("gzip", b"gzip"), ("deflate", b"deflate")]
+)
+def test_round_trip_and_standard_formats(strategy: str, token: bytes) -> None:
+    """RFC 9110 §8.4.1: br (RFC 7932), gzip (RFC 1952), deflate = zlib format (RFC 1950)."""
+    packed = encoding.compress(strategy, TEXT)
+    assert len(packed) < len(TEXT)
+    assert encoding.coding_token(strategy) == token
+    assert encoding.decompress(token, packed) == TEXT
+    standard = {b"br": brotli.decompress, b"gzip": gzip.decompress, b"deflate": zlib.decompress}
+    assert standard[token](packed) == TEXT
+
+
+def test_none_has_no_token() -> None:
+    assert encoding.coding_token("none") is None
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "expected"),
+    [
+        (None, False),  # said nothing: identity is the safe answer
+        (b"br", True),
+        (b"gzip, deflate, br", True),
+        (b"BR;q=0.5", True),
+        (b"br;q=0", False),
+        (b"br;q=0.000", False),
+        (b"gzip", False),
+        (b"*", True),
+        (b"*;q=0", False),
+        (b"*, br;q=0", False),  # the explicit entry wins over the wildcard
+        (b"identity", False),
+    ],
+)
+def test_accepts(accept_encoding: bytes | None, expected: bool) -> None:
+    """RFC 9110 §12.5.3: codings with qvalue 0 are not acceptable; * covers unlisted ones."""
+    headers = [] if accept_encoding is None else [(b"accept-encoding", accept_encoding)]
+    assert encoding.accepts(headers, b"br") is expected
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        (b"text/html; charset=utf-8", True),
+        (b"application/json", True),
+        (b"application/ld+json", True),
+        (b"image/svg+xml", True),
+        (b"image/png", False),
+        (b"font/woff2", False),
+        (b"application/zip", False),
+        (None, False),
+    ],
+)
+def test_is_compressible(content_type: bytes | None, expected: bool) -> None:
+    assert encoding.is_compressible(content_type) is expected
