@@ -481,8 +481,12 @@ class ClientConnection(Endpoint):
         max_object = cache.max_object_bytes
         if decision is not None and length is not None and int(length) > max_object:
             decision = None
+        sent = list(out_headers)
+        if decision is not None and encoding.varies(site.config.compress_strategy, out_headers):
+            # Hits of this response will depend on Accept-Encoding: say so from the start.
+            sent.append((b"Vary", b"Accept-Encoding"))
         # The header leaves before the body: claim "stored" only when the length is known.
-        out_headers.append(
+        sent.append(
             (
                 b"Cache-Status",
                 policy.cache_status(
@@ -492,7 +496,7 @@ class ClientConnection(Endpoint):
                 ),
             )
         )
-        self._start_response(status_code, out_headers, response.reason)
+        self._start_response(status_code, sent, response.reason)
 
         body: bytearray | None = bytearray() if decision is not None else None
         try:
@@ -525,7 +529,7 @@ class ClientConnection(Endpoint):
                 revalidation.make_entry(
                     status_code,
                     response.reason,
-                    out_headers[:-1],
+                    out_headers,
                     bytes(body),
                     decision,
                     response_time,

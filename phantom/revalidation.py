@@ -69,21 +69,22 @@ def make_entry(
     with both header lists ready and ``Vary: Accept-Encoding`` in each."""
     kept = policy.stored_headers(headers, decision)
     kept = [(name, value) for name, value in kept if name.lower() != b"content-length"]
-    coding = encoding.coding_token(compress_strategy)
-    packed = None
-    if (
-        coding is not None
-        and len(body) >= encoding.MIN_COMPRESS_BYTES
-        and hdr.get_header(kept, b"content-encoding") in (None, b"identity")
-        and encoding.is_compressible(hdr.get_header(kept, b"content-type"))
-    ):
-        packed = encoding.compress(compress_strategy, body)
-    if coding is None or packed is None or len(packed) >= len(body):
+    if not encoding.applies(compress_strategy, kept):
         kept.append((b"Content-Length", b"%d" % len(body)))
         return CachedResponse(status, reason, kept, body, response_time, decision)
-    served = [(n, v) for n, v in kept if n.lower() != b"content-encoding"]
-    if b"accept-encoding" not in hdr.comma_tokens(served, b"vary"):
+    served = list(kept)
+    if encoding.varies(compress_strategy, kept):
         served.append((b"Vary", b"Accept-Encoding"))
+    coding = encoding.coding_token(compress_strategy)
+    packed = (
+        encoding.compress(compress_strategy, body)
+        if len(body) >= encoding.MIN_COMPRESS_BYTES
+        else body
+    )
+    if coding is None or len(packed) >= len(body):
+        # Not worth it (small or incompressible), but hits still say what they depend on.
+        served.append((b"Content-Length", b"%d" % len(body)))
+        return CachedResponse(status, reason, served, body, response_time, decision, fields=kept)
     return CachedResponse(
         status,
         reason,

@@ -17,10 +17,12 @@ __all__ = [
     "COMPRESS_STRATEGIES",
     "MIN_COMPRESS_BYTES",
     "accepts",
+    "applies",
     "coding_token",
     "compress",
     "decompress",
     "is_compressible",
+    "varies",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -54,6 +56,36 @@ _COMPRESSIBLE_TYPES: Final = frozenset(
 def coding_token(strategy: str) -> bytes | None:
     """The Content-Encoding token a strategy produces (None for "none")."""
     return _TOKENS.get(strategy)
+
+
+def applies(strategy: str, headers: Headers) -> bool:
+    """Whether ``strategy`` compresses a stored response with these fields: one the origin did
+    not encode itself, of a compressible type."""
+    encoded = _first(headers, b"content-encoding") not in (None, b"identity")
+    return (
+        coding_token(strategy) is not None
+        and not encoded
+        and is_compressible(_first(headers, b"content-type"))
+    )
+
+
+def varies(strategy: str, headers: Headers) -> bool:
+    """Whether phantom must add ``Vary: Accept-Encoding`` to such a response: compression
+    applies and the origin's Vary does not list Accept-Encoding already."""
+    listed = (
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"vary"
+        for token in value.split(b",")
+    )
+    return applies(strategy, headers) and b"accept-encoding" not in listed
+
+
+def _first(headers: Headers, name: bytes) -> bytes | None:
+    for field, value in headers:
+        if field.lower() == name:
+            return value.strip()
+    return None
 
 
 def is_compressible(content_type: bytes | None) -> bool:

@@ -35,6 +35,7 @@ async def test_compressed_storage_serves_both_kinds_of_client(strategy: str, tok
     async with proxied({"/p": page()}, compress_strategy=strategy) as (origin, proxy):
         miss = await get(proxy.port, "/p")
         assert miss.body == PAGE and miss.get("content-encoding") is None
+        assert miss.get("vary") == "Accept-Encoding"  # said from the first answer on
 
         coded = await get(proxy.port, "/p", [("Accept-Encoding", f"{token}, identity")])
         assert "hit" in cache_status(coded)[1]
@@ -100,3 +101,15 @@ async def test_revalidated_compressed_entry_keeps_its_body() -> None:
             assert "hit" in cache_status(hit)[1], headers
         assert hit.body == PAGE
         assert origin.requests["/r"] == 2
+
+
+@async_test()
+async def test_small_bodies_are_not_compressed_but_still_vary() -> None:
+    """A body too small to gain from compression is stored as is; its answers still carry
+    Vary: Accept-Encoding, so every answer for the URL agrees on what it depends on."""
+    async with proxied({"/s": page(body=b"<p>tiny</p>")}) as (origin, proxy):
+        await get(proxy.port, "/s")
+        hit = await get(proxy.port, "/s", [("Accept-Encoding", "br")])
+        assert "hit" in cache_status(hit)[1]
+        assert hit.get("content-encoding") is None and hit.body == b"<p>tiny</p>"
+        assert hit.get_all("vary") == ["Accept-Encoding"]

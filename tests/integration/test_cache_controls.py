@@ -128,9 +128,10 @@ async def test_filesystem_mode_across_a_restart(tmp_path: Path) -> None:
     """cache_storage_mode = "filesystem": bodies in files under cache_directory, served from
     there (identity and brotli clients); metadata is in memory, so a restart starts empty and
     removes the previous run's files."""
-    directory = tmp_path / "cache"
+    root = tmp_path / "cache"
+    directory = root / str(os.getpid())  # each process has its own subdirectory
     body = b"<p>stored on disk</p>" * 100
-    options = {"cache_storage_mode": "filesystem", "cache_directory": str(directory)}
+    options = {"cache_storage_mode": "filesystem", "cache_directory": str(root)}
     async with TestOrigin({"/d": typed("text/html", body)}) as origin:
         async with running_proxy(origin.port, **options) as proxy:
             await get(proxy.port, "/d")

@@ -26,8 +26,10 @@ class Clock:
         return self.now
 
 
-def files(directory: Path) -> list[str]:
-    return sorted(os.listdir(directory))
+def files(root: Path) -> list[str]:
+    """This process's body files under ``root``."""
+    own = root / str(os.getpid())
+    return sorted(os.listdir(own)) if own.exists() else []
 
 
 def disk_store(directory: Path, clock: Clock | None = None, **limits: int) -> CacheStore:
@@ -75,26 +77,40 @@ def test_files_go_with_discard_invalidation_replacement_and_eviction(tmp_path: P
 
 def test_open_removes_orphans_but_not_other_files(tmp_path: Path) -> None:
     disk_store(tmp_path).put(key("/a"), entry(b"left over"))
-    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / str(os.getpid()) / "notes.txt").write_text("keep me")
     assert DiskBodies(str(tmp_path)).open() == 1
     assert files(tmp_path) == ["notes.txt"]
+
+
+def test_open_keeps_files_of_running_processes_and_clears_dead_ones(tmp_path: Path) -> None:
+    """Workers sharing a cache_directory: a starting process must not remove the files of
+    another running one; those of a process that is gone are orphans."""
+    body = "0" * 64 + ".body"
+    alive, dead = tmp_path / str(os.getppid()), tmp_path / "999999999"
+    for directory in (alive, dead):
+        directory.mkdir()
+        (directory / body).write_bytes(b"x")
+    assert DiskBodies(str(tmp_path)).open() == 1
+    assert (alive / body).exists()
+    assert not dead.exists()
 
 
 def test_lost_file_reads_as_none(tmp_path: Path) -> None:
     store = disk_store(tmp_path)
     store.put(key("/a"), entry(b"a"))
     for name in files(tmp_path):
-        os.unlink(tmp_path / name)
+        os.unlink(tmp_path / str(os.getpid()) / name)
     assert store.body(store.variants(key("/a"))[0]) is None
 
 
 def test_unwritable_directory_degrades_to_not_storing(tmp_path: Path) -> None:
     """A disk that refuses writes (here the directory became a file; full and read-only disks
     fail the same way) means "not stored", never an error."""
-    directory = tmp_path / "bodies"
-    store = disk_store(directory)
+    root = tmp_path / "bodies"
+    store = disk_store(root)
     store.put(key("/old"), entry(b"old"))
-    for name in files(directory):
+    directory = root / str(os.getpid())
+    for name in files(root):
         os.unlink(directory / name)
     directory.rmdir()
     directory.write_text("not a directory")
