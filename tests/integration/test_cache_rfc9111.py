@@ -345,3 +345,31 @@ async def test_must_revalidate_is_never_served_stale_on_error() -> None:
         await get(proxy.port, "/m")
         await origin.close()
         assert (await get(proxy.port, "/m")).status == 502
+
+
+@async_test()
+async def test_head_response_updates_the_stored_get() -> None:
+    """RFC 9111 §4.3.5: a 200 to HEAD with the stored validator freshens the stored GET's
+    headers; with another validator the stored response goes."""
+    state = {"etag": '"v1"'}
+
+    def handler(request: OriginRequest) -> Reply:
+        if request.method == b"HEAD":
+            headers = [("ETag", state["etag"]), ("Cache-Control", "max-age=60"), ("X-New", "1")]
+            return Reply(200, list(headers), b"")
+        return versioned("v1", "max-age=0")
+
+    async with proxied({"/h": handler}) as (origin, proxy):
+        await get(proxy.port, "/h")
+        head = await fetch(proxy.port, "HEAD", "/h")
+        assert head.status == 200 and head.get("x-new") == "1"
+        assert cache_status(head)[1]["fwd-status"] == "200"
+        hit = await get(proxy.port, "/h")
+        assert "hit" in cache_status(hit)[1]
+        assert (hit.body, hit.get("x-new")) == (b"body v1\n", "1")
+
+        await get(proxy.port, "/h", [("Cache-Control", "no-cache")])  # stale v1 again
+        state["etag"] = '"v2"'
+        await fetch(proxy.port, "HEAD", "/h", [("Cache-Control", "max-age=0")])
+        after = await get(proxy.port, "/h")
+        assert cache_status(after)[1]["fwd"] == "uri-miss"
