@@ -433,6 +433,15 @@ def test_load_config(tmp_path: Path) -> None:
     assert load_config(str(path)) == config
 
 
+def test_cache_directory_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[server.app]\nproxy_url = "http://127.0.0.1:9000"\n'
+        'cache_storage_mode = "filesystem"\ncache_directory = "cache"\n',
+    )
+    assert load_config(path).servers[0].cache_directory == str(tmp_path / "cache")
+
+
 def test_load_config_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, '[server.app]\nproxy_url = "https://example.com"\n')
     with pytest.raises(ConfigError) as info:
