@@ -242,19 +242,17 @@ class ClientConnection(Endpoint):
             await self._read_body()
             self._respond_plain(504, b"Nothing usable is stored (only-if-cached).\n")
             return "next"
-        if isinstance(state, policy.Miss):
-            plan = _Plan(key, state.reason)
-        else:
-            plan = _Plan(key, state.reason, state.entry)
+        entry = None if isinstance(state, policy.Miss) else state.entry
         if collapsed or method != b"GET" or not _fills_cache(state) or key in site.inflight:
+            plan = _Plan(key, state.reason, entry)
             return await self._forward(site, request, target, raw_headers, plan)
         flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         site.inflight[key] = flight
+        plan = _Plan(key, state.reason, entry, flight)
         try:
             return await self._forward(site, request, target, raw_headers, plan)
         finally:
-            del site.inflight[key]
-            flight.set_result(None)
+            plan.land(site)
 
     def _serve_stored(
         self,
@@ -481,6 +479,8 @@ class ClientConnection(Endpoint):
         max_object = cache.max_object_bytes
         if decision is not None and length is not None and int(length) > max_object:
             decision = None
+        if decision is None:
+            plan.land(site)  # nothing to wait for: waiters forward on their own right away
         sent = list(out_headers)
         if decision is not None and encoding.varies(site.config.compress_strategy, out_headers):
             # Hits of this response will depend on Accept-Encoding: say so from the start.
@@ -749,15 +749,27 @@ _PLAIN_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _CLIENT_VALIDATORS = (b"if-none-match", b"if-modified-since")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Plan:
     """How a forwarded request relates to the cache: the store ``key`` its response may fill
-    (None: not cacheable), the RFC 9211 ``fwd`` reason, and the stored ``entry`` being
-    revalidated, if any."""
+    (None: not cacheable), the RFC 9211 ``fwd`` reason, the stored ``entry`` being
+    revalidated, if any, and the ``flight`` others wait on when it leads."""
 
     key: Key | None
     reason: Forward
     entry: CachedResponse | None = None
+    # Set when this request leads a coalesced miss: others for the key wait for it.
+    flight: asyncio.Future[None] | None = None
+
+    def land(self, site: Site) -> None:
+        """Let the waiters go (they look the key up again). Called as soon as the answer is
+        known not to be stored, so that a long stream never holds them, and at the end."""
+        flight = self.flight
+        if flight is None or flight.done():
+            return
+        if self.key is not None and site.inflight.get(self.key) is flight:
+            del site.inflight[self.key]
+        flight.set_result(None)
 
 
 def _fills_cache(state: policy.Lookup[CachedResponse]) -> bool:

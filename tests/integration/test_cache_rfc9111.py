@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import async_test, cache_status, fetch, get, proxied
+from conftest import RawClient, async_test, build_request, cache_status, fetch, get, proxied
 from origin import OriginRequest, Reply
 
 
@@ -373,3 +373,25 @@ async def test_head_response_updates_the_stored_get() -> None:
         await fetch(proxy.port, "HEAD", "/h", [("Cache-Control", "max-age=0")])
         after = await get(proxy.port, "/h")
         assert cache_status(after)[1]["fwd"] == "uri-miss"
+
+
+@async_test()
+async def test_waiters_are_released_as_soon_as_the_answer_is_not_storable() -> None:
+    """A long unstorable stream (think server-sent events) must not hold other clients of the
+    URL until it ends: once the leader's head says "not storable", they go on their own."""
+    chunks = [b"event: tick\n\n"] * 20
+    reply = Reply(
+        200, [("Cache-Control", "no-store")], iter(chunks), delay=0.2, body_delay=0.1
+    )
+    async with proxied({"/events": reply}) as (origin, proxy):
+        async with await RawClient.connect(proxy.port) as leader:
+            await leader.send(build_request("GET", "/events"))
+            await asyncio.sleep(0.05)  # the leader's request is on its way
+            started = asyncio.get_running_loop().time()
+            async with await RawClient.connect(proxy.port) as follower:
+                await follower.send(build_request("GET", "/events"))
+                head = await follower.read_head()
+            waited = asyncio.get_running_loop().time() - started
+            assert head.startswith(b"HTTP/1.1 200")
+            assert waited < 1.2, f"the follower waited {waited:.2f} s for a 2 s stream"
+        assert origin.requests["/events"] == 2
