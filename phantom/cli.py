@@ -1,4 +1,4 @@
-"""Command line: ``phantom serve`` and ``phantom check``.
+"""Command line: ``phantom serve``, ``phantom check`` and ``phantom reload``.
 
 Also the small runner every long-running command uses: :func:`run` picks the event loop
 (asyncio or uvloop) and turns SIGINT/SIGTERM into a graceful stop (first signal) or a forced
@@ -20,8 +20,8 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -37,6 +37,9 @@ from phantom.config import (
     with_overrides,
 )
 from phantom.errors import ConfigError, PhantomError
+
+if TYPE_CHECKING:
+    from phantom.proxy import ConfigLoader, Proxy
 
 __all__ = ["CLIError", "main", "new_event_loop", "run"]
 
@@ -256,10 +259,46 @@ def _load(
 # --------------------------------------------------------------------------- serving
 
 
-async def _serve(config: Config, stop: asyncio.Event) -> None:
-    from phantom.proxy import create_proxy
+def _on_sighup(proxy: Proxy) -> Callable[[], None]:
+    """A SIGHUP handler: ``proxy.reload()`` in a task that logs a failure instead of raising."""
+    running: set[asyncio.Future[None]] = set()
 
-    proxy = create_proxy(config)
+    async def reload() -> None:
+        try:
+            await proxy.reload()
+        except PhantomError as err:  # an invalid file, a snapshot that could not be fetched
+            log.error("reload failed, keeping the running configuration: %s", err)
+
+    def handler() -> None:
+        task = asyncio.ensure_future(reload())
+        running.add(task)  # a reference until it is done
+        task.add_done_callback(running.discard)
+
+    return handler
+
+
+@contextlib.contextmanager
+def _pid_file(path: str | None) -> Iterator[None]:
+    """Write our pid to ``path`` while serving (for ``phantom reload``); remove it after."""
+    if path is None:
+        yield
+        return
+    try:
+        with open(path, "w", encoding="ascii") as file:
+            file.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise CLIError(f"cannot write pid_file {path}: {_reason(exc)}") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+async def _serve(config: Config, stop: asyncio.Event, loader: ConfigLoader) -> None:
+    from phantom.proxy import Proxy
+
+    proxy = Proxy(config, loader=loader)
     try:
         # Interruptible: starting may wait long for an execute command's backend.
         await _until_stopped(proxy.start(), stop)
@@ -274,6 +313,9 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
         await proxy.close()
         log.info("phantom stopped")
         return
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup(proxy))
     try:
         serving = asyncio.ensure_future(proxy.serve_forever())
         waiter = asyncio.ensure_future(stop.wait())
@@ -299,16 +341,19 @@ async def _serve(config: Config, stop: asyncio.Event) -> None:
     except BaseException:
         await proxy.close()
         raise
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
     await proxy.close()  # idempotent; a no-op after the graceful close above
     log.info("phantom stopped")
 
 
-def _serve_workers(config: Config, loop_choice: str) -> int:
+def _serve_workers(config: Config, loader: ConfigLoader, loop_choice: str) -> int:
     from phantom.workers import WorkersFailed, supervise
 
     def worker_main(worker_config: Config) -> int:
         try:
-            return run(lambda stop: _serve(worker_config, stop), loop_choice)
+            return run(lambda stop: _serve(worker_config, stop, loader), loop_choice)
         except CLIError as err:
             click.echo(f"phantom: {err.message}", err=True)
             return err.exit_code
@@ -409,19 +454,23 @@ def serve(
                 )
             code = _serve_demo(host, port, log_level, loop_choice)
         else:
-            config = _load(
-                config_path,
-                host=host,
-                port=port,
-                backend=backend,
-                log_level=log_level,
-                workers=workers,
-            )
+            def loader() -> Config:
+                return _load(
+                    config_path,
+                    host=host,
+                    port=port,
+                    backend=backend,
+                    log_level=log_level,
+                    workers=workers,
+                )
+
+            config = loader()
             _setup_logging(config.log_level)
-            if config.workers > 1:
-                code = _serve_workers(config, loop_choice)
-            else:
-                code = run(lambda stop: _serve(config, stop), loop_choice)
+            with _pid_file(config.pid_file):
+                if config.workers > 1:
+                    code = _serve_workers(config, loader, loop_choice)
+                else:
+                    code = run(lambda stop: _serve(config, stop, loader), loop_choice)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     except CLIError as err:
@@ -432,15 +481,20 @@ def serve(
         raise SystemExit(code)
 
 
+def _config_file_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--config PATH`` (default ./phantom.toml) for commands that read the file."""
+    return click.option(
+        "--config",
+        "config_path",
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        metavar="PATH",
+        help=help_text,
+    )
+
+
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    metavar="PATH",
-    help="Configuration file.",
-)
+@_config_file_option("Configuration file.")
 def check(config_path: str) -> None:
     """Validate the configuration and print the effective settings (defaults filled in)."""
     try:
@@ -539,3 +593,27 @@ def snapshot(
             click.echo(f"{action} {item['path']}: failed: {item['error']}", err=True)
     if answer["failed"]:
         raise SystemExit(EXIT_RUNTIME)
+
+
+@main.command()
+@_config_file_option("Configuration file whose pid_file names the running phantom.")
+@click.option("--pid", type=int, metavar="PID", help="Signal this process instead.")
+def reload(config_path: str, pid: int | None) -> None:
+    """Make a running phantom re-read its configuration (sends it SIGHUP)."""
+    if pid is None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as err:
+            _fail(str(err), EXIT_USAGE)
+        if config.pid_file is None:
+            _fail(f"{config_path}: pid_file: not set; set it, or pass --pid", EXIT_USAGE)
+        try:
+            with open(config.pid_file, encoding="ascii") as file:
+                pid = int(file.read().strip())
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read pid_file {config.pid_file}: {exc}", EXIT_RUNTIME)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        _fail(f"cannot signal process {pid}: {_reason(exc)}", EXIT_RUNTIME)
+    click.echo(f"phantom: sent SIGHUP to {pid}")

@@ -124,6 +124,9 @@ class ServerConfig:
     execute: str | None = None  # command line that starts the backend (see phantom.command)
     execute_dir: str | None = None  # its working directory; absolute once execute is set
     execute_timeout: float = 120.0  # seconds until proxy_url's port must accept connections
+    # Per-server overrides of the root keys of the same name (see _INHERITED).
+    max_body_bytes: int = 0
+    tunnel_idle_timeout: float = 0.0
 
     store_set_cookie: bool = False  # store responses with Set-Cookie that are not public
     serve_stale_on_error: float = 0.0  # default stale-if-error window in seconds; 0 = none
@@ -142,6 +145,9 @@ class ServerConfig:
         return self.proxy_mode == "pre_generate"
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration. ``source`` names the file for messages; it is not a TOML key."""
@@ -158,6 +164,18 @@ class Config:
     control_listen: str = "127.0.0.1"
     control_auth: str | None = None  # bearer token every control call but /healthz needs
     dotenv: str | None = None  # the .env file that was loaded (absolute path)
+    # Limits (README "Reliability"). 0 means "no limit" / "off" where noted.
+    max_header_bytes: int = 64 * 1024  # request line + headers -> 431
+    max_headers: int = 100  # header fields -> 431
+    max_request_line: int = 8 * 1024  # -> 414
+    max_body_bytes: int = 0  # 0 = no limit -> 413
+    header_timeout: float = 10.0  # from a request's first byte to its complete head -> 408
+    keepalive_timeout: float = 15.0  # idle time between requests on a connection
+    max_connections: int = 1024  # concurrent client connections, tunnels included; 0 = no limit
+    max_tunnels: int = 512  # concurrent upgrade tunnels; 0 = no limit
+    tunnel_idle_timeout: float = 0.0  # 0 = a quiet tunnel lives as long as both ends do
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-* are kept
+    pid_file: str | None = None  # serve writes its pid here; `phantom reload` reads it
     source: str = "<config>"
     # What the .env file set and the environment did not (the environment wins): "$env:NAME"
     # values were resolved with these, and execute commands get them. Not shown: secrets.
@@ -426,6 +444,22 @@ def mounted_at(bind_to: str, target: str) -> bool:
     rest = target[len(bind_to) :] if target.startswith(bind_to) else None
     return rest is not None and (not rest or rest[0] in "/?")
 
+def _check_count(value: object) -> int:
+    return _check_int(value, 1)
+
+
+def _check_networks(value: object) -> tuple[Network, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f"expected an array of CIDR strings, got {_type_name(value)}")
+    networks = []
+    for item in value:
+        text = _check_str(item)
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise _Invalid(f"expected an address or CIDR (10.0.0.0/8), got {text!r}") from None
+    return tuple(networks)
+
 
 def _check_path_rules(value: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
@@ -489,6 +523,17 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "control_port": parse_port,
     "control_listen": parse_host,
     "control_auth": _check_secret,
+    "max_header_bytes": _check_count,
+    "max_headers": _check_count,
+    "max_request_line": _check_count,
+    "max_body_bytes": _check_size,
+    "header_timeout": _check_timeout,
+    "keepalive_timeout": _check_timeout,
+    "max_connections": _check_size,
+    "max_tunnels": _check_size,
+    "tunnel_idle_timeout": _check_ttl,
+    "trusted_proxies": _check_networks,
+    "pid_file": _check_secret,
 }
 
 _WEBHOOK_CHECKS: Final[dict[str, _Check]] = {
@@ -525,7 +570,12 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "compress_strategy": lambda value: _check_choice(value, COMPRESS_STRATEGIES),
     "cache_storage_mode": lambda value: _check_choice(value, STORAGE_MODES),
     "cache_directory": _check_str,
+    "max_body_bytes": _check_size,
+    "tunnel_idle_timeout": _check_ttl,
 }
+
+# Server keys that default to the root key of the same name.
+_INHERITED: Final[tuple[str, ...]] = ("max_body_bytes", "tunnel_idle_timeout")
 
 
 def _key_part(name: object) -> str:
@@ -637,14 +687,15 @@ class _Reader:
         root = dict(self.from_env(root, ()))
         servers_raw = root.pop("server", None)
         values = self.table(root, _ROOT_CHECKS, ())
-        servers = self.servers(servers_raw)
+        inherited = {key: values[key] for key in _INHERITED if key in values}
+        servers = self.servers(servers_raw, inherited)
         if values.get("workers", 1) > 1:
             self.check_single_process(values.get("control_port"), servers, "workers")
         return Config(
             servers=servers, source=self.source, dotenv=dotenv, dotenv_vars=added, **values
         )
 
-    def servers(self, raw: object) -> tuple[ServerConfig, ...]:
+    def servers(self, raw: object, inherited: Mapping[str, Any]) -> tuple[ServerConfig, ...]:
         if raw is None:
             raise self.error("server", "at least one [server.NAME] table is required")
         table = self.check("server", _check_table, raw)
@@ -662,7 +713,7 @@ class _Reader:
                 )
         if not table:
             raise self.error("server", "at least one [server.NAME] table is required")
-        servers = tuple(self.server(name, body) for name, body in table.items())
+        servers = tuple(self.server(name, body, inherited) for name, body in table.items())
         self.check_mounts(servers)
         return servers
 
@@ -707,10 +758,12 @@ class _Reader:
             hooks.append(WebhookConfig(**values))
         return tuple(hooks)
 
-    def server(self, name: str, body: Mapping[str, Any]) -> ServerConfig:
+    def server(
+        self, name: str, body: Mapping[str, Any], inherited: Mapping[str, Any]
+    ) -> ServerConfig:
         body = dict(body)
         hooks = body.pop("webhooks", None)
-        values = self.table(body, _SERVER_CHECKS, ("server", name))
+        values = {**inherited, **self.table(body, _SERVER_CHECKS, ("server", name))}
         if hooks is not None:
             values["webhooks"] = self.webhooks(hooks, ("server", name, "webhooks"))
         if "proxy_url" not in values:

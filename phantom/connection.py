@@ -8,26 +8,26 @@ h11 holds a pipelined request's bytes until ``start_next_cycle()``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import cast
 
 import h11
 
+from . import framing, revalidation, webhooks
 from . import headers as hdr
-from . import revalidation, webhooks
 from .cache import encoding, policy
 from .cache.policy import Forward
 from .cache.store import CachedResponse, Key
+from .config import Network
 from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
-from .errors import BackendError, BackendTimeout, PhantomError
+from .errors import BackendError, BackendTimeout, PhantomError, RequestRejected
 from .upstream import UpstreamConnection
 
 log = logging.getLogger("phantom")
 
-MAX_HEAD_BYTES = 64 * 1024
-KEEPALIVE_SECONDS = 15.0
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
@@ -39,10 +39,24 @@ class ClientConnection(Endpoint):
     def __init__(self, ctx: ProxyContext) -> None:
         super().__init__()
         self.ctx = ctx
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        # A reload swaps ctx's config, sites and router; this connection keeps what it
+        # started with.
+        self.config = config = ctx.config
+        self.sites = dict(ctx.sites)
+        self.router = ctx.router
+        # The scanner enforces the head limits first; h11's own bound is only a backstop.
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=config.max_header_bytes + 4096
+        )
+        self.scanner = framing.HeadScanner(config.max_request_line, config.max_header_bytes)
         self.client_ip = "-"
+        self.trusted = False  # the peer is in trusted_proxies
+        self.over_capacity = False  # accepted beyond max_connections: answered 503
+        self.served = 0  # requests answered on this connection
         # True while waiting for a request with nothing of it received: safe to close.
         self.idle = True
+        # The backend connection of the request being forwarded, dropped if the client goes.
+        self.in_flight: UpstreamConnection | None = None
         self.finished: asyncio.Task[None]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,8 +64,18 @@ class ClientConnection(Endpoint):
         peer = self.transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
-        self.ctx.connections.add(self)
+            self.trusted = _is_trusted(self.client_ip, self.config.trusted_proxies)
+        ctx = self.ctx
+        limit = self.config.max_connections
+        self.over_capacity = bool(limit) and len(ctx.connections) + len(ctx.tunnels) >= limit
+        ctx.connections.add(self)
         self.finished = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.in_flight is not None:
+            # Nobody will read the answer: abandon the backend request, never pool it.
+            self.in_flight.abort()
 
     # -- the request loop -------------------------------------------------------------------
 
@@ -75,19 +99,25 @@ class ClientConnection(Endpoint):
 
     async def _serve_one(self) -> str:
         """Serve one request; returns "next" (keep-alive), "close" or "tunnel"."""
-        self.idle = True
         try:
-            event = await self._next_event(KEEPALIVE_SECONDS)
-        except ReadTimeout:
-            return "close"
+            request = await self._next_request()
         except h11.RemoteProtocolError as exc:
             self._reject_malformed(exc)
             return "close"
-        self.idle = False
-        if not isinstance(event, h11.Request):
-            return "close"  # ConnectionClosed: the client is done with us.
+        except RequestRejected as exc:
+            self._reject(exc)
+            return "close"
+        if request is None:
+            return "close"  # closed, or idle too long: the client is done with us.
+        self.served += 1
+        if self.over_capacity:
+            self._reject(RequestRejected(503, "too many connections"))
+            return "close"
         try:
-            outcome = await self._handle(event)
+            outcome = await self._handle(request)
+        except RequestRejected as exc:
+            self._reject(exc)
+            return "close"
         except h11.RemoteProtocolError as exc:
             # A broken body (bad chunk, early EOF): the exchange can't be completed.
             log.info("client %s: %s", self.client_ip, exc)
@@ -102,8 +132,57 @@ class ClientConnection(Endpoint):
         conn = self.h11
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
+            # A pipelined request may already be waiting in h11's buffer.
+            self.scanner.reset(conn.trailing_data[0])
             return True
         return False
+
+    async def _next_request(self) -> h11.Request | None:
+        """The next request, its head checked by ``framing`` before h11 parses it.
+
+        None when the client closed, or sent nothing within ``keepalive_timeout`` (the first
+        request: ``header_timeout``). Raises RequestRejected: 408 when a started head is not
+        complete within ``header_timeout`` (slowloris), 414 / 431 / 400 / 501 / 405 for heads
+        over a limit or with unsafe framing.
+        """
+        config = self.config
+        scanner = self.scanner
+        loop = asyncio.get_running_loop()
+        wait = config.keepalive_timeout if self.served else config.header_timeout
+        idle_deadline = loop.time() + wait
+        head_deadline: float | None = None
+        self.idle = True
+        while (head := scanner.head()) is None:
+            if not scanner.empty and head_deadline is None:
+                self.idle = False
+                head_deadline = loop.time() + config.header_timeout
+            deadline = idle_deadline if head_deadline is None else head_deadline
+            try:
+                data = await self.read(max(deadline - loop.time(), 0.0))
+            except ReadTimeout:
+                if head_deadline is None:
+                    return None
+                raise RequestRejected(408, "request head not received in time") from None
+            if not data:
+                return None  # EOF before a complete head: nothing to answer.
+            scanner.feed(data)
+            self.h11.receive_data(data)
+        self.idle = False
+        checked = framing.check_head(head, config.max_headers)
+        event = await self._next_event(config.header_timeout)
+        if not isinstance(event, h11.Request):
+            return None
+        if checked.authority is None:
+            return event
+        # Absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host, and the
+        # request goes on in origin-form.
+        headers = [(n, v) for n, v in event.headers.raw_items() if n.lower() != b"host"]
+        return h11.Request(
+            method=event.method,
+            target=checked.target,
+            headers=[(b"Host", checked.authority), *headers],
+            http_version=event.http_version,
+        )
 
     async def _next_event(self, timeout: float | None = None) -> h11.Event | type[h11.PAUSED]:
         """The next event from the client, reading as needed; PAUSED once a request is done
@@ -129,12 +208,12 @@ class ClientConnection(Endpoint):
 
     async def _handle(self, request: h11.Request) -> str:
         raw_headers = request.headers.raw_items()
-        route = self.ctx.router.route(hdr.get_header(raw_headers, b"host"), request.target)
+        route = self.router.route(hdr.get_header(raw_headers, b"host"), request.target)
         if route is None:
             await self._read_body()
             self._respond_plain(404, b"No server is bound to this host and path.\n")
             return "next"
-        site = self.ctx.sites[route.server.name]
+        site = self.sites[route.server.name]
         cache_key = None
         if site.webhooks:
             payload = webhooks.request_payload(request.method, request.target, raw_headers)
@@ -155,6 +234,8 @@ class ClientConnection(Endpoint):
                     return "next"
                 return await self._upgrade(site, request, route.target, raw_headers)
             return await self._serve_http(site, request, route.target, raw_headers, cache_key)
+        except RequestRejected:
+            raise
         except PhantomError as exc:
             return self._backend_failed(site, request, exc)
 
@@ -321,6 +402,7 @@ class ClientConnection(Endpoint):
             proto=b"http",
             body_chunked=body_chunked,
             drop=drop + _CLIENT_VALIDATORS if validating is not None else drop,
+            trusted=self.trusted,
         )
         if validating is not None:
             headers.extend(policy.conditional_headers(validating))
@@ -340,10 +422,11 @@ class ClientConnection(Endpoint):
     ) -> str:
         method = request.method
         body_chunked = b"chunked" in hdr.comma_tokens(raw_headers, b"transfer-encoding")
-        has_body = body_chunked or hdr.get_header(raw_headers, b"content-length") not in (
-            None,
-            b"0",
-        )
+        length = hdr.get_header(raw_headers, b"content-length")
+        has_body = body_chunked or length not in (None, b"0")
+        limit = site.config.max_body_bytes
+        if limit and length is not None and int(length) > limit:
+            raise RequestRejected(413, f"request body larger than {limit} bytes")
         expects_continue = self.h11.they_are_waiting_for_100_continue
         outgoing = self._outgoing(
             site,
@@ -357,20 +440,31 @@ class ClientConnection(Endpoint):
         )
         if expects_continue:
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        # Parse the start of the body before any backend hears of the request: a broken first
+        # chunk is answered 400 with nothing forwarded.
+        first = await self._next_event() if self.h11.their_state is h11.SEND_BODY else None
 
         request_time = site.cache.clock()
         try:
             upstream, response = await site.upstream.exchange(
                 outgoing,
-                self._stream_request_body,
+                lambda upstream: self._stream_request_body(upstream, first, limit),
                 retry=method in IDEMPOTENT and not has_body,
                 timeout=self.ctx.config.backend_timeout,
             )
         except BackendError as exc:
+            self.in_flight = None
+            if self.is_lost:
+                raise ClientGone() from None
             if not self._serve_stale_on_error(site, request, plan, str(exc), exc.status):
                 raise
             return "next" if self.h11.their_state is h11.DONE else "close"
-        return await self._relay_response(site, upstream, request, response, plan, request_time)
+        try:
+            return await self._relay_response(
+                site, upstream, request, response, plan, request_time
+            )
+        finally:
+            self.in_flight = None
 
     def _serve_stale_on_error(
         self, site: Site, request: h11.Request, plan: _Plan, problem: str, status: int
@@ -398,13 +492,29 @@ class ClientConnection(Endpoint):
         )
         return True
 
-    async def _stream_request_body(self, upstream: UpstreamConnection) -> None:
-        """Pass the client's body on as it arrives (a retry finds it already complete)."""
-        while self.h11.their_state is h11.SEND_BODY:
-            event = await self._next_event()
+    async def _stream_request_body(
+        self, upstream: UpstreamConnection, first: object, limit: int
+    ) -> None:
+        """Pass the client's body on as it arrives, ``first`` (its first event, already read)
+        included; a retry finds it already complete. Over ``limit`` (0 = none): 413.
+
+        Called by the upstream exchange with the backend connection the request went on: from
+        here until the response is relayed, losing the client aborts that connection."""
+        self.in_flight = upstream
+        if self.is_lost:
+            raise ClientGone()  # it went while we connected
+        sent = 0
+        event = first
+        while True:
             if isinstance(event, h11.Data):
+                sent += len(event.data)
+                if limit and sent > limit:
+                    raise RequestRejected(413, f"request body larger than {limit} bytes")
                 upstream.send(event)
                 await upstream.drain()
+            if self.h11.their_state is not h11.SEND_BODY:
+                break
+            event = await self._next_event()
         upstream.send(h11.EndOfMessage())
 
     async def _relay_response(
@@ -549,6 +659,9 @@ class ClientConnection(Endpoint):
     ) -> str:
         """Replay the handshake on a fresh backend connection; on 101, splice the sockets."""
         body = await self._read_body()
+        limit = self.config.max_tunnels
+        if limit and len(self.ctx.tunnels) >= limit:
+            raise RequestRejected(503, "too many tunnels")
         upstream = await site.upstream.connect()
         try:
             upstream.send(
@@ -558,7 +671,10 @@ class ClientConnection(Endpoint):
                     headers=self._backend_headers(
                         site,
                         hdr.upgrade_request_headers(
-                            raw_headers, client_ip=self.client_ip, proto=b"http"
+                            raw_headers,
+                            client_ip=self.client_ip,
+                            proto=b"http",
+                            trusted=self.trusted,
                         ),
                         upgrade=True,
                     ),
@@ -587,7 +703,7 @@ class ClientConnection(Endpoint):
         backend = upstream.detach()
         backend.unread = upstream.h11.trailing_data[0] + backend.unread
         label = f"{self.client_ip} {request.target.decode('latin-1')} -> {site.config.proxy_url}"
-        self.ctx.open_tunnel(client, backend, label)
+        self.ctx.open_tunnel(client, backend, label, site.config.tunnel_idle_timeout)
         log.info("tunnel %s opened", label)
         return "tunnel"
 
@@ -597,7 +713,7 @@ class ClientConnection(Endpoint):
         """Read the backend's answer to an upgrade: (verbatim 101 head, None) or (b"", response)."""
         conn = upstream.h11
         raw = bytearray()
-        timeout = self.ctx.config.backend_timeout
+        timeout = self.config.backend_timeout
         while True:
             try:
                 event = conn.next_event()
@@ -696,11 +812,11 @@ class ClientConnection(Endpoint):
         follow, serialised once at store time; only Age and Cache-Status are formatted here.
         A 304 gets no framing at all (RFC 9110 §15.4.5; h11 knows it has no body).
         """
-        framing = [] if status == 304 else [(b"Content-Length", b"%d" % len(body))]
+        frame_fields = [] if status == 304 else [(b"Content-Length", b"%d" % len(body))]
         if self.ctx.draining:
-            framing.append((b"Connection", b"close"))
+            frame_fields.append((b"Connection", b"close"))
         conn = self.h11
-        head = conn.send(h11.Response(status_code=status, headers=framing, reason=reason))
+        head = conn.send(h11.Response(status_code=status, headers=frame_fields, reason=reason))
         parts = [
             head[:-2],  # up to, not including, the blank line that ends the head
             wire_headers,
@@ -714,6 +830,12 @@ class ClientConnection(Endpoint):
         if self.is_lost:
             raise ClientGone()
         self.transport.write(b"".join(parts))
+
+    def _reject(self, exc: RequestRejected) -> None:
+        """Refuse a request: its status, a short body, and the connection closes."""
+        log.info("client %s: request refused: %s -> %d", self.client_ip, exc.reason, exc.status)
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._respond_plain(exc.status, f"{exc.reason}\n".encode(), close=True)
 
     def _reject_malformed(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint
@@ -778,3 +900,13 @@ def _fills_cache(state: policy.Lookup[CachedResponse]) -> bool:
     if isinstance(state, policy.Miss):
         return state.reason in (Forward.URI_MISS, Forward.VARY_MISS)
     return isinstance(state, policy.Revalidate) and state.reason is Forward.STALE
+
+
+def _is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
+    if not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

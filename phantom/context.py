@@ -155,8 +155,12 @@ class ProxyContext:
     # Set by a graceful shutdown: every response from now on closes its connection.
     draining: bool = False
 
-    def open_tunnel(self, client: DetachedState, backend: DetachedState, label: str) -> Tunnel:
-        tunnel = Tunnel(client, backend, label=label, on_close=self.tunnels.discard)
+    def open_tunnel(
+        self, client: DetachedState, backend: DetachedState, label: str, idle_timeout: float
+    ) -> Tunnel:
+        tunnel = Tunnel(
+            client, backend, label=label, on_close=self.tunnels.discard, idle_timeout=idle_timeout
+        )
         self.tunnels.add(tunnel)
         return tunnel
 

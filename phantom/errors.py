@@ -12,6 +12,7 @@ __all__ = [
     "ExecuteError",
     "NotFound",
     "PhantomError",
+    "RequestRejected",
     "SnapshotError",
     "UsageError",
 ]
@@ -72,3 +73,15 @@ class UsageError(PhantomError):
     """An operation that does not apply, e.g. a snapshot call on a dynamic server."""
 
     status = 400
+
+
+class RequestRejected(PhantomError):
+    """A client request phantom refuses to forward (malformed, ambiguous or over a limit).
+
+    The client gets ``status`` and ``Connection: close``; the backend never sees the request.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason

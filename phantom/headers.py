@@ -80,11 +80,20 @@ def strip_hop_by_hop(headers: HeaderPairs) -> HeaderList:
     return kept
 
 
-def _forwarding_fields(client_ip: str, proto: bytes, host: bytes | None) -> HeaderList:
-    fields: HeaderList = [
-        (b"X-Forwarded-For", client_ip.encode("ascii")),
-        (b"X-Forwarded-Proto", proto),
-    ]
+def _forwarding_fields(
+    headers: HeaderPairs, client_ip: str, proto: bytes, trusted: bool
+) -> HeaderList:
+    """Our X-Forwarded-* fields. From a ``trusted`` peer (another proxy in front of us) the
+    client's chain is kept and extended; from anyone else it is replaced."""
+    chain = client_ip.encode("ascii")
+    host = get_header(headers, b"host")
+    if trusted:
+        earlier = [v for n, v in headers if n.lower() == b"x-forwarded-for"]
+        if earlier:
+            chain = b", ".join([*earlier, chain])
+        proto = get_header(headers, b"x-forwarded-proto") or proto
+        host = get_header(headers, b"x-forwarded-host") or host
+    fields: HeaderList = [(b"X-Forwarded-For", chain), (b"X-Forwarded-Proto", proto)]
     if host is not None:
         fields.append((b"X-Forwarded-Host", host))
     return fields
@@ -107,27 +116,31 @@ def forward_request_headers(
     proto: bytes,
     body_chunked: bool,
     drop: Iterable[bytes] = (),
+    trusted: bool = False,
 ) -> HeaderList:
     """Headers to send to the backend for an ordinary (non-upgrade) request.
 
-    Hop-by-hop fields go, X-Forwarded-* are replaced, Via gains our hop. ``body_chunked`` says
+    Hop-by-hop fields go, X-Forwarded-* are replaced (extended when the peer is ``trusted``),
+    Via gains our hop. ``body_chunked`` says
     the client's body has no known length: we re-frame it as chunked ourselves because the
     client's own Transfer-Encoding is hop-by-hop and never passed through. ``drop`` names
     further fields (lowercase) this hop answers itself, such as ``expect``.
     """
     dropped = _FORWARDED.union(drop)
     kept = [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in dropped]
-    kept.extend(_forwarding_fields(client_ip, proto, get_header(headers, b"host")))
+    kept.extend(_forwarding_fields(headers, client_ip, proto, trusted))
     if body_chunked:
         kept.append((b"Transfer-Encoding", b"chunked"))
     return _with_via(kept)
 
 
-def upgrade_request_headers(headers: HeaderPairs, *, client_ip: str, proto: bytes) -> HeaderList:
+def upgrade_request_headers(
+    headers: HeaderPairs, *, client_ip: str, proto: bytes, trusted: bool = False
+) -> HeaderList:
     """Headers replayed to the backend for an upgrade: the client's own, in order and casing,
     Connection and Upgrade included, with X-Forwarded-* replaced and our Via hop added."""
     kept = [(n, v) for n, v in headers if n.lower() not in _FORWARDED]
-    kept.extend(_forwarding_fields(client_ip, proto, get_header(headers, b"host")))
+    kept.extend(_forwarding_fields(headers, client_ip, proto, trusted))
     return _with_via(kept)
 
 

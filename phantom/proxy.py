@@ -1,11 +1,13 @@
-"""The running proxy: listener, live connections, graceful shutdown. The library entry point."""
+"""The running proxy: listener, live connections, graceful shutdown, reload. The library entry
+point."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -14,10 +16,25 @@ from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
+from .errors import ConfigError, SnapshotError
 from .launcher import Launcher
 from .operations import add_operation_routes
+from .routing import Router
 
 log = logging.getLogger("phantom")
+
+#: Re-reads the configuration for a reload; raises ConfigError when the new one is invalid.
+ConfigLoader = Callable[[], Config]
+
+# Keys a reload cannot change: the sockets are already bound.
+_RESTART_KEYS = (
+    "listen",
+    "http_port",
+    "workers",
+    "control_port",
+    "control_listen",
+    "control_auth",
+)
 
 
 class Proxy:
@@ -26,8 +43,15 @@ class Proxy:
     ``async with create_proxy(cfg) as proxy:`` starts on entry and closes on exit.
     """
 
-    def __init__(self, config: Config, cache_key: KeyFunction | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        cache_key: KeyFunction | None = None,
+        loader: ConfigLoader | None = None,
+    ) -> None:
         self.config = config
+        self._loader = loader
+        self._cache_key = cache_key
         self._ctx = ProxyContext.build(config, cache_key)
         self.cache = CacheGroup(self._ctx.sites)
         self._server: asyncio.Server | None = None
@@ -55,6 +79,15 @@ class Proxy:
     def servers(self) -> Mapping[str, Site]:
         """The sites by server name: ``proxy.servers["api"].cache.invalidate("GET:/x*")``."""
         return self._ctx.sites
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections being served now (tunnels not included)."""
+        return len(self._ctx.connections)
+
+    @property
+    def open_tunnels(self) -> int:
+        return len(self._ctx.tunnels)
 
     async def start(self) -> None:
         if self._server is not None:
@@ -121,6 +154,53 @@ class Proxy:
                 site.upstream.close()
             raise failures[0]
 
+    async def reload(self) -> Config:
+        """Re-read the configuration (SIGHUP, ``POST /reload``) and use it for new connections.
+
+        Connections and tunnels already open keep the settings they started with. An invalid
+        new configuration raises ConfigError (a failed pre-generate fetch SnapshotError) and
+        the running one stays.
+        """
+        if self._loader is None:
+            raise ConfigError(self.config.source, "<reload>", "no configuration file to re-read")
+        new = self._loader()
+        old = self.config
+        kept = {}
+        for key in _RESTART_KEYS:
+            if getattr(new, key) != getattr(old, key):
+                log.warning("reload: %s changed; it takes effect after a restart", key)
+            # What is bound stays as bound (a worker's port is the supervisor's reserved one).
+            kept[key] = getattr(old, key)
+        new = replace(new, **kept)
+        launched = {s.name: (s.execute, s.execute_dir) for s in old.servers}
+        for server in new.servers:
+            if launched.get(server.name, (None, None)) != (server.execute, server.execute_dir):
+                log.warning("reload: server.%s.execute changed; it takes effect after a restart",
+                            server.name)
+        ctx = self._ctx
+        sites = {}
+        for server in new.servers:
+            site = ctx.sites.get(server.name)
+            if (
+                site is None
+                or site.config != server
+                or new.backend_connect_timeout != old.backend_connect_timeout
+                or new.backend_timeout != old.backend_timeout
+            ):
+                # A changed site starts with a fresh pool and cache; an unchanged one keeps both.
+                site = Site.build(server, new, self._cache_key)
+                if server.pre_generate:
+                    await site.pre_generate()
+            sites[server.name] = site
+        # In place: the cache group and the control routes hold this mapping; each open
+        # connection holds its own copy.
+        ctx.sites.clear()
+        ctx.sites.update(sites)
+        ctx.router = Router(new.servers)
+        ctx.config = self.config = new
+        log.info("configuration reloaded from %s", new.source)
+        return new
+
     async def serve_forever(self) -> None:
         """Wait until the proxy is closed (by ``close()`` or a signal handler calling it)."""
         if self._closed is None:
@@ -175,7 +255,16 @@ class Proxy:
         async def healthz(_: ControlRequest) -> ControlResponse:
             return ControlResponse.json(200, {"status": "ok"})
 
+        async def reload(_: ControlRequest) -> ControlResponse:
+            try:
+                config = await self.reload()
+            except (ConfigError, SnapshotError) as err:
+                log.error("reload failed, keeping the running configuration: %s", err)
+                return ControlResponse.json(400, {"error": str(err)})
+            return ControlResponse.json(200, {"reloaded": config.source})
+
         control.route("GET", "/healthz", healthz, public=True)
+        control.route("POST", "/reload", reload)
         add_operation_routes(control, self._ctx.sites)
 
     async def __aenter__(self) -> Proxy:
@@ -200,9 +289,10 @@ def create_proxy(
 
     ``cache_key``: ``fn(RequestInfo) -> str`` replacing the default cache key
     (``"GET:/path?query"`` per host); ``proxy.cache.invalidate(pattern)`` matches its result.
+    Only a proxy made from a path can ``reload()``: it re-reads that file.
     """
     if isinstance(config, Config):
         return Proxy(config, cache_key)
     if isinstance(config, Mapping):
         return Proxy(config_from_dict(config), cache_key)
-    return Proxy(load_config(config), cache_key)
+    return Proxy(load_config(config), cache_key, loader=lambda: load_config(config))

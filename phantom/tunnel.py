@@ -5,18 +5,48 @@ side's write buffer fills, the other side stops reading until it drains, so noth
 without bound. Half-close: EOF in one direction becomes ``write_eof()`` on the other while the
 opposite direction keeps flowing (where the transport can't half-close, as with TLS, both are
 closed). Both transports close once both directions have ended or either fails.
+
+Vanished peers: both legs get TCP keepalive, so a peer that disappears without a FIN is found
+by the kernel within minutes; ``idle_timeout`` (``tunnel_idle_timeout``, 0 = off) closes a tunnel
+with no byte in either direction for that long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Callable
 
 from .endpoint import DetachedState
 
 log = logging.getLogger("phantom.tunnel")
+
+# TCP keepalive on tunnel legs: first probe after a minute of silence, then every 10 s; a
+# peer that misses 6 in a row is gone (about two minutes in all).
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_PROBES = 6
+
+
+def enable_tcp_keepalive(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, name):  # Linux has all three; other systems some
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    try:
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
+    except OSError:
+        pass  # the socket is already closed: the tunnel will see that at once
 
 
 class _Direction(asyncio.Protocol):
@@ -34,6 +64,7 @@ class _Direction(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes += len(data)
+        self.tunnel.active = True
         self.sink.write(data)
 
     def eof_received(self) -> bool:
@@ -61,6 +92,7 @@ class Tunnel:
 
     __slots__ = (
         "label", "started", "closed", "_on_close", "_lost", "done", "upstream", "downstream",
+        "active", "_idle_since", "_idle_timeout", "_idle_timer",
     )
 
     def __init__(
@@ -70,10 +102,16 @@ class Tunnel:
         *,
         label: str,
         on_close: Callable[[Tunnel], None],
+        idle_timeout: float = 0.0,
     ) -> None:
         self.label = label
         self.started = time.monotonic()
         self.closed = False
+        # Set by any byte; the idle check clears it (cheaper than a clock read per chunk).
+        self.active = False
+        self._idle_since = self.started
+        self._idle_timeout = idle_timeout
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._on_close = on_close
         self._lost = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -81,6 +119,27 @@ class Tunnel:
         self.downstream = _Direction(self, backend.transport, client.transport)
         self._start(self.upstream, client)
         self._start(self.downstream, backend)
+        for transport in (client.transport, backend.transport):
+            enable_tcp_keepalive(transport)
+        if idle_timeout > 0:
+            self._schedule_idle_check()
+
+    def _schedule_idle_check(self) -> None:
+        # Two checks per timeout: a tunnel is closed after between 1x and 1.5x its idle time.
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self._idle_timeout / 2, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.closed:
+            return
+        if self.active:
+            self.active = False
+            self._idle_since = time.monotonic()
+        elif time.monotonic() - self._idle_since >= self._idle_timeout:
+            log.info("tunnel %s idle for %gs: closing", self.label, self._idle_timeout)
+            self.close()
+            return
+        self._schedule_idle_check()
 
     def _start(self, direction: _Direction, state: DetachedState) -> None:
         direction.source.set_protocol(direction)
@@ -131,6 +190,8 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self.upstream.source.close()
         self.downstream.source.close()
         log.info(

@@ -150,8 +150,14 @@ def _worker_entry(worker_main: WorkerMain, config: Config, reserved: socket.sock
     reserved.close()
     # Our own process group: the terminal's Ctrl-C reaches us once, forwarded by the parent.
     os.setpgid(0, 0)
+    # A stop signal that arrives before the worker's loop has installed its own handlers
+    # (a replacement worker still starting) is a clean stop: nothing was being served yet.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
-    # Nothing reloads yet: a forwarded SIGHUP must not end the worker.
+        signal.signal(sig, _stop_before_serving)
+    # A forwarded SIGHUP must not end the worker before its loop installs the reload handler.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     raise SystemExit(worker_main(config))
+
+
+def _stop_before_serving(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -363,6 +363,72 @@ async def _iterate(body: Body) -> AsyncIterable[bytes]:
             yield chunk
 
 
+# -- misbehaving backends over raw sockets ---------------------------------------------------
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class ScriptedBackend:
+    """A raw TCP backend that runs `script(reader, writer)` on every accepted connection, for
+    faults an HTTP server would never commit (garbage, resets mid-head, a 101 then a close).
+
+    Counts accepted connections; `ended` is set each time a connection's script returns, and
+    `eof_seen` records when the peer (phantom) closed its side, for "was the request abandoned".
+    """
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections_accepted = 0
+        self.eof_seen: list[float] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ScriptedBackend:
+        self._server = await asyncio.start_server(self._handle, LOCALHOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        self.connections_accepted += 1
+        try:
+            await self.script(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.close()
+
+    async def wait_for_eof(self, reader: asyncio.StreamReader) -> None:
+        """Read until phantom closes its side, and record when."""
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(READ_SIZE):
+                pass
+        self.eof_seen.append(time.monotonic())
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a RST."""
+    set_linger_zero(writer.get_extra_info("socket"))
+    writer.transport.abort()
+
+
 # -- custom upgrades over raw sockets ----------------------------------------------------------
 
 

@@ -1,0 +1,237 @@
+"""Request framing safety (RFC 9112): find a request head in raw bytes and refuse every head
+that two HTTP parsers could read differently.
+
+Pure: bytes in, a :class:`RequestHead` or a :class:`~phantom.errors.RequestRejected` (with the
+status to answer) out. The connection runs this on the raw head *before* h11 parses it, so the
+checks see what h11 would silently repair (obs-fold, ``chunked, gzip`` that h11 answers 501)
+and nothing reaches a backend unless it passed. phantom re-frames every request it forwards,
+so what is accepted here only has to be unambiguous, not byte-identical downstream.
+
+What is refused, and with which status:
+
+* request line longer than ``max_request_line`` -> 414; head longer than ``max_header_bytes``
+  or more than ``max_headers`` fields -> 431;
+* a bare CR, NUL or any other control byte in the request line, a field name or value -> 400;
+  obs-fold (a line starting with whitespace) -> 400; whitespace before a field's colon -> 400;
+* ``Content-Length`` with ``Transfer-Encoding``; an invalid length, or different lengths -> 400;
+* ``chunked`` twice, not last, or ``Transfer-Encoding`` in several fields or in HTTP/1.0 -> 400;
+  a transfer coding phantom does not implement (``x-chunked``, ``"chunked"``, ``gzip``) -> 501;
+* HTTP/1.1 without ``Host``, several ``Host`` fields, an invalid ``Host`` -> 400;
+* ``CONNECT`` -> 405; authority-form or any other odd target -> 400.
+
+Accepted: absolute-form targets (``GET http://host/p``: the authority becomes the Host and the
+target becomes origin-form, RFC 9112 §3.2.2), whitespace around ``chunked``, LF-only line
+endings (RFC 9112 §2.2 lets a recipient accept them), leading empty lines before the request.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import RequestRejected
+
+__all__ = ["HeadScanner", "RequestHead", "check_head"]
+
+_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+# Control bytes a field value must never carry (HT is allowed inside values).
+_CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET: Final = re.compile(rb"[\x21-\x7e]+")
+_VERSION: Final = re.compile(rb"HTTP/1\.[01]")
+_DIGITS: Final = re.compile(rb"[0-9]+")
+# RFC 3986 authority without userinfo: IP-literal, IPv4 or reg-name, optional port.
+_HOST: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
+_ABSOLUTE: Final = re.compile(rb"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)")
+_OWS: Final = b" \t"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What the checks found: the target to use (origin-form) and, for an absolute-form
+    request, the authority that replaces Host."""
+
+    target: bytes
+    authority: bytes | None = None
+
+
+class HeadScanner:
+    """Collects a request head from the byte stream and reports it once complete.
+
+    Incremental: each byte is searched once, so a client sending one byte at a time costs
+    linear work. Raises 414 / 431 as soon as a limit is passed, before the head is complete.
+    """
+
+    def __init__(self, max_request_line: int, max_header_bytes: int) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self._buffer = bytearray()
+        self._start = 0  # first byte after leading empty lines
+        self._searched = 0  # bytes already searched for the blank line
+
+    def reset(self, leftover: bytes = b"") -> None:
+        """Start on the next request; ``leftover`` is what already arrived of it."""
+        self._buffer = bytearray(leftover)
+        self._start = 0
+        self._searched = 0
+
+    @property
+    def empty(self) -> bool:
+        """No byte of a request has arrived (leading empty lines do not count)."""
+        self._skip_empty_lines()
+        return self._start >= len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def _skip_empty_lines(self) -> None:
+        buffer = self._buffer
+        while self._start < len(buffer) and buffer[self._start] in b"\r\n":
+            self._start += 1
+        self._searched = max(self._searched, self._start)
+
+    def head(self) -> bytes | None:
+        """The complete head (request line to the blank line, excluded), or None for now."""
+        self._skip_empty_lines()
+        buffer, start = self._buffer, self._start
+        # Back up three bytes: the terminator may straddle the previous search's end.
+        end = buffer.find(b"\n\r\n", max(start, self._searched - 2))
+        end_lf = buffer.find(b"\n\n", max(start, self._searched - 1))
+        if end_lf != -1 and (end == -1 or end_lf < end):
+            end = end_lf
+        self._searched = len(buffer)
+        line_end = buffer.find(b"\n", start, start + self.max_request_line + 2)
+        line_length = (line_end if line_end != -1 else len(buffer)) - start
+        if line_length > self.max_request_line + 1:  # + 1: the CR before LF
+            raise RequestRejected(414, "request line too long")
+        if end == -1:
+            if len(buffer) - start > self.max_header_bytes:
+                raise RequestRejected(431, "request head too large")
+            return None
+        if end - start > self.max_header_bytes:
+            raise RequestRejected(431, "request head too large")
+        return bytes(buffer[start : end + 1])
+
+
+def _lines(head: bytes) -> list[bytes]:
+    lines = head.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if b"\r" in line:
+            raise RequestRejected(400, "bare CR in the request head")
+        out.append(line)
+    return out
+
+
+def _parse_fields(lines: list[bytes], max_headers: int) -> list[tuple[bytes, bytes]]:
+    if len(lines) > max_headers:
+        raise RequestRejected(431, f"more than {max_headers} header fields")
+    fields = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise RequestRejected(400, "obsolete line folding in a header field")
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise RequestRejected(400, "header line without a colon")
+        if name[-1:] in (b" ", b"\t"):
+            raise RequestRejected(400, "whitespace between a field name and its colon")
+        if not _TOKEN.fullmatch(name):
+            raise RequestRejected(400, "invalid header field name")
+        value = value.strip(_OWS)
+        if _CONTROL.search(value):
+            raise RequestRejected(400, "control character in a header field value")
+        fields.append((name.lower(), value))
+    return fields
+
+
+def _values(fields: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [value for field, value in fields if field == name]
+
+
+def _check_content_length(values: list[bytes]) -> None:
+    lengths = {item.strip(_OWS) for value in values for item in value.split(b",")}
+    if not all(_DIGITS.fullmatch(length) for length in lengths):
+        raise RequestRejected(400, "invalid Content-Length")
+    if len(lengths) > 1:
+        raise RequestRejected(400, "conflicting Content-Length values")
+
+
+def _check_transfer_encoding(values: list[bytes], version: bytes) -> None:
+    if version == b"HTTP/1.0":
+        raise RequestRejected(400, "Transfer-Encoding in an HTTP/1.0 request")
+    if len(values) > 1:
+        raise RequestRejected(400, "Transfer-Encoding in more than one field")
+    codings = [token.strip(_OWS).lower() for token in values[0].split(b",")]
+    if codings.count(b"chunked") > 1:
+        raise RequestRejected(400, "chunked applied more than once")
+    if b"chunked" in codings and codings[-1] != b"chunked":
+        raise RequestRejected(400, "chunked is not the final transfer coding")
+    if codings != [b"chunked"]:
+        raise RequestRejected(501, "unsupported transfer coding")
+
+
+def _check_host(values: list[bytes], version: bytes) -> None:
+    if not values:
+        if version == b"HTTP/1.1":
+            raise RequestRejected(400, "missing Host header")
+        return
+    if len(values) > 1:
+        raise RequestRejected(400, "more than one Host header")
+    if not _HOST.fullmatch(values[0]):
+        raise RequestRejected(400, "invalid Host header")
+
+
+def _check_target(method: bytes, target: bytes) -> RequestHead:
+    if target.startswith(b"/"):
+        return RequestHead(target)
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise RequestRejected(400, "asterisk-form target is only for OPTIONS")
+        return RequestHead(target)
+    match = _ABSOLUTE.match(target)
+    if match is None:
+        raise RequestRejected(400, "invalid request target")
+    authority = match["authority"]
+    if match["scheme"].lower() not in (b"http", b"https"):
+        raise RequestRejected(400, "absolute-form target with an unsupported scheme")
+    if not authority or b"@" in authority or not _HOST.fullmatch(authority):
+        raise RequestRejected(400, "invalid authority in the request target")
+    rest = target[match.end() :]
+    if rest.startswith(b"#"):
+        raise RequestRejected(400, "invalid request target")
+    path = rest if rest.startswith(b"/") else b"/" + rest
+    return RequestHead(path, authority)
+
+
+def check_head(head: bytes, max_headers: int) -> RequestHead:
+    """Check a complete request head (as :meth:`HeadScanner.head` returns it).
+
+    Raises :class:`RequestRejected` with the status to answer; returns what the connection
+    must use instead of the raw target and Host.
+    """
+    request_line, *field_lines = _lines(head)
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        raise RequestRejected(400, "invalid request line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise RequestRejected(400, "invalid request line")
+    if not _VERSION.fullmatch(version):
+        raise RequestRejected(505 if version.startswith(b"HTTP/") else 400, "unsupported version")
+    if method == b"CONNECT":
+        raise RequestRejected(405, "CONNECT is not supported by this reverse proxy")
+    fields = _parse_fields(field_lines, max_headers)
+    lengths = _values(fields, b"content-length")
+    codings = _values(fields, b"transfer-encoding")
+    if lengths and codings:
+        raise RequestRejected(400, "both Content-Length and Transfer-Encoding")
+    if lengths:
+        _check_content_length(lengths)
+    if codings:
+        _check_transfer_encoding(codings, version)
+    _check_host(_values(fields, b"host"), version)
+    return _check_target(method, target)

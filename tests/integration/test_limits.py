@@ -1,0 +1,164 @@
+"""Every limit over real sockets: the status the client gets, that the connection closes, that
+nothing reaches the backend when the limit is known up front, and that phantom serves on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from conftest import (
+    RawClient,
+    async_test,
+    build_request,
+    fetch,
+    parse_head,
+    proxied,
+    proxy_config,
+    running_proxy,
+)
+from origin import TestOrigin, UpgradeBackend, echo
+from test_tunnel import upgrade_request, upgraded
+
+from phantom import create_proxy
+
+
+async def refused(port: int, raw: bytes) -> tuple[int, str | None]:
+    """Send ``raw``; the status and Connection header of the answer, once the server closed."""
+    async with await RawClient.connect(port) as client:
+        await client.send(raw)
+        data = await client.read_until_eof()
+    response = parse_head(data[: data.index(b"\r\n\r\n") + 4])
+    return response.status, response.get("connection")
+
+
+@pytest.mark.parametrize(
+    "raw, options, status",
+    [
+        (build_request("GET", "/" + "a" * 200), {"max_request_line": 100}, 414),
+        (build_request("GET", "/", [("X-Big", "b" * 3000)]), {"max_header_bytes": 2048}, 431),
+        (build_request("GET", "/", [(f"X-{i}", "v") for i in range(12)]), {"max_headers": 10}, 431),
+        (build_request("POST", "/echo", body=b"x" * 101), {"max_body_bytes": 100}, 413),
+    ],
+    ids=["request-line-414", "head-bytes-431", "header-count-431", "content-length-413"],
+)
+@async_test()
+async def test_limit_refused_before_the_backend(
+    raw: bytes, options: dict[str, int], status: int
+) -> None:
+    async with proxied({"/echo": echo, "/": echo}, **options) as (origin, proxy):
+        assert await refused(proxy.port, raw) == (status, "close")
+        assert origin.connections_accepted == 0
+        assert (await fetch(proxy.port, "GET", "/")).status == 200
+
+
+@async_test()
+async def test_body_limit_at_exactly_the_limit_passes_and_a_server_override_wins() -> None:
+    async with TestOrigin({"/echo": echo}) as origin:
+        config = proxy_config(origin.port, max_body_bytes=10)
+        config["server"]["app"]["max_body_bytes"] = 20
+        async with create_proxy(config) as proxy:
+            response = await fetch(proxy.port, "POST", "/echo", body=b"x" * 20)
+            assert (response.status, response.body) == (200, b"x" * 20)
+            raw = build_request("POST", "/echo", body=b"x" * 21)
+            assert await refused(proxy.port, raw) == (413, "close")
+
+
+@async_test()
+async def test_chunked_body_over_the_limit_is_413_and_the_backend_request_abandoned() -> None:
+    async with proxied({"/echo": echo}, max_body_bytes=1000) as (origin, proxy):
+        chunks = [b"y" * 400] * 5
+        raw = build_request("POST", "/echo", chunks=chunks)
+        assert await refused(proxy.port, raw) == (413, "close")
+        await asyncio.sleep(0.1)
+        assert origin.requests["/echo"] == 0, "the backend never saw a complete request"
+        assert (await fetch(proxy.port, "POST", "/echo", body=b"ok")).body == b"ok"
+
+
+@async_test()
+async def test_slowloris_head_gets_408_after_header_timeout() -> None:
+    async with proxied({"/": echo}, header_timeout=0.5) as (origin, proxy):
+        async with await RawClient.connect(proxy.port) as client:
+            started = time.monotonic()
+            await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            for _ in range(3):
+                await asyncio.sleep(0.1)
+                await client.send(b"X-Drip: 1\r\n")
+            data = await client.read_until_eof()
+            elapsed = time.monotonic() - started
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert b"connection: close" in data.lower()
+        assert 0.4 < elapsed < 3.0
+        assert origin.connections_accepted == 0
+
+
+@async_test()
+async def test_silent_new_connection_closed_after_header_timeout_without_answer() -> None:
+    async with proxied({"/": echo}, header_timeout=0.3) as (_, proxy):
+        async with await RawClient.connect(proxy.port) as client:
+            assert await client.is_closed_by_peer(3.0)
+
+
+@async_test()
+async def test_idle_keepalive_connection_closed_after_keepalive_timeout() -> None:
+    async with proxied({"/": echo}, keepalive_timeout=0.3) as (_, proxy):
+        async with await RawClient.connect(proxy.port) as client:
+            assert (await client.request("GET", "/")).status == 200
+            started = time.monotonic()
+            assert await client.is_closed_by_peer(3.0)
+            assert 0.2 < time.monotonic() - started < 2.5
+
+
+@async_test()
+async def test_max_connections_new_ones_get_503_existing_ones_unaffected() -> None:
+    async with proxied({"/": echo}, max_connections=2) as (_, proxy):
+        first = await RawClient.connect(proxy.port)
+        second = await RawClient.connect(proxy.port)
+        try:
+            assert (await first.request("GET", "/")).status == 200
+            assert (await second.request("GET", "/")).status == 200
+            assert await refused(proxy.port, build_request("GET", "/")) == (503, "close")
+            # the two admitted connections keep working
+            assert (await first.request("GET", "/")).status == 200
+            assert (await second.request("GET", "/")).status == 200
+        finally:
+            await first.close()
+            await second.close()
+        await asyncio.sleep(0.1)
+        assert (await fetch(proxy.port, "GET", "/")).status == 200
+
+
+@async_test()
+async def test_max_tunnels_further_upgrades_get_503() -> None:
+    async with UpgradeBackend() as backend, running_proxy(backend.port, max_tunnels=1) as proxy:
+        async with upgraded(backend, proxy) as tunnel:
+            assert await refused(proxy.port, upgrade_request()) == (503, "close")
+            await tunnel.send(b"still here")
+            assert await tunnel.read_exactly(10) == b"still here"
+        assert len(backend.legs) == 1, "the refused upgrade never reached the backend"
+
+
+@async_test()
+async def test_tunnel_idle_timeout_closes_a_quiet_tunnel_and_activity_keeps_it() -> None:
+    async with UpgradeBackend() as backend, running_proxy(
+        backend.port, tunnel_idle_timeout=0.6
+    ) as proxy:
+        async with upgraded(backend, proxy) as busy:
+            for _ in range(6):  # 1.2 s of traffic, twice the idle timeout
+                await busy.send(b"ping")
+                assert await busy.read_exactly(4) == b"ping"
+                await asyncio.sleep(0.2)
+            started = time.monotonic()
+            assert await busy.is_closed_by_peer(3.0)
+            assert 0.5 < time.monotonic() - started < 2.0
+        leg = await backend.wait_leg(0)
+        await asyncio.wait_for(leg.eof.wait(), 2)
+
+
+@async_test()
+async def test_quiet_tunnel_lives_on_without_an_idle_timeout() -> None:
+    async with UpgradeBackend() as backend, running_proxy(backend.port) as proxy:
+        async with upgraded(backend, proxy) as quiet:
+            assert not await quiet.is_closed_by_peer(1.0)
+            await quiet.send(b"late")
+            assert await quiet.read_exactly(4) == b"late"
