@@ -79,7 +79,13 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
         process = context.Process(
             target=_worker_entry, args=(worker_main, config, reserved), name=f"phantom-{index}"
         )
-        process.start()
+        # Signals wait until the child has its own handlers: a stop signal arriving during the
+        # fork would otherwise run the parent's forwarding handler inside the child.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         log.info("worker %d started (pid %s)", index, process.pid)
         return _Worker(index, process)
 
@@ -138,12 +144,7 @@ def _wait_all(workers: list[_Worker], bound: float) -> int:
                         worker.index, worker.process.pid)
             worker.process.kill()
             worker.process.join(EXIT_GRACE_SECONDS)
-    return 0 if all(w.process.exitcode in _STOPPED_CLEANLY for w in workers) else 1
-
-
-# A worker forked an instant before the stop signal dies of it before its own handlers are in
-# place; it had nothing in flight, so that is a clean stop too.
-_STOPPED_CLEANLY = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
+    return 0 if all(w.process.exitcode == 0 for w in workers) else 1
 
 
 def _worker_entry(worker_main: WorkerMain, config: Config, reserved: socket.socket) -> None:
@@ -156,6 +157,7 @@ def _worker_entry(worker_main: WorkerMain, config: Config, reserved: socket.sock
         signal.signal(sig, _stop_before_serving)
     # A forwarded SIGHUP must not end the worker before its loop installs the reload handler.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
     raise SystemExit(worker_main(config))
 
 
