@@ -496,12 +496,24 @@ def _config_file_option(help_text: str) -> Callable[[Callable[..., None]], Calla
 @main.command()
 @_config_file_option("Configuration file.")
 def check(config_path: str) -> None:
-    """Validate the configuration and print the effective settings (defaults filled in)."""
+    """Validate the configuration and print the effective settings (defaults filled in).
+
+    TLS files are read as ``serve`` would read them; risky choices are warned about on stderr
+    (``phantom: warning: ...``) without failing the check.
+    """
+    from phantom.checks import risky_settings
+    from phantom.tls import backend_context, listener_context
+
     try:
         config = load_config(config_path)
+        listener_context(config)
+        for server in config.servers:
+            backend_context(server, config.source)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(describe(config), nl=False)
+    for warning in risky_settings(config):
+        click.echo(f"phantom: warning: {warning}", err=True)
 
 
 # --------------------------------------------------------------------------- control calls

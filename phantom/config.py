@@ -37,6 +37,7 @@ else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "ACCESS_LOG_FORMATS",
     "LOG_LEVELS",
     "BackendURL",
     "Config",
@@ -56,8 +57,12 @@ __all__ = [
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 STORAGE_MODES: Final = ("memory", "filesystem")
+ACCESS_LOG_FORMATS: Final = ("combined", "json")
 
-_URL_SHAPE: Final = "expected http://host[:port][/path]"
+_URL_SHAPE: Final = "expected http[s]://host[:port][/path]"
+# ws:// and wss:// name the same backends as http:// and https:// (upgrade-only servers).
+_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _ARRAY_ITEM: Final = re.compile(r"[A-Za-z0-9_-]+\[\d+\]")  # "webhooks[0]" in messages
 _HOST_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
@@ -74,11 +79,11 @@ def host_port(host: str, port: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BackendURL:
-    """Where a server block forwards to: ``http://host[:port][/base_path]``."""
+    """Where a server block forwards to: ``http[s]://host[:port][/base_path]``."""
 
-    scheme: str  # "http" only for now
+    scheme: str  # "http" or "https" (ws/wss are normalised to these)
     host: str  # IPv6 without brackets
-    port: int  # 80 when the URL names none
+    port: int  # 80 / 443 when the URL names none
     base_path: str  # "" or "/v1" (no trailing slash)
 
     @property
@@ -140,6 +145,9 @@ class ServerConfig:
     cache_storage_mode: str = "memory"  # memory|filesystem (bodies on disk)
     cache_directory: str = ""  # where filesystem mode keeps bodies (required there)
 
+    backend_ca: str | None = None  # extra CA file (PEM) trusted for an https:// backend
+    backend_tls_verify: bool = True  # false: accept any backend certificate (logged at start)
+
     @property
     def pre_generate(self) -> bool:
         return self.proxy_mode == "pre_generate"
@@ -176,6 +184,11 @@ class Config:
     tunnel_idle_timeout: float = 0.0  # 0 = a quiet tunnel lives as long as both ends do
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-* are kept
     pid_file: str | None = None  # serve writes its pid here; `phantom reload` reads it
+    https_port: int | None = None  # None = no TLS listener; needs cert_path and key_path
+    cert_path: str | None = None  # PEM certificate chain of the TLS listener
+    key_path: str | None = None  # PEM private key of the TLS listener
+    access_log: str = "-"  # "-" = stderr, "off" = none, else a file path (appended to)
+    access_log_format: str = "combined"  # combined | json
     source: str = "<config>"
     # What the .env file set and the environment did not (the environment wins): "$env:NAME"
     # values were resolved with these, and execute commands get them. Not shown: secrets.
@@ -333,10 +346,8 @@ def parse_backend_url(value: object) -> BackendURL:
     except ValueError:
         # Out-of-range or non-numeric port, unbalanced IPv6 brackets.
         raise _Invalid(shape) from None
-    scheme = parts.scheme.lower()
-    if scheme == "https":
-        raise _Invalid("https is not supported yet")
-    if scheme != "http" or not text[len(scheme) :].startswith("://"):
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not text[len(parts.scheme) :].startswith("://"):
         raise _Invalid(shape)
     if "@" in parts.netloc:
         # Do not echo the URL: it carries credentials.
@@ -349,9 +360,9 @@ def parse_backend_url(value: object) -> BackendURL:
     if port == 0 or parts.netloc.endswith(":"):
         raise _Invalid(shape)
     return BackendURL(
-        scheme="http",
+        scheme=scheme,
         host=host,
-        port=80 if port is None else port,
+        port=_DEFAULT_PORTS[scheme] if port is None else port,
         base_path=parts.path.rstrip("/"),
     )
 
@@ -475,6 +486,20 @@ def _check_path_rules(value: object) -> tuple[str, ...]:
     return tuple(rules)
 
 
+def _check_path(value: object) -> str:
+    text = _check_str(value)
+    if not text or "\0" in text:
+        raise _Invalid("expected a file path")
+    return text
+
+
+def _check_access_log_format(value: object) -> str:
+    text = _check_str(value)
+    if text not in ACCESS_LOG_FORMATS:
+        raise _Invalid(f"expected one of {', '.join(ACCESS_LOG_FORMATS)}, got {text!r}")
+    return text
+
+
 def _check_table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table, got {_type_name(value)}")
@@ -534,6 +559,11 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "tunnel_idle_timeout": _check_ttl,
     "trusted_proxies": _check_networks,
     "pid_file": _check_secret,
+    "https_port": parse_port,
+    "cert_path": _check_path,
+    "key_path": _check_path,
+    "access_log": _check_path,
+    "access_log_format": _check_access_log_format,
 }
 
 _WEBHOOK_CHECKS: Final[dict[str, _Check]] = {
@@ -572,6 +602,8 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "cache_directory": _check_str,
     "max_body_bytes": _check_size,
     "tunnel_idle_timeout": _check_ttl,
+    "backend_ca": _check_path,
+    "backend_tls_verify": _check_bool,
 }
 
 # Server keys that default to the root key of the same name.
@@ -691,9 +723,21 @@ class _Reader:
         servers = self.servers(servers_raw, inherited)
         if values.get("workers", 1) > 1:
             self.check_single_process(values.get("control_port"), servers, "workers")
+        self.tls_listener(values)
         return Config(
             servers=servers, source=self.source, dotenv=dotenv, dotenv_vars=added, **values
         )
+
+    def tls_listener(self, values: Mapping[str, Any]) -> None:
+        """https_port, cert_path and key_path come together (readability is checked at start)."""
+        if values.get("https_port") is not None:
+            for key in ("cert_path", "key_path"):
+                if key not in values:
+                    raise self.error(key, "missing: https_port needs cert_path and key_path")
+        else:
+            for key in ("cert_path", "key_path"):
+                if key in values:
+                    raise self.error(key, "set, but https_port is not: no TLS listener uses it")
 
     def servers(self, raw: object, inherited: Mapping[str, Any]) -> tuple[ServerConfig, ...]:
         if raw is None:
@@ -910,20 +954,21 @@ def _toml_value(key: str, value: object) -> str:
 _SECRETS: Final = frozenset({"control_auth"})
 
 
+def _describe_field(name: str, value: object) -> str:
+    if value is None:
+        return f"# {name} is not set"
+    if name in _SECRETS:
+        return f"# {name} is set (not shown)"
+    return f"{name} = {_toml_value(name, value)}"
+
+
 def describe(config: Config) -> str:
     """The effective settings as TOML text, defaults filled in; it loads back to ``config``."""
     source = " ".join(config.source.splitlines())
     lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
     for f in fields(Config):
-        value = getattr(config, f.name)
-        if f.name in ("servers", "source", "dotenv_vars"):
-            continue
-        if value is None:
-            lines.append(f"# {f.name} is not set")
-        elif f.name in _SECRETS:
-            lines.append(f"# {f.name} is set (not shown)")
-        else:
-            lines.append(f"{f.name} = {_toml_value(f.name, value)}")
+        if f.name not in ("servers", "source", "dotenv_vars"):
+            lines.append(_describe_field(f.name, getattr(config, f.name)))
     for server in config.servers:
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")
@@ -931,10 +976,7 @@ def describe(config: Config) -> str:
             value = getattr(server, f.name)
             if f.name == "name" or (f.name == "webhooks" and server.webhooks):
                 continue  # webhooks, when there are some, follow as [[...webhooks]] tables
-            if value is None:
-                lines.append(f"# {f.name} is not set")
-            else:
-                lines.append(f"{f.name} = {_toml_value(f.name, value)}")
+            lines.append(_describe_field(f.name, value))
         for hook in server.webhooks:
             lines.append("")
             lines.append(f"[[{_dotted('server', server.name, 'webhooks')}]]")

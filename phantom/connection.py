@@ -36,9 +36,11 @@ class ClientGone(Exception):
 
 
 class ClientConnection(Endpoint):
-    def __init__(self, ctx: ProxyContext) -> None:
+    def __init__(self, ctx: ProxyContext, *, tls: bool = False) -> None:
         super().__init__()
         self.ctx = ctx
+        # X-Forwarded-Proto: what the client spoke to us.
+        self.proto = b"https" if tls else b"http"
         # A reload swaps ctx's config, sites and router; this connection keeps what it
         # started with.
         self.config = config = ctx.config
@@ -399,7 +401,7 @@ class ClientConnection(Endpoint):
         headers = hdr.forward_request_headers(
             raw_headers,
             client_ip=self.client_ip,
-            proto=b"http",
+            proto=self.proto,
             body_chunked=body_chunked,
             drop=drop + _CLIENT_VALIDATORS if validating is not None else drop,
             trusted=self.trusted,
@@ -552,7 +554,7 @@ class ClientConnection(Endpoint):
                 )
                 if update is None:
                     if status_code == 304:
-                        raise BackendError("the backend's 304 matches no stored response")
+                        raise BackendError("the backend's 304 matches no stored response", "protocol")
                     # A HEAD answer for a changed resource: the stale entry went; pass it on.
                     out_headers = hdr.forward_response_headers(response.headers.raw_items())
                     out_headers.append(
@@ -673,7 +675,7 @@ class ClientConnection(Endpoint):
                         hdr.upgrade_request_headers(
                             raw_headers,
                             client_ip=self.client_ip,
-                            proto=b"http",
+                            proto=self.proto,
                             trusted=self.trusted,
                         ),
                         upgrade=True,
@@ -718,7 +720,7 @@ class ClientConnection(Endpoint):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise BackendError(f"invalid response from backend: {exc}") from None
+                raise BackendError(f"invalid response from backend: {exc}", "protocol") from None
             if event is h11.NEED_DATA:
                 try:
                     data = await upstream.read(timeout)
@@ -733,7 +735,7 @@ class ClientConnection(Endpoint):
             elif isinstance(event, h11.Response):
                 return b"", event
             elif isinstance(event, h11.ConnectionClosed):
-                raise BackendError("backend closed the connection")
+                raise BackendError("backend closed the connection", "reset")
 
     # -- responding -------------------------------------------------------------------------
 

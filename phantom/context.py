@@ -19,6 +19,7 @@ from .endpoint import DetachedState
 from .errors import PhantomError, SnapshotError
 from .routing import Router
 from .snapshots import Snapshots, gather_each
+from .tls import backend_context
 from .tunnel import Tunnel
 from .upstream import Upstream
 from .webhooks import Webhooks
@@ -57,7 +58,9 @@ class Site:
     def build(
         cls, server: ServerConfig, config: Config, cache_key: KeyFunction | None = None
     ) -> Site:
-        upstream = Upstream(server.proxy_url, config.backend_connect_timeout)
+        upstream = Upstream(
+            server.proxy_url, config.backend_connect_timeout, backend_context(server, config.source)
+        )
         cache = CacheStore(
             max_entries=server.cache_max_entries,
             max_bytes=server.cache_max_bytes,

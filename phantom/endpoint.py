@@ -40,6 +40,7 @@ class DetachedState:
 
 class Endpoint(asyncio.Protocol):
     transport: asyncio.Transport
+    half_close: bool  # the transport can send EOF and keep reading (plain TCP, not TLS)
 
     def __init__(self) -> None:
         self._inbox = bytearray()
@@ -55,6 +56,7 @@ class Endpoint(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        self.half_close = can_half_close(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self._inbox += data
@@ -66,8 +68,9 @@ class Endpoint(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        # Keep the transport open: a half-closed client may still be owed a response.
-        return True
+        # Keep the transport open: a half-closed client may still be owed a response. TLS
+        # can't do that (asyncio closes it whatever we answer, and warns if we say True).
+        return self.half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -167,6 +170,11 @@ class Endpoint(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
         return state
+
+
+def can_half_close(transport: asyncio.BaseTransport) -> bool:
+    """False for TLS transports: after the peer's close_notify they close both ways."""
+    return transport.get_extra_info("sslcontext") is None
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

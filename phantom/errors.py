@@ -44,15 +44,26 @@ class ConfigError(PhantomError):
 
 
 class BackendError(PhantomError):
-    """The backend is unreachable, refused or reset the connection, or sent garbage."""
+    """The backend is unreachable, refused or reset the connection, or sent garbage.
+
+    ``kind`` classifies the failure for metrics: ``refused``, ``timeout``, ``reset``, ``tls``
+    (handshake or certificate), ``protocol`` (an invalid response) or ``unreachable``.
+    """
 
     status = 502
+    kind = "unreachable"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
 
 
 class BackendTimeout(BackendError):
     """Connecting to the backend, or waiting for its response head, took too long."""
 
     status = 504
+    kind = "timeout"
 
 
 class ExecuteError(BackendError):

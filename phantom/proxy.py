@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from .cache.policy import KeyFunction
+from .checks import risky_settings
 from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
@@ -20,6 +21,7 @@ from .errors import ConfigError, SnapshotError
 from .launcher import Launcher
 from .operations import add_operation_routes
 from .routing import Router
+from .tls import listener_context
 
 log = logging.getLogger("phantom")
 
@@ -52,9 +54,12 @@ class Proxy:
         self.config = config
         self._loader = loader
         self._cache_key = cache_key
+        # TLS files are read here, so a bad one fails before anything is bound.
+        self._tls = listener_context(config)
         self._ctx = ProxyContext.build(config, cache_key)
         self.cache = CacheGroup(self._ctx.sites)
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._closed: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -63,6 +68,7 @@ class Proxy:
         self.launchers: Mapping[str, Launcher] = {
             s.name: Launcher(s, environ) for s in config.servers if s.execute is not None
         }
+        self.https_port: int | None = None  # the bound TLS port, when https_port is set
         self.control: ControlServer | None = None
         if config.control_port is not None:
             self.control = ControlServer(
@@ -109,16 +115,35 @@ class Proxy:
                 backlog=1024,
             )
             self.port = self._server.sockets[0].getsockname()[1]
+            if self._tls is not None:
+                assert self.config.https_port is not None
+                self._tls_server = await loop.create_server(
+                    lambda: ClientConnection(ctx, tls=True),
+                    self.config.listen,
+                    self.config.https_port,
+                    ssl=self._tls,
+                    reuse_address=True,
+                    reuse_port=self.config.workers > 1 or None,
+                    backlog=1024,
+                )
+                self.https_port = self._tls_server.sockets[0].getsockname()[1]
             if self.control is not None:
                 await self.control.start()
         except BaseException:
             if self._server is not None:
                 self._server.close()
+            if self._tls_server is not None:
+                self._tls_server.close()
             await self._stop_launchers()
             raise
+        for warning in risky_settings(self.config):
+            log.warning("%s", warning)
+        urls = [f"http://{host_port(self.config.listen, self.port)}"]
+        if self.https_port is not None:
+            urls.append(f"https://{host_port(self.config.listen, self.https_port)}")
         log.info(
-            "listening on http://%s -> %s",
-            host_port(self.config.listen, self.port),
+            "listening on %s -> %s",
+            " and ".join(urls),
             ", ".join(f"{s.name}: {s.proxy_url}" for s in self.config.servers),
         )
 
@@ -219,6 +244,8 @@ class Proxy:
     async def _shutdown(self, server: asyncio.Server) -> None:
         ctx = self._ctx
         server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         ctx.draining = True
         for conn in list(ctx.connections):
             if conn.idle:
@@ -246,6 +273,8 @@ class Proxy:
         if self.control is not None:
             await self.control.close()
         await server.wait_closed()
+        if self._tls_server is not None:
+            await self._tls_server.wait_closed()
         # Last: the backends phantom started served the requests drained above.
         await self._stop_launchers()
         assert self._closed is not None

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .endpoint import DetachedState
+from .endpoint import DetachedState, can_half_close
 
 log = logging.getLogger("phantom.tunnel")
 
@@ -61,6 +61,8 @@ class _Direction(asyncio.Protocol):
         self.sink = sink
         self.bytes = 0
         self.ended = False
+        # EOF on a TLS source closes its transport anyway: then the whole tunnel ends.
+        self.half_close = can_half_close(source) and sink.can_write_eof()
 
     def data_received(self, data: bytes) -> None:
         self.bytes += len(data)
@@ -70,7 +72,7 @@ class _Direction(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.ended = True
         self.tunnel.direction_ended(self)
-        return True
+        return self.half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
@@ -163,15 +165,13 @@ class Tunnel:
         return self.downstream.bytes
 
     def direction_ended(self, direction: _Direction) -> None:
-        sink = direction.sink
-        if sink.can_write_eof():
-            try:
-                sink.write_eof()
-            except (OSError, RuntimeError):
-                # uvloop raises RuntimeError on a transport that is already closing.
-                self.close()
-                return
-        else:
+        if not direction.half_close:
+            self.close()
+            return
+        try:
+            direction.sink.write_eof()
+        except (OSError, RuntimeError):
+            # uvloop raises RuntimeError on a transport that is already closing.
             self.close()
             return
         if self.upstream.ended and self.downstream.ended:

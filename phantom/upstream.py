@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -64,7 +66,7 @@ class UpstreamConnection(Endpoint):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise BackendError(f"invalid response from backend: {exc}") from None
+                raise BackendError(f"invalid response from backend: {exc}", "protocol") from None
             if event is h11.NEED_DATA:
                 try:
                     data = await self.read(timeout)
@@ -75,10 +77,10 @@ class UpstreamConnection(Endpoint):
                 conn.receive_data(data)
                 continue
             if event is h11.PAUSED:
-                raise BackendError("backend switched protocols unexpectedly")
+                raise BackendError("backend switched protocols unexpectedly", "protocol")
             assert isinstance(event, h11.Event)
             if isinstance(event, h11.ConnectionClosed):
-                raise BackendError("backend closed the connection")
+                raise BackendError("backend closed the connection", "reset")
             return event
 
     async def response_head(self, timeout: float) -> h11.Response:
@@ -129,30 +131,52 @@ class UpstreamConnection(Endpoint):
 
 
 class Upstream:
-    """Connections to one backend address, with a pool of idle keep-alive ones."""
+    """Connections to one backend address, with a pool of idle keep-alive ones.
 
-    def __init__(self, url: BackendURL, connect_timeout: float) -> None:
+    With ``tls`` (an https:// backend) every connection does a TLS handshake inside the connect
+    timeout; the server name sent (SNI) and verified is the URL's host (Python sends no SNI
+    for an IP address, and verifies it against the certificate's IP entries).
+    """
+
+    def __init__(
+        self, url: BackendURL, connect_timeout: float, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        self.tls = tls
         self._idle: deque[UpstreamConnection] = deque()
 
     async def connect(self) -> UpstreamConnection:
         """A fresh connection (tunnels always use one)."""
         loop = asyncio.get_running_loop()
+        url = self.url
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: UpstreamConnection(self), self.url.host, self.url.port
+                    lambda: UpstreamConnection(self),
+                    url.host,
+                    url.port,
+                    ssl=self.tls,
+                    server_hostname=url.host if self.tls is not None else None,
                 ),
                 self.connect_timeout,
             )
         except asyncio.TimeoutError:
             raise BackendTimeout(
-                f"connect to {self.url.netloc} timed out after {self.connect_timeout:g}s"
+                f"connect to {url.netloc} timed out after {self.connect_timeout:g}s"
             ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise BackendError(
+                f"TLS to {url.netloc}: certificate rejected: {exc.verify_message}", "tls"
+            ) from None
+        except ssl.SSLError as exc:
+            raise BackendError(f"TLS to {url.netloc}: {exc.reason or exc}", "tls") from None
         except OSError as exc:
             reason = exc.strerror or exc.__class__.__name__
-            raise BackendError(f"cannot connect to {self.url.netloc}: {reason}") from None
+            kind = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset"}.get(
+                exc.errno or 0, "unreachable"
+            )
+            raise BackendError(f"cannot connect to {url.netloc}: {reason}", kind) from None
         return conn
 
     async def acquire(self) -> tuple[UpstreamConnection, bool]:
@@ -189,7 +213,7 @@ class Upstream:
                     retry = False
                     continue  # The pooled connection had died while idle: once more, fresh.
                 if isinstance(exc, EndpointClosed):
-                    raise BackendError("backend closed the connection") from None
+                    raise BackendError("backend closed the connection", "reset") from None
                 raise
             except BaseException:
                 conn.abort()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from dataclasses import dataclass
 
 import h11
@@ -48,7 +49,11 @@ class _HookFailed(Exception):
 async def _post(hook: WebhookConfig, payload: bytes) -> tuple[h11.Response, bytes]:
     """POST ``payload``; the response and its body (at most MAX_ANSWER_BYTES)."""
     url = hook.url
-    reader, writer = await asyncio.open_connection(url.host, url.port)
+    # An https:// hook is verified against the system store, like a backend without backend_ca.
+    tls = ssl.create_default_context() if url.scheme == "https" else None
+    reader, writer = await asyncio.open_connection(
+        url.host, url.port, ssl=tls, server_hostname=url.host if tls else None
+    )
     try:
         conn = h11.Connection(h11.CLIENT)
         headers = [

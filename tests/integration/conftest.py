@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -76,14 +77,21 @@ def async_test(
 ROOT_KEYS = {f.name for f in dataclasses.fields(Config)} - {"servers", "source"}
 
 
-def proxy_config(backend_port: int, base_path: str = "", **options: Any) -> dict[str, Any]:
-    """A config dict for one `[server.app]` in front of 127.0.0.1:backend_port.
+def proxy_config(
+    backend_port: int,
+    base_path: str = "",
+    *,
+    scheme: str = "http",
+    backend_host: str = LOCALHOST,
+    **options: Any,
+) -> dict[str, Any]:
+    """A config dict for one `[server.app]` in front of scheme://backend_host:backend_port.
 
     Options named like root keys (backend_timeout, ...) go to the root table, the rest
     (cache_ttl, enable_websocket, ...) to the server table.
     """
     root: dict[str, Any] = {"listen": LOCALHOST, "http_port": 0, "shutdown_timeout": 1}
-    server: dict[str, Any] = {"proxy_url": f"http://{LOCALHOST}:{backend_port}{base_path}"}
+    server: dict[str, Any] = {"proxy_url": f"{scheme}://{backend_host}:{backend_port}{base_path}"}
     for key, value in options.items():
         (root if key in ROOT_KEYS else server)[key] = value
     return {**root, "server": {"app": server}}
@@ -187,8 +195,15 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        reader, writer = await asyncio.open_connection(LOCALHOST, port, limit=1024 * 1024)
+    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> RawClient:
+        """Connect to 127.0.0.1:port; with ``tls``, over TLS (server name "localhost")."""
+        reader, writer = await asyncio.open_connection(
+            LOCALHOST,
+            port,
+            limit=1024 * 1024,
+            ssl=tls,
+            server_hostname="localhost" if tls is not None else None,
+        )
         return cls(reader, writer)
 
     async def __aenter__(self) -> RawClient:
@@ -336,10 +351,11 @@ async def fetch(
     target: str,
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
+    tls: ssl.SSLContext | None = None,
     **kwargs: Any,
 ) -> RawResponse:
-    """One request on a new connection; the connection is closed afterwards."""
-    async with await RawClient.connect(port) as client:
+    """One request on a new connection (over TLS with ``tls``); closed afterwards."""
+    async with await RawClient.connect(port, tls) as client:
         return await client.request(method, target, headers, body, **kwargs)
 
 
@@ -362,3 +378,43 @@ def cache_status(response: RawResponse) -> tuple[str, dict[str, str | None]]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# -- TLS certificates (trustme) -------------------------------------------------------------
+
+
+@dataclass
+class TLSFiles:
+    """A throwaway CA and a certificate it signed for localhost and 127.0.0.1, as PEM files."""
+
+    ca: Any  # trustme.CA
+    ca_path: str
+    cert_path: str
+    key_path: str
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_path, self.key_path)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_path)
+        context.set_alpn_protocols(["h2", "http/1.1"])  # as a browser offers
+        return context
+
+
+def make_tls_files(directory: Any, name: str = "tls") -> TLSFiles:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca_path, cert_path, key_path = (
+        str(directory / f"{name}-{p}.pem") for p in ("ca", "cert", "key")
+    )
+    ca.cert_pem.write_to_path(ca_path)
+    cert.private_key_pem.write_to_path(key_path)
+    cert.cert_chain_pems[0].write_to_path(cert_path)
+    with open(cert_path, "ab") as chain:
+        for pem in cert.cert_chain_pems[1:]:
+            chain.write(pem.bytes())
+    return TLSFiles(ca, ca_path, cert_path, key_path)

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import random
 import socket
+import ssl
 import struct
 import time
 from collections import Counter
@@ -155,10 +156,15 @@ class TestOrigin:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, routes: dict[str, Route] | None = None, *, mode: OriginMode = "normal"
+        self,
+        routes: dict[str, Route] | None = None,
+        *,
+        mode: OriginMode = "normal",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.mode: OriginMode = mode
+        self.tls = tls  # serve HTTPS with this server context
         self.drop_reused = False
         self.dropped = 0  # requests dropped by drop_reused
         self.requests: Counter[str] = Counter()  # per path
@@ -173,7 +179,7 @@ class TestOrigin:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> TestOrigin:
-        self._server = await asyncio.start_server(self._handle, LOCALHOST, 0)
+        self._server = await asyncio.start_server(self._handle, LOCALHOST, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -203,7 +209,7 @@ class TestOrigin:
 
     @property
     def url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{LOCALHOST}:{self.port}"
 
     @property
     def open_connections(self) -> int:
@@ -706,8 +712,10 @@ class WebSocketBackend:
         *,
         subprotocols: list[str] | None = None,
         response_headers: list[tuple[str, str]] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.subprotocols = subprotocols
+        self.tls = tls  # serve wss:// with this server context
         self.response_headers = list(response_headers or [])
         self.request_headers: list[list[tuple[str, str]]] = []
         self.paths: list[str] = []  # request target of each handshake
@@ -724,6 +732,7 @@ class WebSocketBackend:
             0,
             subprotocols=self.subprotocols,  # type: ignore[arg-type]
             process_response=self._process_response if self.response_headers else None,
+            ssl=self.tls,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self

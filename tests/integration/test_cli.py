@@ -141,11 +141,15 @@ BAD_CONFIGS = {
     ),
     "bad-url": (
         '[server.app]\nproxy_url = "localhost:8080"\n',
-        "server.app.proxy_url: expected http://host[:port][/path], got 'localhost:8080'",
+        "server.app.proxy_url: expected http[s]://host[:port][/path], got 'localhost:8080'",
     ),
-    "https-url": (
-        '[server.app]\nproxy_url = "https://example.com"\n',
-        "server.app.proxy_url: https is not supported yet",
+    "missing-cert": (
+        'https_port = 0\ncert_path = "no-such-cert.pem"\nkey_path = "k.pem"\n' + GOOD,
+        "cert_path: no-such-cert.pem: file not found",
+    ),
+    "missing-backend-ca": (
+        '[server.app]\nproxy_url = "https://127.0.0.1:1"\nbackend_ca = "no-such-ca.pem"\n',
+        "server.app.backend_ca: no-such-ca.pem: file not found",
     ),
     "port-range": (
         "http_port = 65536\n" + GOOD,
@@ -209,10 +213,9 @@ def test_serve_missing_default_file_hints(tmp_path: Path) -> None:
     ("args", "problem"),
     [
         (["--port", "70000"], "--port: must be between 0 and 65535, got 70000"),
-        (["--backend", "https://example.com"], "--backend: https is not supported yet"),
         (
             ["--backend", "ftp://x"],
-            "--backend: expected http://host[:port][/path], got 'ftp://x'",
+            "--backend: expected http[s]://host[:port][/path], got 'ftp://x'",
         ),
         (["--host", "a b"], "--host: expected an IP address or host name, got 'a b'"),
         (

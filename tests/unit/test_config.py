@@ -184,16 +184,28 @@ def test_backend_url(
     assert str(url) == (as_text or f"http://{netloc}{base_path}")
 
 
-SHAPE = "expected http://host[:port][/path]"
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://example.com", BackendURL("https", "example.com", 443, "")),
+        ("HTTPS://example.com:8443/v1", BackendURL("https", "example.com", 8443, "/v1")),
+        ("wss://example.com", BackendURL("https", "example.com", 443, "")),
+        ("ws://example.com", BackendURL("http", "example.com", 80, "")),
+        ("ws://[::1]:9000", BackendURL("http", "::1", 9000, "")),
+    ],
+)
+def test_backend_url_tls_and_websocket_aliases(text: str, expected: BackendURL) -> None:
+    assert parse_backend_url(text) == expected
+
+
+SHAPE = "expected http[s]://host[:port][/path]"
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("https://example.com", "https is not supported yet"),
-        ("HTTPS://example.com", "https is not supported yet"),
         ("ftp://example.com", f"{SHAPE}, got 'ftp://example.com'"),
-        ("ws://example.com", f"{SHAPE}, got 'ws://example.com'"),
+        ("wss:/example.com", f"{SHAPE}, got 'wss:/example.com'"),
         ("127.0.0.1:8080", f"{SHAPE}, got '127.0.0.1:8080'"),
         ("localhost:8080", f"{SHAPE}, got 'localhost:8080'"),
         ("example.com", f"{SHAPE}, got 'example.com'"),
@@ -443,10 +455,10 @@ def test_cache_directory_is_relative_to_the_config_file(tmp_path: Path) -> None:
 
 
 def test_load_config_names_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, '[server.app]\nproxy_url = "https://example.com"\n')
+    path = write(tmp_path, '[server.app]\nproxy_url = "ftp://example.com"\n')
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == f"{path}: server.app.proxy_url: https is not supported yet"
+    assert str(info.value) == f"{path}: server.app.proxy_url: {SHAPE}, got 'ftp://example.com'"
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -531,8 +543,8 @@ def test_no_overrides_is_identity() -> None:
     [
         ({"port": 70000}, "--port: must be between 0 and 65535, got 70000"),
         ({"port": -1}, "--port: must be between 0 and 65535, got -1"),
-        ({"backend": "https://x"}, "--backend: https is not supported yet"),
-        ({"backend": "x:80"}, "--backend: expected http://host[:port][/path], got 'x:80'"),
+        ({"backend": "ftp://x"}, "--backend: expected http[s]://host[:port][/path], got 'ftp://x'"),
+        ({"backend": "x:80"}, "--backend: expected http[s]://host[:port][/path], got 'x:80'"),
         ({"host": ""}, '--host: must not be empty (use "0.0.0.0" or "::" for all interfaces)'),
         (
             {"log_level": "loud"},
@@ -590,9 +602,16 @@ def test_describe_round_trip_everything_set() -> None:
             "backend_timeout": 1e-3,
             "shutdown_timeout": 12345.678,
             "log_level": "error",
+            "https_port": 8443,
+            "cert_path": "certs/site.pem",
+            "key_path": "certs/site.key",
+            "access_log": "/var/log/phantom/access.log",
+            "access_log_format": "json",
             "server": {
                 "my_site-2": {
-                    "proxy_url": "http://Example.com:81/base/",
+                    "proxy_url": "wss://Example.com:81/base/",
+                    "backend_ca": "ca.pem",
+                    "backend_tls_verify": False,
                     "enable_websocket": False,
                     "cache_ttl": 0,
                     "cache_max_entries": 1,
@@ -615,6 +634,38 @@ def test_describe_round_trip_everything_set() -> None:
         "odd\nname.toml",
     )
     assert reload(config) == config
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"https_port": 443}, "cert_path: missing: https_port needs cert_path and key_path"),
+        (
+            {"https_port": 443, "cert_path": "c.pem"},
+            "key_path: missing: https_port needs cert_path and key_path",
+        ),
+        ({"key_path": "k.pem"}, "key_path: set, but https_port is not: no TLS listener uses it"),
+        ({"cert_path": ""}, "cert_path: expected a file path"),
+        (
+            {"access_log_format": "common"},
+            "access_log_format: expected one of combined, json, got 'common'",
+        ),
+        ({"access_log": 1}, "access_log: expected a string, got integer"),
+    ],
+)
+def test_tls_listener_and_access_log_keys(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(minimal(**options), SOURCE)
+    assert str(info.value) == f"{SOURCE}: {message}"
+
+
+def test_backend_tls_keys_are_checked() -> None:
+    bad = {"server": {"app": {"proxy_url": BACKEND, "backend_tls_verify": "no"}}}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(bad, SOURCE)
+    assert str(info.value) == (
+        f"{SOURCE}: server.app.backend_tls_verify: expected a boolean, got string"
+    )
 
 
 def test_describe_round_trip_through_a_file(tmp_path: Path) -> None:

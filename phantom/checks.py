@@ -1,0 +1,42 @@
+"""Risky but valid settings, as sentences: ``phantom check`` prints them, ``serve`` logs them.
+
+Pure module: reads a Config, touches nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .config import Config
+
+__all__ = ["risky_settings"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def risky_settings(config: Config) -> list[str]:
+    """One warning per risky choice, each naming the key to change."""
+    warnings = []
+    if (
+        config.control_port is not None
+        and config.control_auth is None
+        and not _is_loopback(config.control_listen)
+    ):
+        warnings.append(
+            f"control_listen: the control API listens on {config.control_listen} without "
+            "control_auth: anyone who can reach it can flush the cache"
+        )
+    for server in config.servers:
+        if server.proxy_url.scheme == "https" and not server.backend_tls_verify:
+            warnings.append(
+                f"server.{server.name}.backend_tls_verify: false: the certificate of "
+                f"{server.proxy_url} is not checked (anyone on the path can impersonate it)"
+            )
+    return warnings
