@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,6 +25,7 @@ from .config import Network
 from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, BackendTimeout, PhantomError, RequestRejected
+from .exchange import Exchange
 from .upstream import UpstreamConnection
 
 log = logging.getLogger("phantom")
@@ -55,6 +57,8 @@ class ClientConnection(Endpoint):
         self.trusted = False  # the peer is in trusted_proxies
         self.over_capacity = False  # accepted beyond max_connections: answered 503
         self.served = 0  # requests answered on this connection
+        # The request being served: what metrics and the access log get when it ends.
+        self.exchange = Exchange("-", b"-", b"-")
         # True while waiting for a request with nothing of it received: safe to close.
         self.idle = True
         # The backend connection of the request being forwarded, dropped if the client goes.
@@ -103,18 +107,23 @@ class ClientConnection(Endpoint):
         """Serve one request; returns "next" (keep-alive), "close" or "tunnel"."""
         try:
             request = await self._next_request()
-        except h11.RemoteProtocolError as exc:
-            self._reject_malformed(exc)
-            return "close"
-        except RequestRejected as exc:
-            self._reject(exc)
+        except (h11.RemoteProtocolError, RequestRejected) as exc:
+            self.exchange = Exchange(self.client_ip, b"-", b"-")  # no usable request line
+            if isinstance(exc, RequestRejected):
+                self._reject(exc)
+            else:
+                self._reject_malformed(exc)
+            self.ctx.exchange_done(self.exchange)
             return "close"
         if request is None:
             return "close"  # closed, or idle too long: the client is done with us.
         self.served += 1
+        self.exchange = exchange = Exchange.of_request(self.client_ip, request)
+        outcome = "close"
         if self.over_capacity:
             self._reject(RequestRejected(503, "too many connections"))
-            return "close"
+            self.ctx.exchange_done(exchange)
+            return outcome
         try:
             outcome = await self._handle(request)
         except RequestRejected as exc:
@@ -126,6 +135,9 @@ class ClientConnection(Endpoint):
             if self.h11.our_state is h11.SEND_RESPONSE:
                 self._reject_malformed(exc)
             return "close"
+        finally:
+            if outcome != "tunnel":  # a tunnel's exchange ends when the tunnel closes
+                self.ctx.exchange_done(exchange)
         if outcome != "next":
             return outcome
         return "next" if self._finish_cycle() else "close"
@@ -216,6 +228,8 @@ class ClientConnection(Endpoint):
             self._respond_plain(404, b"No server is bound to this host and path.\n")
             return "next"
         site = self.sites[route.server.name]
+        self.exchange.server = site.config.name
+        self.exchange.backend = site.config.proxy_url
         cache_key = None
         if site.webhooks:
             payload = webhooks.request_payload(request.method, request.target, raw_headers)
@@ -447,6 +461,7 @@ class ClientConnection(Endpoint):
         first = await self._next_event() if self.h11.their_state is h11.SEND_BODY else None
 
         request_time = site.cache.clock()
+        sent_at = time.perf_counter()
         try:
             upstream, response = await site.upstream.exchange(
                 outgoing,
@@ -460,7 +475,9 @@ class ClientConnection(Endpoint):
                 raise ClientGone() from None
             if not self._serve_stale_on_error(site, request, plan, str(exc), exc.status):
                 raise
+            self.exchange.error_kind = exc.kind
             return "next" if self.h11.their_state is h11.DONE else "close"
+        self.exchange.upstream_seconds = time.perf_counter() - sent_at
         try:
             return await self._relay_response(
                 site, upstream, request, response, plan, request_time
@@ -627,6 +644,7 @@ class ClientConnection(Endpoint):
         except BackendError as exc:
             # The head is out: all we can do is end the connection so the client sees a
             # truncated response, never one that looks complete.
+            self.exchange.error_kind = exc.kind
             upstream.abort()
             self._log_backend(site, request, f"response cut short: {exc}")
             self.abort()
@@ -700,12 +718,15 @@ class ClientConnection(Endpoint):
             upstream.abort()
             return "close"
         self.write(head)
+        self.exchange.status = 101
         client = self.detach()
         client.unread = self.h11.trailing_data[0] + client.unread
         backend = upstream.detach()
         backend.unread = upstream.h11.trailing_data[0] + backend.unread
         label = f"{self.client_ip} {request.target.decode('latin-1')} -> {site.config.proxy_url}"
-        self.ctx.open_tunnel(client, backend, label, site.config.tunnel_idle_timeout)
+        self.ctx.open_tunnel(
+            client, backend, label, site.config.tunnel_idle_timeout, self.exchange
+        )
         log.info("tunnel %s opened", label)
         return "tunnel"
 
@@ -745,6 +766,7 @@ class ClientConnection(Endpoint):
             if self.is_lost:
                 raise ClientGone()
             self.transport.write(data)
+            self.exchange.body_bytes += len(data)
 
     def _start_response(
         self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes = b""
@@ -752,6 +774,12 @@ class ClientConnection(Endpoint):
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
         self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+        exchange = self.exchange
+        exchange.status = status
+        exchange.body_bytes = 0  # what follows the head
+        exchange.cache_status = next(
+            (v for n, v in reversed(headers) if n == b"Cache-Status"), None
+        )
 
     def _respond_plain(
         self,
@@ -857,6 +885,8 @@ class ClientConnection(Endpoint):
         )
 
     def _backend_failed(self, site: Site, request: h11.Request, exc: PhantomError) -> str:
+        if isinstance(exc, BackendError):
+            self.exchange.error_kind = exc.kind
         self._log_backend(site, request, f"{exc} ({exc.status})")
         if self.h11.our_state is not h11.SEND_RESPONSE:
             self.abort()

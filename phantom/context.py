@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import headers as hdr
+from .access_log import AccessLog
 from .cache import policy
 from .cache.disk import DiskBodies
 from .cache.policy import KeyFunction
@@ -17,6 +18,8 @@ from .cache.store import CachedResponse, CacheStore, Key
 from .config import Config, ServerConfig
 from .endpoint import DetachedState
 from .errors import PhantomError, SnapshotError
+from .exchange import Exchange
+from .metrics import Metrics
 from .routing import Router
 from .snapshots import Snapshots, gather_each
 from .tls import backend_context
@@ -157,14 +160,35 @@ class ProxyContext:
     tunnels: set[Tunnel] = field(default_factory=set)
     # Set by a graceful shutdown: every response from now on closes its connection.
     draining: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    access_log: AccessLog | None = None
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """Count and log one finished exchange (every request passes here exactly once)."""
+        exchange.finish()
+        self.metrics.exchange_done(exchange)
+        if self.access_log is not None:
+            self.access_log.write(exchange)
 
     def open_tunnel(
-        self, client: DetachedState, backend: DetachedState, label: str, idle_timeout: float
+        self,
+        client: DetachedState,
+        backend: DetachedState,
+        label: str,
+        idle_timeout: float,
+        exchange: Exchange,
     ) -> Tunnel:
-        tunnel = Tunnel(
-            client, backend, label=label, on_close=self.tunnels.discard, idle_timeout=idle_timeout
-        )
+        def closed(tunnel: Tunnel) -> None:
+            self.tunnels.discard(tunnel)
+            up, down = tunnel.client_to_backend, tunnel.backend_to_client
+            self.metrics.tunnel_closed(up, down)
+            exchange.tunnel_up, exchange.tunnel_down = up, down
+            exchange.body_bytes = down
+            self.exchange_done(exchange)
+
+        tunnel = Tunnel(client, backend, label=label, on_close=closed, idle_timeout=idle_timeout)
         self.tunnels.add(tunnel)
+        self.metrics.tunnel_opened()
         return tunnel
 
     @classmethod
@@ -172,7 +196,12 @@ class ProxyContext:
         sites = {
             server.name: Site.build(server, config, cache_key) for server in config.servers
         }
-        return cls(config=config, sites=sites, router=Router(config.servers))
+        return cls(
+            config=config,
+            sites=sites,
+            router=Router(config.servers),
+            access_log=AccessLog.from_config(config),
+        )
 
     async def wait_idle(self) -> None:
         """Return once no connection and no tunnel is left."""

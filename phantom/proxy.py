@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
+from .access_log import AccessLog
 from .cache.policy import KeyFunction
 from .checks import risky_settings
 from .config import Config, config_from_dict, host_port, load_config
@@ -19,6 +21,7 @@ from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
 from .errors import ConfigError, SnapshotError
 from .launcher import Launcher
+from .metrics import CONTENT_TYPE, Gauges
 from .operations import add_operation_routes
 from .routing import Router
 from .tls import listener_context
@@ -32,6 +35,7 @@ ConfigLoader = Callable[[], Config]
 _RESTART_KEYS = (
     "listen",
     "http_port",
+    "https_port",
     "workers",
     "control_port",
     "control_listen",
@@ -203,6 +207,10 @@ class Proxy:
                 log.warning("reload: server.%s.execute changed; it takes effect after a restart",
                             server.name)
         ctx = self._ctx
+        # Checked before anything changes: a bad certificate keeps the running configuration.
+        tls_files = (new.cert_path, new.key_path)
+        if self._tls is not None and None not in tls_files:
+            listener_context(new)  # raises ConfigError naming the file
         sites = {}
         for server in new.servers:
             site = ctx.sites.get(server.name)
@@ -217,6 +225,13 @@ class Proxy:
                 if server.pre_generate:
                     await site.pre_generate()
             sites[server.name] = site
+        access_log = AccessLog.from_config(new)
+        if self._tls is not None and new.cert_path is not None and new.key_path is not None:
+            # In place: the listener holds this context; new handshakes use the new files.
+            self._tls.load_cert_chain(new.cert_path, new.key_path)
+        if ctx.access_log is not None:
+            ctx.access_log.close()
+        ctx.access_log = access_log  # reopened: logrotate may send SIGHUP instead of waiting
         # In place: the cache group and the control routes hold this mapping; each open
         # connection holds its own copy.
         ctx.sites.clear()
@@ -272,6 +287,8 @@ class Proxy:
             site.webhooks.close()
         if self.control is not None:
             await self.control.close()
+        if ctx.access_log is not None:
+            ctx.access_log.close()
         await server.wait_closed()
         if self._tls_server is not None:
             await self._tls_server.wait_closed()
@@ -292,9 +309,31 @@ class Proxy:
                 return ControlResponse.json(400, {"error": str(err)})
             return ControlResponse.json(200, {"reloaded": config.source})
 
+        async def metrics(_: ControlRequest) -> ControlResponse:
+            return ControlResponse(200, self.metrics_text().encode(), CONTENT_TYPE)
+
         control.route("GET", "/healthz", healthz, public=True)
         control.route("POST", "/reload", reload)
+        control.route("GET", "/metrics", metrics)
         add_operation_routes(control, self._ctx.sites)
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition served by ``GET /metrics``."""
+        ctx = self._ctx
+        open_up = sum(t.client_to_backend for t in ctx.tunnels)
+        open_down = sum(t.backend_to_client for t in ctx.tunnels)
+        sites = ctx.sites
+        return ctx.metrics.render(
+            Gauges(
+                connections_open=len(ctx.connections),
+                tunnels_open=len(ctx.tunnels),
+                open_tunnel_bytes={"client_to_backend": open_up, "backend_to_client": open_down},
+                cache_entries={name: len(site.cache) for name, site in sites.items()},
+                cache_bytes={name: site.cache.total_bytes for name, site in sites.items()},
+                open_fds=_open_fds(),
+                max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )
+        )
 
     async def __aenter__(self) -> Proxy:
         await self.start()
@@ -307,6 +346,13 @@ class Proxy:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None  # not Linux
 
 
 def create_proxy(

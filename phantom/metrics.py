@@ -1,0 +1,239 @@
+"""Prometheus metrics: plain integer counters while serving, text exposition format on scrape.
+
+Counting costs a dict update per finished exchange; everything that is a level (open
+connections, cache size, file descriptors) is read only when scraped. The output follows the
+text exposition format 0.0.4 (``# HELP``, ``# TYPE``, escaped label values, cumulative
+histogram buckets ending in ``+Inf`` with ``_sum`` and ``_count``).
+
+Pure module: :class:`Gauges` carries the levels the I/O layer reads at scrape time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .exchange import Exchange, cache_result, method_class
+
+__all__ = ["CONTENT_TYPE", "UPSTREAM_BUCKETS", "Gauges", "Metrics"]
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+# Seconds from sending a request to the backend's response head.
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_LOOKUP_RESULTS = frozenset({"hit", "miss", "stale", "revalidated"})
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class Gauges:
+    """Levels read at scrape time."""
+
+    connections_open: int
+    tunnels_open: int
+    open_tunnel_bytes: Mapping[str, int]  # direction -> bytes moved so far by open tunnels
+    cache_entries: Mapping[str, int]  # server -> entries
+    cache_bytes: Mapping[str, int]  # server -> bytes
+    open_fds: int | None  # None where the platform can't tell
+    max_fds: int | None
+
+
+@dataclass(slots=True)
+class _Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(UPSTREAM_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(UPSTREAM_BUCKETS, value)] += 1
+        self.total += value
+
+
+class Metrics:
+    """The counters of one running proxy."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}  # (server, method, status)
+        self.cache_lookups: dict[tuple[str, str], int] = {}  # (server, result)
+        self.upstream: dict[str, _Histogram] = {}  # server -> response-head latency
+        self.upstream_errors: dict[str, int] = {}  # kind -> count
+        self.tunnels_opened = 0
+        self.tunnels_closed = 0
+        # Bytes of closed tunnels; open ones are added at scrape time.
+        self.tunnel_bytes = {"client_to_backend": 0, "backend_to_client": 0}
+
+    # -- counting ---------------------------------------------------------------------------
+
+    def exchange_done(self, ex: Exchange) -> None:
+        key = (ex.server, method_class(ex.method), ex.status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        result = cache_result(ex.cache_status)
+        if result in _LOOKUP_RESULTS:
+            lookup = (ex.server, result)
+            self.cache_lookups[lookup] = self.cache_lookups.get(lookup, 0) + 1
+        if ex.upstream_seconds is not None:
+            histogram = self.upstream.get(ex.server)
+            if histogram is None:
+                histogram = self.upstream[ex.server] = _Histogram()
+            histogram.observe(ex.upstream_seconds)
+        if ex.error_kind is not None:
+            self.upstream_errors[ex.error_kind] = self.upstream_errors.get(ex.error_kind, 0) + 1
+
+    def tunnel_opened(self) -> None:
+        self.tunnels_opened += 1
+
+    def tunnel_closed(self, client_to_backend: int, backend_to_client: int) -> None:
+        self.tunnels_closed += 1
+        self.tunnel_bytes["client_to_backend"] += client_to_backend
+        self.tunnel_bytes["backend_to_client"] += backend_to_client
+
+    # -- exposition -------------------------------------------------------------------------
+
+    def render(self, gauges: Gauges) -> str:
+        out: list[str] = []
+        _family(
+            out,
+            "phantom_requests_total",
+            "counter",
+            "Requests answered, by server, method, status code and status class.",
+            (
+                (
+                    (
+                        ("server", server),
+                        ("method", method),
+                        ("status", str(status)),
+                        ("status_class", f"{status // 100}xx"),
+                    ),
+                    count,
+                )
+                for (server, method, status), count in sorted(self.requests.items())
+            ),
+        )
+        _family(
+            out,
+            "phantom_cache_lookups_total",
+            "counter",
+            "Cache lookups by result: hit, miss, stale, revalidated.",
+            (
+                ((("server", server), ("result", result)), count)
+                for (server, result), count in sorted(self.cache_lookups.items())
+            ),
+        )
+        _family(
+            out,
+            "phantom_cache_entries",
+            "gauge",
+            "Responses stored in the cache.",
+            [((("server", s),), n) for s, n in sorted(gauges.cache_entries.items())],
+        )
+        _family(
+            out,
+            "phantom_cache_bytes",
+            "gauge",
+            "Bytes of stored responses (bodies and headers).",
+            [((("server", s),), n) for s, n in sorted(gauges.cache_bytes.items())],
+        )
+        self._render_upstream(out)
+        _family(
+            out,
+            "phantom_upstream_errors_total",
+            "counter",
+            "Backend failures by kind: refused, timeout, reset, tls, protocol, unreachable.",
+            [((("kind", k),), n) for k, n in sorted(self.upstream_errors.items())],
+        )
+        _family(
+            out,
+            "phantom_connections_open",
+            "gauge",
+            "Client connections open (tunnels not included).",
+            [((), gauges.connections_open)],
+        )
+        _family(out, "phantom_tunnels_open", "gauge", "Tunnels open.", [((), gauges.tunnels_open)])
+        _family(
+            out,
+            "phantom_tunnels_total",
+            "counter",
+            "Tunnels opened (after a 101).",
+            [((), self.tunnels_opened)],
+        )
+        _family(
+            out,
+            "phantom_tunnels_closed_total",
+            "counter",
+            "Tunnels closed.",
+            [((), self.tunnels_closed)],
+        )
+        _family(
+            out,
+            "phantom_tunnel_bytes_total",
+            "counter",
+            "Bytes spliced through tunnels, by direction.",
+            (
+                ((("direction", d),), n + gauges.open_tunnel_bytes.get(d, 0))
+                for d, n in self.tunnel_bytes.items()
+            ),
+        )
+        if gauges.open_fds is not None:
+            _family(
+                out,
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                [((), gauges.open_fds)],
+            )
+        if gauges.max_fds is not None:
+            _family(
+                out,
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                [((), gauges.max_fds)],
+            )
+        return "\n".join(out) + "\n"
+
+    def _render_upstream(self, out: list[str]) -> None:
+        name = "phantom_upstream_seconds"
+        out.append(f"# HELP {name} Seconds from sending a request to the backend's response head.")
+        out.append(f"# TYPE {name} histogram")
+        for server, histogram in sorted(self.upstream.items()):
+            server_label = f'server="{_escape(server)}"'
+            cumulative = 0
+            bounds = [*map(_number, UPSTREAM_BUCKETS), "+Inf"]
+            for bound, count in zip(bounds, histogram.counts, strict=True):
+                cumulative += count
+                out.append(f'{name}_bucket{{{server_label},le="{bound}"}} {cumulative}')
+            out.append(f"{name}_sum{{{server_label}}} {_number(histogram.total)}")
+            out.append(f"{name}_count{{{server_label}}} {cumulative}")
+
+
+def _family(
+    out: list[str],
+    name: str,
+    kind: str,
+    help_text: str,
+    samples: Iterable[tuple[Labels, float]],
+) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        if labels:
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            out.append(f"{name}{{{text}}} {_number(value)}")
+        else:
+            out.append(f"{name} {_number(value)}")
+
+
+def _escape(value: str) -> str:
+    """A label value as the exposition format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
