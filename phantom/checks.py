@@ -34,6 +34,14 @@ def risky_settings(config: Config) -> list[str]:
             "control_auth: anyone who can reach it can flush the cache"
         )
     for server in config.servers:
+        caching = min(server.cache_max_entries, server.cache_max_bytes) > 0
+        several_hosts = len(server.hosts) > 1 or any(h.startswith("*.") for h in server.hosts)
+        if caching and several_hosts and not server.preserve_host:
+            warnings.append(
+                f"server.{server.name}.preserve_host: false with several hosts and a cache: the "
+                "backend sees its own host for all of them, so each host is cached separately "
+                "with the same content, and links or redirects built from Host name the backend"
+            )
         if server.proxy_url.scheme == "https" and not server.backend_tls_verify:
             warnings.append(
                 f"server.{server.name}.backend_tls_verify: false: the certificate of "

@@ -364,3 +364,19 @@ def test_control_auth_from_an_unset_variable_fails_loudly(tmp_path: Path, comman
     assert_one_line_error(
         result, "env.toml: control_auth: environment variable PHANTOM_TEST_NEVER_SET is not set"
     )
+
+
+def test_check_warns_about_risky_settings_without_failing(tmp_path: Path) -> None:
+    (tmp_path / "phantom.toml").write_text(
+        'control_port = 9000\ncontrol_listen = "0.0.0.0"\n'
+        '[server.app]\nproxy_url = "https://app.internal"\nbackend_tls_verify = false\n'
+    )
+    result = phantom("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "backend_tls_verify = false" in result.stdout
+    lines = result.stderr.splitlines()
+    assert [line.split(":", 3)[2].strip() for line in lines] == [
+        "control_listen",
+        "server.app.backend_tls_verify",
+    ]
+    assert all(line.startswith("phantom: warning: ") for line in lines)

@@ -1,0 +1,70 @@
+"""Risky-settings warnings (issue 7): each fires on its risky shape and stays quiet otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from phantom.checks import risky_settings
+from phantom.config import config_from_dict
+
+
+def warnings_for(root: dict[str, Any] | None = None, **server: Any) -> list[str]:
+    data = {**(root or {}), "server": {"app": {"proxy_url": "http://127.0.0.1:8000", **server}}}
+    return risky_settings(config_from_dict(data, "phantom.toml"))
+
+
+def test_defaults_are_quiet() -> None:
+    assert warnings_for() == []
+
+
+@pytest.mark.parametrize(
+    ("root", "risky"),
+    [
+        ({"control_port": 9000, "control_listen": "0.0.0.0"}, True),
+        ({"control_port": 9000, "control_listen": "::"}, True),
+        ({"control_port": 9000, "control_listen": "ctl.example.com"}, True),
+        ({"control_port": 9000, "control_listen": "0.0.0.0", "control_auth": "t"}, False),
+        ({"control_port": 9000, "control_listen": "::1"}, False),
+        ({"control_port": 9000, "control_listen": "localhost"}, False),
+        ({"control_listen": "0.0.0.0"}, False),  # no control_port: the API is off
+    ],
+)
+def test_public_control_api_without_auth(root: dict[str, Any], risky: bool) -> None:
+    found = warnings_for(root)
+    assert bool(found) is risky
+    if risky:
+        assert found[0].startswith("control_listen: the control API listens on ")
+
+
+def test_backend_tls_verification_off() -> None:
+    (warning,) = warnings_for(proxy_url="https://app.internal", backend_tls_verify=False)
+    assert warning.startswith("server.app.backend_tls_verify: false: the certificate of ")
+    assert warnings_for(proxy_url="http://app.internal", backend_tls_verify=False) == []
+
+
+@pytest.mark.parametrize(
+    ("server", "risky"),
+    [
+        ({"preserve_host": False, "hosts": ["a.example.com", "b.example.com"]}, True),
+        ({"preserve_host": False, "hosts": ["*.example.com"]}, True),
+        ({"preserve_host": False, "hosts": ["a.example.com"]}, False),
+        ({"preserve_host": True, "hosts": ["a.example.com", "b.example.com"]}, False),
+        (
+            {
+                "preserve_host": False,
+                "hosts": ["a.example.com", "b.example.com"],
+                "cache_max_entries": 0,
+            },
+            False,
+        ),
+    ],
+)
+def test_preserve_host_false_with_several_hosts_and_a_cache(
+    server: dict[str, Any], risky: bool
+) -> None:
+    found = warnings_for(**server)
+    assert bool(found) is risky
+    if risky:
+        assert found[0].startswith("server.app.preserve_host: false with several hosts")
