@@ -1,0 +1,27 @@
+"""docs/configuration.md names every configuration key (a key added without docs fails here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from phantom.config import Config, ServerConfig, WebhookConfig
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+NOT_KEYS = {"servers", "source", "name", "webhooks"}  # structure, not TOML keys
+KEYS = sorted(
+    {f.name for cls in (Config, ServerConfig, WebhookConfig) for f in dataclasses.fields(cls)}
+    - NOT_KEYS
+)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_key_has_a_row(key: str) -> None:
+    assert f"| `{key}` |" in DOC, f"docs/configuration.md has no table row for `{key}`"
+
+
+def test_tables_have_sections() -> None:
+    assert "## Servers: `[server.NAME]`" in DOC
+    assert "### Webhooks: `[[server.NAME.webhooks]]`" in DOC
