@@ -10,19 +10,21 @@ An upgrade is logged when its tunnel closes (as nginx does), with status 101, th
 the client as the body size, ``tunnel_up=``/``tunnel_down=`` byte counts and the tunnel's
 lifetime as ``request_time``.
 
-Formatting is pure; :class:`AccessLog` writes through a dedicated ``logging`` logger, to stderr
-or to a file reopened when log rotation moves it (``WatchedFileHandler``).
+Formatting is pure; :class:`AccessLog` writes the lines, to stderr or to a file it reopens
+when log rotation moves it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import logging.handlers
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from .config import Config
 from .errors import ConfigError
@@ -30,11 +32,31 @@ from .exchange import Exchange, cache_result
 
 __all__ = ["FORMATTERS", "AccessLog", "format_combined", "format_json"]
 
+log = logging.getLogger("phantom")
+
+ROTATION_CHECK_SECONDS = 1.0
+# Bytes that go into a quoted field as they are: printable ASCII but the quote and backslash.
+_PLAIN = re.compile(rb'[ !#-\[\]-~]*')
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_clf_cache: tuple[int, str] = (-1, "")
+
+
 def _clf_time(when: float) -> str:
-    """``22/Nov/2026:10:00:00 +0000`` in local time, month names in English whatever the locale."""
+    """``22/Nov/2026:10:00:00 +0000`` in local time, month names in English whatever the
+    locale; formatted once per second."""
+    global _clf_cache
+    second = int(when)
+    if _clf_cache[0] == second:
+        return _clf_cache[1]
+    text = _format_clf_time(second)
+    _clf_cache = (second, text)
+    return text
+
+
+def _format_clf_time(when: float) -> str:
     t = time.localtime(when)
     offset = t.tm_gmtoff or 0
     sign = "+" if offset >= 0 else "-"
@@ -49,6 +71,8 @@ def _quoted(value: bytes | None) -> str:
     """A field inside double quotes: quote, backslash and non-printable bytes as ``\\xHH``."""
     if value is None:
         return "-"
+    if _PLAIN.fullmatch(value):
+        return value.decode("ascii")
     out = []
     for byte in value:
         if byte in (0x22, 0x5C) or byte < 0x20 or byte > 0x7E:
@@ -118,17 +142,22 @@ FORMATTERS: dict[str, Callable[[Exchange], str]] = {
 class AccessLog:
     """Writes formatted exchanges to stderr (``access_log = "-"``) or appends them to a file.
 
-    ``from_config`` returns None for ``access_log = "off"``; a file that can't be opened is a
-    ConfigError naming it.
+    Lines are collected and written together once per event-loop iteration (a burst of
+    pipelined or concurrent requests costs one write). A file is reopened when log rotation
+    has moved it (checked at most once a second). ``from_config`` returns None for
+    ``access_log = "off"``; a file that can't be opened is a ConfigError naming it.
     """
 
-    def __init__(self, handler: logging.Handler, log_format: str) -> None:
+    def __init__(self, log_format: str, path: str | None = None) -> None:
         self._format = FORMATTERS[log_format]
-        # A logger outside the logging tree: access lines never mix into the error log.
-        self._logger = logging.Logger("phantom.access", logging.INFO)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger.addHandler(handler)
-        self._handler = handler
+        self._path = path
+        self._file: TextIO = sys.stderr if path is None else self._open(path)
+        self._pending: list[str] = []
+        self._next_rotation_check = 0.0
+
+    @staticmethod
+    def _open(path: str) -> TextIO:
+        return open(path, "a", encoding="utf-8", errors="backslashreplace")
 
     @classmethod
     def from_config(cls, config: Config) -> AccessLog | None:
@@ -136,18 +165,51 @@ class AccessLog:
         if destination == "off":
             return None
         if destination == "-":
-            return cls(logging.StreamHandler(sys.stderr), config.access_log_format)
+            return cls(config.access_log_format)
         try:
-            handler = logging.handlers.WatchedFileHandler(destination, encoding="utf-8")
+            return cls(config.access_log_format, destination)
         except OSError as exc:
             raise ConfigError(
                 config.source, "access_log", f"{destination}: {exc.strerror or exc}"
             ) from None
-        return cls(handler, config.access_log_format)
 
     def write(self, ex: Exchange) -> None:
-        self._logger.info("%s", self._format(ex))
+        pending = self._pending
+        pending.append(self._format(ex))
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a library caller's own thread): write now
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        try:
+            self._reopen_if_rotated()
+            self._file.write(text)
+            self._file.flush()
+        except OSError as exc:  # a full disk must not take requests down with it
+            log.warning("access log: cannot write: %s", exc.strerror or exc)
+
+    def _reopen_if_rotated(self) -> None:
+        path = self._path
+        now = time.monotonic()
+        if path is None or now < self._next_rotation_check:
+            return
+        self._next_rotation_check = now + ROTATION_CHECK_SECONDS
+        try:
+            on_disk = os.stat(path)
+        except FileNotFoundError:
+            on_disk = None
+        ours = os.fstat(self._file.fileno())
+        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ours.st_dev, ours.st_ino):
+            self._file.close()
+            self._file = self._open(path)
 
     def close(self) -> None:
-        self._logger.removeHandler(self._handler)
-        self._handler.close()
+        self.flush()
+        if self._path is not None:
+            self._file.close()

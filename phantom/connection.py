@@ -860,6 +860,10 @@ class ClientConnection(Endpoint):
         if self.is_lost:
             raise ClientGone()
         self.transport.write(b"".join(parts))
+        exchange = self.exchange
+        exchange.status = status
+        exchange.cache_status = cache_status
+        exchange.body_bytes = len(body) if method != b"HEAD" else 0
 
     def _reject(self, exc: RequestRejected) -> None:
         """Refuse a request: its status, a short body, and the connection closes."""

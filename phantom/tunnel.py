@@ -53,7 +53,7 @@ class _Direction(asyncio.Protocol):
     """Reads from ``source`` (the transport it is installed on) and writes to ``sink``."""
 
     # Slots: thousands of idle tunnels are two of these and a Tunnel each.
-    __slots__ = ("tunnel", "source", "sink", "bytes", "ended")
+    __slots__ = ("tunnel", "source", "sink", "bytes", "ended", "half_close")
 
     def __init__(self, tunnel: Tunnel, source: asyncio.Transport, sink: asyncio.Transport) -> None:
         self.tunnel = tunnel

@@ -49,14 +49,15 @@ class _Worker:
         self.started = time.monotonic()
 
 
-def reserve_port(config: Config) -> socket.socket:
-    """A bound, non-listening SO_REUSEPORT socket on the configured address."""
+def reserve_port(config: Config, port: int | None = None) -> socket.socket:
+    """A bound, non-listening SO_REUSEPORT socket on the configured address and ``port``
+    (default ``http_port``)."""
     family = socket.AF_INET6 if ":" in config.listen else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((config.listen, config.http_port))
+        sock.bind((config.listen, config.http_port if port is None else port))
     except OSError:
         sock.close()
         raise
@@ -69,8 +70,15 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
     Returns 0 when every worker exited cleanly after the stop signal, else 1. Raises
     :class:`WorkersFailed` when workers keep dying right after they start.
     """
-    reserved = reserve_port(config)
-    config = replace(config, http_port=reserved.getsockname()[1])
+    reserved = [reserve_port(config)]
+    if config.https_port is not None:
+        try:
+            reserved.append(reserve_port(config, config.https_port))
+        except OSError:
+            reserved[0].close()
+            raise
+        config = replace(config, https_port=reserved[1].getsockname()[1])
+    config = replace(config, http_port=reserved[0].getsockname()[1])
     context = multiprocessing.get_context("fork")
     workers: list[_Worker] = []
     stopping = False
@@ -132,7 +140,8 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        reserved.close()
+        for sock in reserved:
+            sock.close()
 
 
 def _wait_all(workers: list[_Worker], bound: float) -> int:
@@ -147,8 +156,11 @@ def _wait_all(workers: list[_Worker], bound: float) -> int:
     return 0 if all(w.process.exitcode == 0 for w in workers) else 1
 
 
-def _worker_entry(worker_main: WorkerMain, config: Config, reserved: socket.socket) -> None:
-    reserved.close()
+def _worker_entry(
+    worker_main: WorkerMain, config: Config, reserved: list[socket.socket]
+) -> None:
+    for sock in reserved:
+        sock.close()
     # Our own process group: the terminal's Ctrl-C reaches us once, forwarded by the parent.
     os.setpgid(0, 0)
     # A stop signal that arrives before the worker's loop has installed its own handlers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from phantom import ConfigError, create_proxy
+from phantom.access_log import ROTATION_CHECK_SECONDS, AccessLog
+from phantom.exchange import Exchange
 
 TOKEN = "s3cret"
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
@@ -146,3 +149,17 @@ def test_unwritable_access_log_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         create_proxy(config)
     assert str(info.value) == f"<dict>: access_log: {target}: No such file or directory"
+
+
+def test_access_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog("combined", str(path))
+    try:
+        log.write(Exchange("127.0.0.1", b"GET", b"/before"))  # no event loop: written at once
+        path.rename(tmp_path / "access.log.1")  # what logrotate does
+        time.sleep(ROTATION_CHECK_SECONDS + 0.1)
+        log.write(Exchange("127.0.0.1", b"GET", b"/after"))
+    finally:
+        log.close()
+    assert '"GET /before HTTP/1.1"' in (tmp_path / "access.log.1").read_text()
+    assert '"GET /after HTTP/1.1"' in path.read_text()
