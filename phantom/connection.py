@@ -571,7 +571,9 @@ class ClientConnection(Endpoint):
                 )
                 if update is None:
                     if status_code == 304:
-                        raise BackendError("the backend's 304 matches no stored response", "protocol")
+                        raise BackendError(
+                            "the backend's 304 matches no stored response", "protocol"
+                        )
                     # A HEAD answer for a changed resource: the stale entry went; pass it on.
                     out_headers = hdr.forward_response_headers(response.headers.raw_items())
                     out_headers.append(

@@ -20,6 +20,6 @@ def test_library_example_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     miss, hit, flushed = result.stdout.splitlines()
-    assert miss == "Cache-Status: phantom; fwd=uri-miss; stored"
+    assert miss == "Cache-Status: phantom; fwd=uri-miss; fwd-status=200; stored"
     assert re.fullmatch(r"Cache-Status: phantom; hit; ttl=5\d", hit)
     assert flushed == "flushed 1 entry"
