@@ -206,3 +206,35 @@ def test_client_context_has_no_verification_surprises() -> None:
     # The client tests rely on Python's defaults: hostname checks on, CERT_REQUIRED.
     context = ssl.create_default_context()
     assert context.check_hostname and context.verify_mode is ssl.CERT_REQUIRED
+
+
+@async_test()
+async def test_reload_uses_a_renewed_certificate(tls: TLSFiles, tmp_path: Path) -> None:
+    renewed = make_tls_files(tmp_path, "renewed")  # a new certificate under a new CA
+    config_path = tmp_path / "phantom.toml"
+
+    def write_config(files: TLSFiles) -> None:
+        config_path.write_text(
+            f'listen = "127.0.0.1"\nhttp_port = 0\nhttps_port = 0\naccess_log = "off"\n'
+            f'cert_path = "{files.cert_path}"\nkey_path = "{files.key_path}"\n'
+            f'[server.app]\nproxy_url = "http://127.0.0.1:{origin.port}"\n'
+        )
+
+    async with TestOrigin(HELLO) as origin:
+        write_config(tls)
+        async with create_proxy(config_path) as proxy:
+            port = proxy.https_port
+            assert (await fetch(port, "GET", "/hello", tls=tls.client_context())).status == 200
+            write_config(renewed)
+            await proxy.reload()
+            assert proxy.https_port == port  # the same listener
+            response = await fetch(port, "GET", "/hello", tls=renewed.client_context())
+            assert response.status == 200
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await fetch(port, "GET", "/hello", tls=tls.client_context())
+            # A bad file on reload keeps the running certificate.
+            config_path.write_text(config_path.read_text().replace(renewed.cert_path, "gone.pem"))
+            with pytest.raises(ConfigError):
+                await proxy.reload()
+            response = await fetch(port, "GET", "/hello", tls=renewed.client_context())
+            assert response.status == 200
