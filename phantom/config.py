@@ -724,6 +724,11 @@ class _Reader:
         if values.get("workers", 1) > 1:
             self.check_single_process(values.get("control_port"), servers, "workers")
         self.tls_listener(values)
+        for key in ("cert_path", "key_path"):
+            if key in values:
+                values[key] = os.path.abspath(self.path(values[key]))
+        if values.get("access_log", "-") not in ("-", "off"):
+            values["access_log"] = os.path.abspath(self.path(values["access_log"]))
         return Config(
             servers=servers, source=self.source, dotenv=dotenv, dotenv_vars=added, **values
         )
@@ -824,6 +829,8 @@ class _Reader:
             )
         if values.get("cache_directory"):
             values["cache_directory"] = os.path.abspath(self.path(values["cache_directory"]))
+        if "backend_ca" in values:
+            values["backend_ca"] = os.path.abspath(self.path(values["backend_ca"]))
         server = ServerConfig(name=name, **values)
         for path in server.pre_generate_paths:
             if not mounted_at(server.bind_to, path):

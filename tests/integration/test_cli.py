@@ -145,11 +145,11 @@ BAD_CONFIGS = {
     ),
     "missing-cert": (
         'https_port = 0\ncert_path = "no-such-cert.pem"\nkey_path = "k.pem"\n' + GOOD,
-        "cert_path: no-such-cert.pem: file not found",
+        "cert_path: <dir>/no-such-cert.pem: file not found",
     ),
     "missing-backend-ca": (
         '[server.app]\nproxy_url = "https://127.0.0.1:1"\nbackend_ca = "no-such-ca.pem"\n',
-        "server.app.backend_ca: no-such-ca.pem: file not found",
+        "server.app.backend_ca: <dir>/no-such-ca.pem: file not found",
     ),
     "port-range": (
         "http_port = 65536\n" + GOOD,
@@ -174,6 +174,7 @@ BAD_CONFIGS = {
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_bad_config(tmp_path: Path, command: str, case: str) -> None:
     text, problem = BAD_CONFIGS[case]
+    problem = problem.replace("<dir>", str(tmp_path.resolve()))  # file keys are made absolute
     (tmp_path / "bad.toml").write_text(text)
     result = phantom(command, "--config", "bad.toml", cwd=tmp_path)
     assert_one_line_error(result, f"bad.toml: {problem}")

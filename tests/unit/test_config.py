@@ -7,6 +7,7 @@ example ``phantom.toml``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -1039,3 +1040,19 @@ def test_workers_with_execute_is_refused() -> None:
     assert str(info.value).endswith(
         "--workers: server.app.execute works with workers = 1 only (for now)"
     )
+
+
+def test_file_keys_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'https_port = 0\ncert_path = "tls/cert.pem"\nkey_path = "/etc/k.pem"\n'
+        'access_log = "logs/access.log"\n'
+        '[server.app]\nproxy_url = "https://app.internal"\nbackend_ca = "ca.pem"\n',
+    )
+    config = load_config(path)
+    base = os.path.dirname(os.path.abspath(path))
+    assert config.cert_path == os.path.join(base, "tls", "cert.pem")
+    assert config.key_path == "/etc/k.pem"
+    assert config.access_log == os.path.join(base, "logs", "access.log")
+    assert config.servers[0].backend_ca == os.path.join(base, "ca.pem")
+    assert config_from_dict({**minimal(), "access_log": "off"}).access_log == "off"
