@@ -316,7 +316,11 @@ class ClientConnection(Endpoint):
             return await self._forward(site, request, target, raw_headers, plan)
         cache = site.cache
         # A cache_key webhook's own key wins (not tied to the host), then create_proxy's.
-        key = ("", cache_key) if cache_key is not None else site.key_for(request.target, headers)
+        key = (
+            ("", cache_key)
+            if cache_key is not None
+            else site.key_for(request.target, headers, self.proto)
+        )
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
         collapsed = False
         if _fills_cache(state) and key in site.inflight:
@@ -553,9 +557,9 @@ class ClientConnection(Endpoint):
         timeout = self.ctx.config.backend_timeout
         host = hdr.get_header(request_headers, b"host") or b""
         for target in policy.invalidation_targets(
-            method, status_code, host, request.target, list(response.headers)
+            method, status_code, host, request.target, list(response.headers), self.proto
         ):
-            cache.discard(site.key_for(target, request_headers))
+            cache.discard(site.key_for(target, request_headers, self.proto))
 
         entry, key = plan.entry, plan.key
         if entry is not None and key is not None:

@@ -92,11 +92,14 @@ class Site:
             cache_key=cache_key,
         )
 
-    def key_for(self, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Key:
+    def key_for(
+        self, target: bytes, headers: Sequence[tuple[bytes, bytes]], scheme: bytes
+    ) -> Key:
         """The store key of a request target (HEAD and GET share it)."""
         if self.cache_key is not None:
             return policy.custom_key(self.cache_key, target, headers)
-        return policy.store_key(hdr.get_header(headers, b"host") or b"", b"GET", target)
+        host = hdr.get_header(headers, b"host") or b""
+        return policy.store_key(host, b"GET", target, scheme)
 
     async def add_snapshot(self, path: str) -> CachedResponse:
         """Fetch ``path`` (as clients request it) and serve it from now on."""

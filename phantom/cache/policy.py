@@ -144,16 +144,26 @@ def custom_key(fn: KeyFunction, target: bytes, headers: Headers) -> tuple[str, s
     return ("", fn(info))
 
 
-def store_key(host: bytes, method: bytes, target: bytes) -> tuple[str, str]:
-    """The full cache key: ``(normalised host, printable key)``.
+_DEFAULT_PORTS = {b"http": ":80", b"https": ":443"}
 
-    The host is lowercased, stripped of surrounding whitespace and of a default ``:80`` port, so
-    ``Example.COM:80`` and ``example.com`` share entries. Other ports are kept as sent.
+
+def store_key(
+    host: bytes, method: bytes, target: bytes, scheme: bytes = b"http"
+) -> tuple[str, str]:
+    """The full cache key: ``(origin, printable key)``.
+
+    The host is lowercased, stripped of surrounding whitespace and of the scheme's default port,
+    so ``Example.COM:80`` and ``example.com`` share entries. Other ports are kept as sent. The
+    origin is the bare host for http and ``https://host`` for https: the schemes never share
+    entries (RFC 9111 §2: the key is the target URI), so a redirect to https stored for an
+    http request is never served to an https one.
     """
     name = host.decode("latin-1").strip().lower()
-    if name.endswith(":80"):
-        name = name[:-3]
-    return (name, printable_key(method, target))
+    default_port = _DEFAULT_PORTS.get(scheme, "")
+    if default_port and name.endswith(default_port):
+        name = name[: -len(default_port)]
+    origin = name if scheme == b"http" else f"{scheme.decode('latin-1')}://{name}"
+    return (origin, printable_key(method, target))
 
 
 # --------------------------------------------------------------------------- parsing
@@ -814,7 +824,12 @@ def _entity_tags(line: bytes) -> list[bytes]:
 
 
 def invalidation_targets(
-    method: bytes, status: int, host: bytes, target: bytes, response_headers: Headers
+    method: bytes,
+    status: int,
+    host: bytes,
+    target: bytes,
+    response_headers: Headers,
+    scheme: bytes = b"http",
 ) -> list[bytes]:
     """RFC 9111 §4.4: the request targets whose stored responses go after a response to an
     unsafe request.
@@ -826,27 +841,29 @@ def invalidation_targets(
     if method in _SAFE_METHODS or not 200 <= status < 400:
         return []
     targets = [target]
-    own_host = store_key(host, _STORED_METHOD, b"")[0]
+    own_origin = store_key(host, _STORED_METHOD, b"", scheme)[0]
     for name in (b"location", b"content-location"):
         value = _first_value(response_headers, name)
         if value is None:
             continue
-        reference = _same_origin_target(value, own_host)
+        reference = _same_origin_target(value, own_origin)
         if reference is not None:
             targets.append(reference)
     return targets
 
 
-def _same_origin_target(reference: bytes, own_host: str) -> bytes | None:
+def _same_origin_target(reference: bytes, own_origin: str) -> bytes | None:
     """The path?query of ``reference`` when it names this origin, else None."""
     try:
         parts = urlsplit(reference.decode("latin-1"))
     except ValueError:
         return None
     if parts.scheme or parts.netloc:
-        if parts.scheme.lower() != "http":
+        scheme = parts.scheme.lower().encode("latin-1")
+        if scheme not in _DEFAULT_PORTS:
             return None
-        if store_key(parts.netloc.encode("latin-1"), _STORED_METHOD, b"")[0] != own_host:
+        netloc = parts.netloc.encode("latin-1")
+        if store_key(netloc, _STORED_METHOD, b"", scheme)[0] != own_origin:
             return None
     if not parts.path.startswith("/"):
         return None  # relative to the request path: too rare to resolve, never guessed

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TLSFiles, async_test, fetch, make_tls_files, running_proxy
-from origin import LOCALHOST, Reply, TestOrigin, WebSocketBackend
+from origin import LOCALHOST, OriginRequest, Reply, TestOrigin, WebSocketBackend
 from websockets.asyncio.client import connect
 
 from phantom import ConfigError, create_proxy
@@ -46,6 +46,28 @@ async def test_https_client_to_http_backend(tls: TLSFiles) -> None:
         # The plain listener keeps serving next to the TLS one.
         plain = await fetch(proxy.port, "GET", "/hello?plain")
         assert plain.status == 200 and origin.last.get("x-forwarded-proto") == "http"
+
+
+@async_test()
+async def test_http_and_https_requests_never_share_cache_entries(tls: TLSFiles) -> None:
+    """RFC 9111 §2: the key is the target URI, scheme included. A redirect to https stored
+    for an http request must not loop an https client."""
+
+    def by_scheme(request: OriginRequest) -> Reply:
+        scheme = request.get("x-forwarded-proto")
+        return Reply(200, [("Cache-Control", "max-age=60")], f"via {scheme}".encode())
+
+    async with (
+        TestOrigin({"/page": by_scheme}) as origin,
+        running_proxy(origin.port, **tls_listener(tls)) as proxy,
+    ):
+        client_tls = tls.client_context()
+        for _ in range(2):
+            plain = await fetch(proxy.port, "GET", "/page")
+            secure = await fetch(proxy.https_port, "GET", "/page", tls=client_tls)
+            assert plain.body == b"via http"
+            assert secure.body == b"via https"
+        assert origin.requests["/page"] == 2  # one miss per scheme, then hits
 
 
 @async_test()

@@ -75,6 +75,20 @@ def test_store_key_normalises_host_case_and_default_port() -> None:
     assert policy.store_key(b"[::1]:80", b"GET", b"/x") == ("[::1]", "GET:/x")
 
 
+def test_store_key_separates_https_from_http() -> None:
+    """RFC 9111 §2: the key is the target URI, scheme included; default ports per scheme."""
+    assert policy.store_key(b"example.com:443", b"GET", b"/x", b"https") == (
+        "https://example.com",
+        "GET:/x",
+    )
+    assert policy.store_key(b"example.com", b"GET", b"/x", b"https") != policy.store_key(
+        b"example.com", b"GET", b"/x"
+    )
+    assert policy.store_key(b"example.com:80", b"GET", b"/x", b"https")[0] == (
+        "https://example.com:80"
+    )
+
+
 def test_store_key_keeps_target_case() -> None:
     """RFC 9110 §4.2.3: the path is case-sensitive; only the host is normalised."""
     assert policy.store_key(b"h", b"GET", b"/A?B=C") == ("h", "GET:/A?B=C")
