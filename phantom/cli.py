@@ -28,6 +28,7 @@ import click
 from phantom._version import __version__
 from phantom.config import (
     Config,
+    config_from_dict,
     describe,
     host_port,
     load_config,
@@ -243,14 +244,20 @@ def _load(
     log_level: str | None = None,
     workers: int | None = None,
 ) -> Config:
-    try:
-        config = load_config(config_path or DEFAULT_CONFIG)
-    except ConfigError as err:
-        if config_path is None and err.key == "<file>":
-            raise ConfigError(
-                err.source, err.key, f"{err.problem} (pass --config PATH, or try --demo)"
-            ) from None
-        raise
+    if config_path is None and backend is not None and not os.path.exists(DEFAULT_CONFIG):
+        # `phantom serve --backend URL` alone: the built-in defaults in front of that backend
+        # (the override below sets proxy_url, so a bad URL is reported as --backend's).
+        config = config_from_dict(
+            {"server": {"default": {"proxy_url": "http://127.0.0.1"}}}, source="<command line>"
+        )
+    else:
+        try:
+            config = load_config(config_path or DEFAULT_CONFIG)
+        except ConfigError as err:
+            if config_path is None and err.key == "<file>":
+                hint = "pass --config PATH or --backend URL, or try --demo"
+                raise ConfigError(err.source, err.key, f"{err.problem} ({hint})") from None
+            raise
     return with_overrides(
         config, host=host, port=port, backend=backend, log_level=log_level, workers=workers
     )

@@ -206,7 +206,8 @@ def test_check_missing_default_file(tmp_path: Path) -> None:
 def test_serve_missing_default_file_hints(tmp_path: Path) -> None:
     result = phantom("serve", cwd=tmp_path)
     assert_one_line_error(
-        result, "phantom.toml: <file>: file not found (pass --config PATH, or try --demo)"
+        result,
+        "phantom.toml: <file>: file not found (pass --config PATH or --backend URL, or try --demo)",
     )
 
 

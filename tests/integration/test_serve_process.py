@@ -121,3 +121,25 @@ def test_running_out_of_descriptors_is_one_log_line_not_a_crash(tmp_path: Path) 
     text = log.read_text()
     assert f"Too many open files (open-file limit {limit}; raise it with ulimit -n)" in text
     assert text.count("cannot accept connections") <= 3
+
+
+def test_serve_with_only_a_backend_flag_needs_no_config_file(tmp_path: Path) -> None:
+    """`phantom serve --backend URL` in a directory without phantom.toml runs on the built-in
+    defaults (the README's "your app" step)."""
+    port = unused_port()
+    backend = f"http://{LOCALHOST}:{unused_port()}"
+    log = tmp_path / "phantom.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "phantom", "serve", "--backend", backend, "--port", str(port)],
+            cwd=tmp_path, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: answers(port), "the proxy")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(WAIT)
+    assert f"-> default: {backend}" in log.read_text()
