@@ -21,6 +21,7 @@ from typing import Any
 import h11
 
 from .config import host_port
+from .messages import MessageTooLarge, read_message
 
 log = logging.getLogger("phantom.control")
 
@@ -157,24 +158,16 @@ class ControlServer:
 
 
 async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> ControlRequest:
-    head: h11.Request | None = None
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-        elif isinstance(event, h11.Request):
-            head = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY_BYTES:
-                raise ControlError(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        elif isinstance(event, h11.EndOfMessage) and head is not None:
-            path = head.target.decode("latin-1").partition("?")[0]
-            method = head.method.decode("ascii")
-            return ControlRequest(method, path, list(head.headers), bytes(body))
-        else:
-            raise h11.RemoteProtocolError("connection closed before a complete request")
+    try:
+        message = await read_message(conn, reader, MAX_BODY_BYTES)
+    except MessageTooLarge as exc:
+        raise ControlError(413, str(exc)) from None
+    if message is None:
+        raise h11.RemoteProtocolError("connection closed before a complete request")
+    head, body = message
+    assert isinstance(head, h11.Request)  # a server's h11 only parses requests
+    path = head.target.decode("latin-1").partition("?")[0]
+    return ControlRequest(head.method.decode("ascii"), path, list(head.headers), body)
 
 
 def _error_response(exc: ControlError) -> ControlResponse:

@@ -37,6 +37,8 @@ from urllib.parse import parse_qs
 
 import h11
 
+from phantom.messages import MessageTooLarge, read_message
+
 __all__ = ["DemoOrigin", "run_demo"]
 
 log = logging.getLogger("phantom.demo")
@@ -481,31 +483,22 @@ class DemoOrigin:
         self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[h11.Request, bytes] | None:
         """The next request and its body, or None when the client closed between requests."""
-        request: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:
-                    writer.write(
-                        conn.send(
-                            h11.InformationalResponse(
-                                status_code=100, headers=[], reason=b"Continue"
-                            )
-                        )
-                    )
-                conn.receive_data(await reader.read(READ_SIZE))
-            elif isinstance(event, h11.Request):
-                request = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    raise _RequestTooLarge(request.method if request else b"GET")
-            elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return request, bytes(body)
-            else:  # ConnectionClosed (PAUSED cannot happen: we stop at EndOfMessage)
-                return None
+
+        def continue_if_asked() -> None:
+            if conn.they_are_waiting_for_100_continue:
+                interim = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+                writer.write(conn.send(interim) or b"")
+
+        try:
+            message = await read_message(conn, reader, MAX_BODY_BYTES, continue_if_asked)
+        except MessageTooLarge as exc:
+            method = exc.head.method if isinstance(exc.head, h11.Request) else b"GET"
+            raise _RequestTooLarge(method) from None
+        if message is None:
+            return None
+        request, body = message
+        assert isinstance(request, h11.Request)  # a server's h11 only parses requests
+        return request, body
 
     def _route(self, request: h11.Request, path: bytes, body: bytes) -> _Response:
         if path == b"/echo":

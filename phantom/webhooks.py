@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import h11
 
 from .config import WebhookConfig
+from .messages import MessageTooLarge, read_message
 
 __all__ = ["Denial", "Webhooks"]
 
@@ -66,22 +67,15 @@ async def _post(hook: WebhookConfig, payload: bytes) -> tuple[h11.Response, byte
         writer.write(conn.send(h11.Request(method=b"POST", target=target, headers=headers)) or b"")
         writer.write(conn.send(h11.Data(data=payload)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
-        response: h11.Response | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(65536))
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise _HookFailed("answer too large")
-            elif isinstance(event, h11.EndOfMessage) and response is not None:
-                return response, bytes(body)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise _HookFailed("closed before answering")
+        try:
+            message = await read_message(conn, reader, MAX_ANSWER_BYTES)
+        except MessageTooLarge:
+            raise _HookFailed("answer too large") from None
+        if message is None:
+            raise _HookFailed("closed before answering")
+        response, body = message
+        assert isinstance(response, h11.Response)  # a client's h11 only parses responses
+        return response, body
     finally:
         writer.close()
 
