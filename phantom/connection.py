@@ -3,6 +3,12 @@ decide -> (cache hit | forward | tunnel | reject) -> respond, then the next one 
 
 Requests on a connection are handled strictly in order, which is what makes pipelining safe:
 h11 holds a pipelined request's bytes until ``start_next_cycle()``.
+
+The fast lane: while the request loop waits for a request with nothing buffered, bytes that
+arrive are first offered to ``framing.parse_simple``; each simple request that is a fresh
+cache hit is answered right there in ``data_received``, in order, without h11 and without
+waking the loop. The first request that is not one, and everything after it, goes to the
+loop as usual: h11 has seen none of the answered bytes and is still at IDLE.
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ class ClientConnection(Endpoint):
         self.served = 0  # requests answered on this connection
         # The request being served: what metrics and the access log get when it ends.
         self.exchange = Exchange("-", b"-", b"-")
-        # True while waiting for a request with nothing of it received: safe to close.
+        # True while waiting for a request with nothing of it received: safe to close, and
+        # the fast lane may answer what arrives.
         self.idle = True
+        # When the connection last became idle (loop time): the keep-alive wait runs from here.
+        self.idle_since = 0.0
         # The backend connection of the request being forwarded, dropped if the client goes.
         self.in_flight: UpstreamConnection | None = None
         self.finished: asyncio.Task[None]
@@ -76,6 +85,19 @@ class ClientConnection(Endpoint):
         self.over_capacity = bool(limit) and len(ctx.connections) + len(ctx.tunnels) >= limit
         ctx.connections.add(self)
         self.finished = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        if (
+            self.idle
+            and not self._inbox
+            and not self._write_paused  # a client not reading its answers gets no more
+            and not self.over_capacity
+            and not self.ctx.draining
+        ):
+            data = self._answer_simple_hits(data)
+            if not data:
+                return
+        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -162,21 +184,22 @@ class ClientConnection(Endpoint):
         config = self.config
         scanner = self.scanner
         loop = asyncio.get_running_loop()
-        wait = config.keepalive_timeout if self.served else config.header_timeout
-        idle_deadline = loop.time() + wait
         head_deadline: float | None = None
         self.idle = True
+        self.idle_since = loop.time()
         while (head := scanner.head()) is None:
             if not scanner.empty and head_deadline is None:
                 self.idle = False
                 head_deadline = loop.time() + config.header_timeout
-            deadline = idle_deadline if head_deadline is None else head_deadline
+            deadline = self._idle_deadline() if head_deadline is None else head_deadline
             try:
                 data = await self.read(max(deadline - loop.time(), 0.0))
             except ReadTimeout:
-                if head_deadline is None:
-                    return None
-                raise RequestRejected(408, "request head not received in time") from None
+                if head_deadline is not None:
+                    raise RequestRejected(408, "request head not received in time") from None
+                if loop.time() < self._idle_deadline():
+                    continue  # the fast lane answered meanwhile: the wait starts again
+                return None
             if not data:
                 return None  # EOF before a complete head: nothing to answer.
             scanner.feed(data)
@@ -198,6 +221,13 @@ class ClientConnection(Endpoint):
             http_version=event.http_version,
         )
 
+    def _idle_deadline(self) -> float:
+        """When an idle connection is closed: ``header_timeout`` after it opened, then
+        ``keepalive_timeout`` after its last answer."""
+        config = self.config
+        wait = config.keepalive_timeout if self.served else config.header_timeout
+        return self.idle_since + wait
+
     async def _next_event(self, timeout: float | None = None) -> h11.Event | type[h11.PAUSED]:
         """The next event from the client, reading as needed; PAUSED once a request is done
         and until the cycle is finished."""
@@ -217,6 +247,75 @@ class ClientConnection(Endpoint):
             if isinstance(event, h11.Data):
                 parts.append(event.data)
         return parts
+
+    # -- the fast lane -----------------------------------------------------------------------
+
+    def _answer_simple_hits(self, data: bytes) -> bytes:
+        """Answer the simple fresh cache hits at the start of ``data`` (pipelined ones in
+        order, in one write); returns the rest, from the first request that is not one, for
+        the request loop."""
+        config = self.config
+        answers: list[bytes] = []
+        exchanges: list[Exchange] = []
+        start = 0
+        while start < len(data):
+            request = framing.parse_simple(
+                data, start, config.max_request_line, config.max_header_bytes, config.max_headers
+            )
+            if request is None:
+                break
+            answered = self._simple_hit(request)
+            if answered is None:
+                break
+            answers.append(answered[0])
+            exchanges.append(answered[1])
+            start = request.end
+        if not answers:
+            return data
+        self.served += len(answers)
+        self.idle_since = asyncio.get_running_loop().time()
+        self.transport.write(b"".join(answers))
+        for exchange in exchanges:
+            self.ctx.exchange_done(exchange)
+        return data[start:]
+
+    def _simple_hit(self, request: framing.SimpleRequest) -> tuple[bytes, Exchange] | None:
+        """The whole answer to a simple request that is a fresh hit, decided as the request
+        loop decides it (route, cache rules, key, RFC 9111 lookup); None for anything else
+        (no route, webhooks, snapshots, a stale or missing entry): the loop takes it."""
+        route = self.router.route(request.host, request.target)
+        if route is None:
+            return None
+        site = self.sites[route.server.name]
+        if site.webhooks or site.config.pre_generate:
+            return None
+        method, target, headers = request.method, request.target, request.headers
+        if not site.rules.uses_cache(method, target):
+            return None
+        cache = site.cache
+        key = site.key_for(target, headers, self.proto)
+        state = policy.lookup(method, headers, cache.variants(key), cache.clock())
+        if not isinstance(state, policy.Fresh):
+            return None
+        body = cache.body(state.entry)
+        if body is None:
+            return None
+        cache_status = policy.cache_status(hit=True, ttl=state.ttl)
+        status, reason, wire_headers, body = _cached_answer(state.entry, body, headers)
+        # What h11 writes for the framing-only Response of _respond_cached on a keep-alive
+        # HTTP/1.1 connection.
+        head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if status != 304:
+            head += b"Content-Length: %d\r\n" % len(body)
+        if method == b"HEAD":
+            body = b""
+        exchange = Exchange.of_head(self.client_ip, method, target, b"1.1", headers)
+        exchange.server = site.config.name
+        exchange.backend = site.config.proxy_url
+        exchange.status = status
+        exchange.cache_status = cache_status
+        exchange.body_bytes = len(body)
+        return head + wire_headers + _age_and_status(state.age, cache_status) + body, exchange
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -814,19 +913,10 @@ class ClientConnection(Endpoint):
         request_headers: list[tuple[bytes, bytes]],
         method: bytes,
     ) -> None:
-        """A stored response, or 304 when the request's own conditionals say the client's
-        copy is current (RFC 9111 §4.3.2). A body phantom compressed goes out as stored to
-        clients that accept its coding, decoded for the others."""
-        wire_headers = entry.wire_headers
-        if entry.coding is not None and not encoding.accepts(request_headers, entry.coding):
-            wire_headers = entry.identity_wire_headers
-            body = encoding.decompress(entry.coding, body)  # HEAD too: its Content-Length
-        if policy.not_modified_for(request_headers, entry.decision):
-            self._respond_cached(304, b"", wire_headers, b"", age, cache_status, method)
-        else:
-            self._respond_cached(
-                entry.status, entry.reason, wire_headers, body, age, cache_status, method
-            )
+        """A stored response (see ``_cached_answer``)."""
+        self._respond_cached(
+            *_cached_answer(entry, body, request_headers), age, cache_status, method
+        )
 
     def _respond_cached(
         self,
@@ -856,7 +946,7 @@ class ClientConnection(Endpoint):
         parts = [
             head[:-2],  # up to, not including, the blank line that ends the head
             wire_headers,
-            b"Age: %s\r\nCache-Status: %s\r\n\r\n" % (policy.format_age(age), cache_status),
+            _age_and_status(age, cache_status),
         ]
         if method != b"HEAD" and body:
             # Passthrough: h11 counts the bytes against Content-Length and hands back the body
@@ -934,6 +1024,27 @@ class _Plan:
         if self.key is not None and site.inflight.get(self.key) is flight:
             del site.inflight[self.key]
         flight.set_result(None)
+
+
+def _cached_answer(
+    entry: CachedResponse, body: bytes, request_headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes, bytes, bytes]:
+    """How a stored response goes out, as (status, reason, serialised stored headers, body):
+    as stored, or 304 when the request's own conditionals say the client's copy is current
+    (RFC 9111 §4.3.2). A body phantom compressed goes out as stored to clients that accept
+    its coding, decoded for the others."""
+    wire_headers = entry.wire_headers
+    if entry.coding is not None and not encoding.accepts(request_headers, entry.coding):
+        wire_headers = entry.identity_wire_headers
+        body = encoding.decompress(entry.coding, body)  # HEAD too: its Content-Length
+    if policy.not_modified_for(request_headers, entry.decision):
+        return 304, b"", wire_headers, b""
+    return entry.status, entry.reason, wire_headers, body
+
+
+def _age_and_status(age: float, cache_status: bytes) -> bytes:
+    """The per-hit end of a cached response's head, blank line included."""
+    return b"Age: %s\r\nCache-Status: %s\r\n\r\n" % (policy.format_age(age), cache_status)
 
 
 def _fills_cache(state: policy.Lookup[CachedResponse]) -> bool:

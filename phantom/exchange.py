@@ -7,6 +7,7 @@ Pure module: plain data and classification; the connection fills it, nothing her
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import h11
@@ -78,15 +79,27 @@ class Exchange:
 
     @classmethod
     def of_request(cls, client_ip: str, request: h11.Request) -> Exchange:
+        return cls.of_head(
+            client_ip, request.method, request.target, request.http_version, request.headers
+        )
+
+    @classmethod
+    def of_head(
+        cls,
+        client_ip: str,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+    ) -> Exchange:
+        """From a parsed request head; ``headers`` with lowercase names."""
         referer = user_agent = None
-        for name, value in request.headers:
+        for name, value in headers:
             if name == b"referer":
                 referer = value
             elif name == b"user-agent":
                 user_agent = value
-        return cls(
-            client_ip, request.method, request.target, request.http_version, referer, user_agent
-        )
+        return cls(client_ip, method, target, http_version, referer, user_agent)
 
     def finish(self) -> None:
         self.total_seconds = time.perf_counter() - self.started_at

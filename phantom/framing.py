@@ -19,6 +19,11 @@ What is refused, and with which status:
 * HTTP/1.1 without ``Host``, several ``Host`` fields, an invalid ``Host`` -> 400;
 * ``CONNECT`` -> 405; authority-form or any other odd target -> 400.
 
+The common request also has a fast lane: :func:`parse_simple` reads a narrow, unambiguous
+subset (``GET``/``HEAD``, origin-form, HTTP/1.1, CRLF, no body framing, one valid Host) in one
+pass, so a cache hit can be answered without this module's general checks and without h11.
+Anything outside that subset makes it return None and goes through the checks above.
+
 Accepted: absolute-form targets (``GET http://host/p``: the authority becomes the Host and the
 target becomes origin-form, RFC 9112 §3.2.2), whitespace around ``chunked``, LF-only line
 endings (RFC 9112 §2.2 lets a recipient accept them), leading empty lines before the request.
@@ -32,7 +37,7 @@ from typing import Final
 
 from .errors import RequestRejected
 
-__all__ = ["HeadScanner", "RequestHead", "check_head"]
+__all__ = ["HeadScanner", "RequestHead", "SimpleRequest", "check_head", "parse_simple"]
 
 _TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 # Control bytes a field value must never carry (HT is allowed inside values).
@@ -235,3 +240,70 @@ def check_head(head: bytes, max_headers: int) -> RequestHead:
         _check_transfer_encoding(codings, version)
     _check_host(_values(fields, b"host"), version)
     return _check_target(method, target)
+
+
+# -- the fast lane ----------------------------------------------------------------------------
+
+_SIMPLE_LINE: Final = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1")
+# A field line with a value h11 would keep as is: visible ASCII, inner spaces and tabs only.
+_SIMPLE_FIELD: Final = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?)[ \t]*"
+)
+# Fields that frame a body, ask for an interim answer or change the protocol: the strict path.
+_NOT_SIMPLE: Final = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleRequest:
+    """A request head in the fast lane's subset, parsed. ``headers`` as h11 gives them (names
+    lowercased, values without surrounding whitespace); ``end``: the offset after its blank
+    line."""
+
+    method: bytes
+    target: bytes
+    host: bytes
+    headers: list[tuple[bytes, bytes]]
+    end: int
+
+
+def parse_simple(
+    data: bytes, start: int, max_request_line: int, max_header_bytes: int, max_headers: int
+) -> SimpleRequest | None:
+    """The request head at ``data[start:]`` if it is complete and in the simple subset:
+    ``GET`` or ``HEAD``, an origin-form target, ``HTTP/1.1``, CRLF line endings, no leading
+    empty line, field names and values valid per RFC 9110 (visible ASCII, inner SP/HTAB),
+    exactly one valid ``Host``, no ``Content-Length``, ``Transfer-Encoding``, ``Expect`` or
+    ``Upgrade``, ``Connection`` (if any) only ``keep-alive``, within the head limits.
+
+    None otherwise, never an error: the caller hands the bytes to the strict path
+    (:class:`HeadScanner`, :func:`check_head`, h11), which accepts every request this
+    accepts, reading it the same way, and decides about everything else.
+    """
+    end = data.find(b"\r\n\r\n", start)
+    if end == -1 or end + 2 - start > max_header_bytes:
+        return None
+    request_line, *lines = data[start:end].split(b"\r\n")
+    if len(request_line) > max_request_line or len(lines) > max_headers:
+        return None
+    match = _SIMPLE_LINE.fullmatch(request_line)
+    if match is None:
+        return None
+    headers = []
+    host = None
+    for line in lines:
+        field = _SIMPLE_FIELD.fullmatch(line)
+        if field is None:
+            return None
+        name, value = field[1].lower(), field[2]
+        if name == b"host":
+            if host is not None or not _HOST.fullmatch(value):
+                return None
+            host = value
+        elif name in _NOT_SIMPLE:
+            return None
+        elif name == b"connection" and value.lower() != b"keep-alive":
+            return None
+        headers.append((name, value))
+    if host is None:
+        return None
+    return SimpleRequest(match[1], match[2], host, headers, end + 4)
