@@ -210,6 +210,9 @@ def phantom_config(port: int, origin_port: int, workers: int) -> str:
         "",
         "[server.bench]",
         f'proxy_url = "http://127.0.0.1:{origin_port}"',
+        # nginx and HAProxy keep bodies as the origin sent them; phantom's default (brotli)
+        # would decode every hit for wrk, which sends no Accept-Encoding.
+        'compress_strategy = "none"',
     ]
     return "\n".join(lines) + "\n"
 

@@ -682,7 +682,9 @@ class ClientConnection(Endpoint):
                     out_headers.append(
                         (b"Cache-Status", policy.cache_status(fwd=plan.reason, fwd_status=200))
                     )
-                    self._start_response(status_code, out_headers, response.reason)
+                    self._start_response(
+                        status_code, out_headers, response.reason, relayed=True
+                    )
                     self._send(h11.EndOfMessage())
                     return "next"
                 refreshed, stored = update
@@ -730,7 +732,7 @@ class ClientConnection(Endpoint):
                 ),
             )
         )
-        self._start_response(status_code, sent, response.reason)
+        self._start_response(status_code, sent, response.reason, relayed=True)
 
         body: bytearray | None = bytearray() if decision is not None else None
         try:
@@ -874,11 +876,39 @@ class ClientConnection(Endpoint):
             self.exchange.body_bytes += len(data)
 
     def _start_response(
-        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes = b""
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        reason: bytes = b"",
+        *,
+        relayed: bool = False,
     ) -> None:
+        """Send a response head. ``relayed``: the fields are a backend's (h11 validated them
+        when it parsed them) plus phantom's own constants, so h11 is sent only the framing
+        fields, which it may rewrite (Content-Length, chunked, Connection: close), and the
+        others are appended verbatim instead of being validated and rebuilt a second time."""
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
-        self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+        if relayed:
+            framing = [(n, v) for n, v in headers if n.lower() in _FRAMING_FIELDS]
+            head = self.h11.send(h11.Response(status_code=status, headers=framing, reason=reason))
+            if self.is_lost:
+                raise ClientGone()
+            self.transport.write(
+                b"".join(
+                    [
+                        head[:-2],  # up to, not including, the blank line
+                        *(
+                            b"%s: %s\r\n" % (n, v)
+                            for n, v in headers
+                            if n.lower() not in _FRAMING_FIELDS
+                        ),
+                        b"\r\n",
+                    ]
+                )
+            )
+        else:
+            self._send(h11.Response(status_code=status, headers=headers, reason=reason))
         exchange = self.exchange
         exchange.status = status
         exchange.body_bytes = 0  # what follows the head
@@ -998,6 +1028,9 @@ class ClientConnection(Endpoint):
 
 
 _PLAIN_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
+
+#: What h11 reads and rewrites in a response head it sends.
+_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 
 #: The client's validators, replaced by the stored ones when we revalidate (RFC 9111 §4.3.1).
 _CLIENT_VALIDATORS = (b"if-none-match", b"if-modified-since")
