@@ -422,7 +422,8 @@ class ClientConnection(Endpoint):
         )
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
         collapsed = False
-        if _fills_cache(state) and key in site.inflight:
+        coalesce = _fills_cache(state) and key not in site.uncacheable
+        if coalesce and key in site.inflight:
             # Another request for this key is on its way to the origin: wait for its result
             # rather than stampede the origin (request coalescing).
             await self._await_flight(site.inflight[key])
@@ -443,7 +444,7 @@ class ClientConnection(Endpoint):
             self._respond_plain(504, b"Nothing usable is stored (only-if-cached).\n")
             return "next"
         entry = None if isinstance(state, policy.Miss) else state.entry
-        if collapsed or method != b"GET" or not _fills_cache(state) or key in site.inflight:
+        if collapsed or method != b"GET" or not coalesce or key in site.inflight:
             plan = _Plan(key, state.reason, entry)
             return await self._forward(site, request, target, raw_headers, plan)
         flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -715,6 +716,11 @@ class ClientConnection(Endpoint):
         max_object = cache.max_object_bytes
         if decision is not None and length is not None and int(length) > max_object:
             decision = None
+        if key is not None and method == b"GET":
+            if decision is None:
+                site.uncacheable[key] = True
+            else:
+                site.uncacheable.pop(key, None)
         if decision is None:
             plan.land(site)  # nothing to wait for: waiters forward on their own right away
         sent = list(out_headers)

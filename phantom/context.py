@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cachetools import TTLCache
+
 from . import headers as hdr
 from .access_log import AccessLog
 from .cache import policy
@@ -32,6 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("phantom")
 
+# How long a key whose response was not stored skips request coalescing, and how many such
+# keys are remembered (the oldest are forgotten first).
+UNCACHEABLE_SECONDS = 120.0
+UNCACHEABLE_KEYS = 4096
+
 
 @dataclass(slots=True)
 class Site:
@@ -45,6 +52,11 @@ class Site:
     ``inflight``: keys with a request on its way to the origin that will fill the cache;
     other misses on the key wait for it (request coalescing) and background refreshes are not
     started twice. ``background``: running stale-while-revalidate refreshes.
+
+    ``uncacheable``: keys whose last response from the origin was not stored, for
+    ``UNCACHEABLE_SECONDS`` (Varnish's "hit-for-miss"): concurrent misses on them go to the
+    origin side by side instead of queueing behind one another's round trip, which would
+    halve the throughput of a busy uncacheable URL. A stored response clears the mark.
     """
 
     config: ServerConfig
@@ -55,7 +67,11 @@ class Site:
     rules: CacheRules
     cache_key: KeyFunction | None = None
     inflight: dict[Key, asyncio.Future[None]] = field(default_factory=dict)
+    uncacheable: TTLCache[Key, bool] = field(init=False)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.uncacheable = TTLCache(UNCACHEABLE_KEYS, UNCACHEABLE_SECONDS, timer=self.cache.clock)
 
     @classmethod
     def build(

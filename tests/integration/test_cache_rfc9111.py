@@ -4,6 +4,7 @@ and 304 flows, Vary variants, invalidation, stale-while-revalidate, stale-if-err
 from __future__ import annotations
 
 import asyncio
+import time
 
 from conftest import RawClient, async_test, build_request, cache_status, fetch, get, proxied
 from origin import OriginRequest, Reply
@@ -44,6 +45,34 @@ async def test_waiters_forward_on_their_own_when_the_response_was_not_storable()
         responses = await asyncio.gather(*(get(proxy.port, "/p") for _ in range(5)))
         assert all(r.body == b"private\n" for r in responses)
         assert origin.requests["/p"] == 5
+
+
+@async_test()
+async def test_a_url_known_not_storable_is_not_coalesced() -> None:
+    """Hit-for-miss: once a URL's response was not stored, concurrent misses on it go to the
+    origin side by side instead of waiting for one another's response head, until a response
+    is stored again. (The origin answers after 0.5 s: waiters arrive at least that late.)"""
+    arrivals: list[float] = []
+    cacheable = False
+
+    def slow(request: OriginRequest) -> Reply:
+        arrivals.append(time.monotonic())
+        control = "max-age=60" if cacheable else "no-store"
+        return Reply(200, [("Cache-Control", control)], b"body\n", delay=0.5)
+
+    async def burst(port: int) -> float:
+        arrivals.clear()
+        await asyncio.gather(*(get(port, "/p") for _ in range(5)))
+        assert len(arrivals) == 5
+        return max(arrivals) - min(arrivals)
+
+    async with proxied({"/p": slow}) as (_, proxy):
+        assert await burst(proxy.port) >= 0.5  # nothing known yet: four waited for the first
+        assert await burst(proxy.port) < 0.5  # known not storable: side by side
+        cacheable = True
+        assert "stored" in cache_status(await get(proxy.port, "/p"))[1]
+        hits = await asyncio.gather(*(get(proxy.port, "/p") for _ in range(3)))
+        assert all("hit" in cache_status(r)[1] for r in hits)
 
 
 # --------------------------------------------------------------------------- conditionals
