@@ -70,6 +70,9 @@ class ClientConnection(Endpoint):
         self.idle = True
         # When the connection last became idle (loop time): the keep-alive wait runs from here.
         self.idle_since = 0.0
+        # The next head, already read by the fast lane (in its subset, so nothing to refuse)
+        # but not a hit: the request loop skips framing.check_head for it.
+        self.prechecked: framing.RequestHead | None = None
         # The backend connection of the request being forwarded, dropped if the client goes.
         self.in_flight: UpstreamConnection | None = None
         self.finished: asyncio.Task[None]
@@ -205,7 +208,8 @@ class ClientConnection(Endpoint):
             scanner.feed(data)
             self.h11.receive_data(data)
         self.idle = False
-        checked = framing.check_head(head, config.max_headers)
+        checked = self.prechecked or framing.check_head(head, config.max_headers)
+        self.prechecked = None
         event = await self._next_event(config.header_timeout)
         if not isinstance(event, h11.Request):
             return None
@@ -266,6 +270,7 @@ class ClientConnection(Endpoint):
                 break
             answered = self._simple_hit(request)
             if answered is None:
+                self.prechecked = framing.RequestHead(request.target)
                 break
             answers.append(answered[0])
             exchanges.append(answered[1])

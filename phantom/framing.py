@@ -22,7 +22,8 @@ What is refused, and with which status:
 The common request also has a fast lane: :func:`parse_simple` reads a narrow, unambiguous
 subset (``GET``/``HEAD``, origin-form, HTTP/1.1, CRLF, no body framing, one valid Host) in one
 pass, so a cache hit can be answered without this module's general checks and without h11.
-Anything outside that subset makes it return None and goes through the checks above.
+Anything outside that subset makes it return None and goes through the checks above; a head
+it accepted that is not a hit goes to h11 without :func:`check_head` (it passed stricter rules).
 
 Accepted: absolute-form targets (``GET http://host/p``: the authority becomes the Host and the
 target becomes origin-form, RFC 9112 §3.2.2), whitespace around ``chunked``, LF-only line
