@@ -29,7 +29,7 @@ def profile(path: str, seconds: int, workdir: Path) -> str:
         wrk(ep, path, 1, workdir, str(LOAD_CORE))  # warm the cache and the pool
         spy = subprocess.Popen(
             [
-                str(PY_SPY), "record", "-r", "1000", "-f", "raw", "-o",
+                str(PY_SPY), "record", "-r", "250", "-f", "raw", "-o",
                 str(workdir / "raw.txt"), "-d", str(seconds + 1), "-p", str(proxy.pid),
             ],
             stdout=subprocess.DEVNULL,
