@@ -43,9 +43,8 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 class _Copy(asyncio.Protocol):
     """phantom's _Direction, reduced to the copy and its backpressure."""
 
-    def __init__(self, done: asyncio.Future[None], high_water: int | None) -> None:
+    def __init__(self, done: asyncio.Future[None]) -> None:
         self.done = done
-        self.high_water = high_water
         self.sink: asyncio.Transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,7 +75,7 @@ def relay_transport(inbound: socket.socket, outbound: socket.socket, high: int |
     async def run() -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        copy = _Copy(done, high)
+        copy = _Copy(done)
         sink_transport, _ = await loop.connect_accepted_socket(
             lambda: _Sink(lambda: copy.source), outbound
         )
@@ -151,9 +150,13 @@ def one_run(variant: str, size: int) -> tuple[float, float]:
     cpu_before = _cpu_seconds()
     if variant == "direct":
         os.waitpid(child, 0)
+        listener.close()
+        sink_listener.close()
         return _report(variant, size, read_fd, cpu_before)
     inbound, _ = listener.accept()
     outbound, _ = sink_listener.accept()
+    listener.close()
+    sink_listener.close()
     if variant == "splice":
         relay_splice(inbound, outbound)
     else:
