@@ -30,7 +30,7 @@ from .cache.store import CachedResponse, Key
 from .config import Network
 from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
-from .errors import BackendError, BackendTimeout, PhantomError, RequestRejected
+from .errors import BackendError, PhantomError, RequestRejected
 from .exchange import Exchange
 from .upstream import UpstreamConnection
 
@@ -243,12 +243,25 @@ class ClientConnection(Endpoint):
                 continue
             return cast("h11.Event | type[h11.PAUSED]", event)
 
-    async def _read_body(self) -> list[bytes]:
-        """Consume the rest of the request body (bodies of requests we answer ourselves)."""
+    async def _body_event(self) -> h11.Event | type[h11.PAUSED]:
+        """The next event of a request body. Each wait for more of it is bounded by
+        ``header_timeout`` (408), so a client can't hold a connection by trickling a body."""
+        try:
+            return await self._next_event(self.config.header_timeout)
+        except ReadTimeout:
+            raise RequestRejected(408, "request body not received in time") from None
+
+    async def _read_body(self, *, keep: bool = False, limit: int = 0) -> list[bytes]:
+        """Consume the rest of the request body. Requests we answer ourselves drop it as it
+        arrives; ``keep`` returns it (an upgrade replays it), bounded by ``limit`` (413)."""
         parts: list[bytes] = []
+        size = 0
         while self.h11.their_state is h11.SEND_BODY:
-            event = await self._next_event()
-            if isinstance(event, h11.Data):
+            event = await self._body_event()
+            if keep and isinstance(event, h11.Data):
+                size += len(event.data)
+                if limit and size > limit:
+                    raise RequestRejected(413, f"request body larger than {limit} bytes")
                 parts.append(event.data)
         return parts
 
@@ -567,7 +580,7 @@ class ClientConnection(Endpoint):
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
         # Parse the start of the body before any backend hears of the request: a broken first
         # chunk is answered 400 with nothing forwarded.
-        first = await self._next_event() if self.h11.their_state is h11.SEND_BODY else None
+        first = await self._body_event() if self.h11.their_state is h11.SEND_BODY else None
 
         request_time = site.cache.clock()
         sent_at = time.perf_counter()
@@ -642,7 +655,7 @@ class ClientConnection(Endpoint):
                 await upstream.drain()
             if self.h11.their_state is not h11.SEND_BODY:
                 break
-            event = await self._next_event()
+            event = await self._body_event()
         upstream.send(h11.EndOfMessage())
 
     async def _relay_response(
@@ -796,11 +809,12 @@ class ClientConnection(Endpoint):
         raw_headers: list[tuple[bytes, bytes]],
     ) -> str:
         """Replay the handshake on a fresh backend connection; on 101, splice the sockets."""
-        body = await self._read_body()
+        body = await self._read_body(keep=True, limit=site.config.max_body_bytes)
         limit = self.config.max_tunnels
         if limit and len(self.ctx.tunnels) >= limit:
             raise RequestRejected(503, "too many tunnels")
         upstream = await site.upstream.connect()
+        self.in_flight = upstream  # a client that leaves now aborts the handshake
         try:
             upstream.send(
                 h11.Request(
@@ -821,10 +835,12 @@ class ClientConnection(Endpoint):
             for part in body:
                 upstream.send(h11.Data(data=part))
             upstream.send(h11.EndOfMessage())
-            head, response = await self._upgrade_response(upstream)
+            head, response = await upstream.upgrade_head(self.config.backend_timeout)
         except BaseException:
             upstream.abort()
             raise
+        finally:
+            self.in_flight = None
         if response is not None:
             # The backend declined: an ordinary response, and keep-alive may go on.
             return await self._relay_response(
@@ -847,34 +863,6 @@ class ClientConnection(Endpoint):
         )
         log.info("tunnel %s opened", label)
         return "tunnel"
-
-    async def _upgrade_response(
-        self, upstream: UpstreamConnection
-    ) -> tuple[bytes, h11.Response | None]:
-        """Read the backend's answer to an upgrade: (verbatim 101 head, None) or (b"", response)."""
-        conn = upstream.h11
-        raw = bytearray()
-        timeout = self.config.backend_timeout
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise BackendError(f"invalid response from backend: {exc}", "protocol") from None
-            if event is h11.NEED_DATA:
-                try:
-                    data = await upstream.read(timeout)
-                except ReadTimeout:
-                    raise BackendTimeout("backend did not answer the upgrade in time") from None
-                raw += data
-                conn.receive_data(data)
-            elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-                # Everything h11 did not keep as trailing data is the head (plus any interim
-                # 1xx before it), sent on exactly as the backend wrote it.
-                return bytes(raw[: len(raw) - len(conn.trailing_data[0])]), None
-            elif isinstance(event, h11.Response):
-                return b"", event
-            elif isinstance(event, h11.ConnectionClosed):
-                raise BackendError("backend closed the connection", "reset")
 
     # -- responding -------------------------------------------------------------------------
 

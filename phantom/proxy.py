@@ -234,8 +234,12 @@ class Proxy:
         ctx.access_log = access_log  # reopened: logrotate may send SIGHUP instead of waiting
         # In place: the cache group and the control routes hold this mapping; each open
         # connection holds its own copy.
+        replaced = [site for name, site in ctx.sites.items() if sites.get(name) is not site]
         ctx.sites.clear()
         ctx.sites.update(sites)
+        for site in replaced:
+            # Its idle pooled connections go now; ones in use finish their exchange first.
+            site.upstream.close()
         ctx.router = Router(new.servers)
         ctx.config = self.config = new
         log.info("configuration reloaded from %s", new.source)
@@ -274,14 +278,18 @@ class Proxy:
                 len(ctx.tunnels),
                 self.config.shutdown_timeout,
             )
+        cancelled: list[asyncio.Task[None]] = []
         for site in ctx.sites.values():
-            for task in list(site.background):
-                task.cancel()
+            cancelled.extend(site.background)
         for tunnel in list(ctx.tunnels):
             tunnel.abort()
         for conn in list(ctx.connections):
             conn.abort()
-            conn.finished.cancel()
+            cancelled.append(conn.finished)
+        for task in cancelled:
+            task.cancel()
+        # Let the cancelled tasks unwind before the loop may close.
+        await asyncio.gather(*cancelled, return_exceptions=True)
         for site in ctx.sites.values():
             site.upstream.close()
             site.webhooks.close()

@@ -76,7 +76,7 @@ class _Direction(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
-        self.tunnel.leg_lost(self, exc)
+        self.tunnel.leg_lost(exc)
 
     # Flow control of ``source``'s *write* side. What writes into ``source`` is the other
     # direction, which reads from our ``sink``: while ``source`` can't take more, stop reading
@@ -94,7 +94,7 @@ class Tunnel:
 
     __slots__ = (
         "label", "started", "closed", "_on_close", "_lost", "done", "upstream", "downstream",
-        "active", "_idle_since", "_idle_timeout", "_idle_timer",
+        "active", "_idle_since", "_idle_timeout", "_idle_timer", "_states",
     )
 
     def __init__(
@@ -119,11 +119,17 @@ class Tunnel:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.upstream = _Direction(self, client.transport, backend.transport)
         self.downstream = _Direction(self, backend.transport, client.transport)
+        self._states = (client, backend)
+
+    def start(self) -> None:
+        """Take over both transports. Separate from construction so the owner registers the
+        tunnel first: a leg already gone closes it right here, and that must be seen."""
+        client, backend = self._states
         self._start(self.upstream, client)
         self._start(self.downstream, backend)
         for transport in (client.transport, backend.transport):
             enable_tcp_keepalive(transport)
-        if idle_timeout > 0:
+        if self._idle_timeout > 0 and not self.closed:
             self._schedule_idle_check()
 
     def _schedule_idle_check(self) -> None:
@@ -177,7 +183,7 @@ class Tunnel:
         if self.upstream.ended and self.downstream.ended:
             self.close()
 
-    def leg_lost(self, direction: _Direction, exc: Exception | None) -> None:
+    def leg_lost(self, exc: Exception | None) -> None:
         self._lost += 1
         if exc is not None and not self.closed:
             log.debug("tunnel %s: leg lost: %s", self.label, exc)

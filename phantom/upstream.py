@@ -22,7 +22,6 @@ log = logging.getLogger("phantom.upstream")
 POOL_IDLE_SECONDS = 30.0
 POOL_MAX_IDLE = 64
 
-H11Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 
 
 class UpstreamConnection(Endpoint):
@@ -59,13 +58,18 @@ class UpstreamConnection(Endpoint):
         if data:
             self.write(data)
 
-    async def next_event(self, timeout: float | None = None) -> h11.Event:
-        """The next parsed response event; errors become BackendError / BackendTimeout."""
+    async def next_event(
+        self, timeout: float | None = None, record: bytearray | None = None
+    ) -> h11.Event:
+        """The next parsed response event; errors become BackendError / BackendTimeout.
+        ``record`` collects the raw bytes received meanwhile."""
         conn = self.h11
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
+                if self.at_eof:  # h11's complaint about a message cut short by the close
+                    raise BackendError("backend closed the connection", "reset") from None
                 raise BackendError(f"invalid response from backend: {exc}", "protocol") from None
             if event is h11.NEED_DATA:
                 try:
@@ -74,6 +78,8 @@ class UpstreamConnection(Endpoint):
                     raise BackendTimeout("backend did not answer in time") from None
                 if data:
                     self.response_started = True
+                    if record is not None:
+                        record += data
                 conn.receive_data(data)
                 continue
             if event is h11.PAUSED:
@@ -82,6 +88,18 @@ class UpstreamConnection(Endpoint):
             if isinstance(event, h11.ConnectionClosed):
                 raise BackendError("backend closed the connection", "reset")
             return event
+
+    async def upgrade_head(self, timeout: float) -> tuple[bytes, h11.Response | None]:
+        """The backend's answer to an upgrade: (its 101 head exactly as sent, None), or
+        (b"", the response) when it declined."""
+        raw = bytearray()
+        while True:
+            event = await self.next_event(timeout, record=raw)
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                # All h11 did not keep as trailing data is the head (plus any interim 1xx).
+                return bytes(raw[: len(raw) - len(self.h11.trailing_data[0])]), None
+            if isinstance(event, h11.Response):
+                return b"", event
 
     async def response_head(self, timeout: float) -> h11.Response:
         """The final response head; interim 1xx responses are skipped (the client was told to
@@ -209,9 +227,12 @@ class Upstream:
                 return conn, await conn.response_head(timeout)
             except (BackendError, EndpointClosed) as exc:
                 conn.abort()
-                if pooled and retry and not conn.response_started:
+                timed_out = isinstance(exc, BackendTimeout)
+                if pooled and retry and not conn.response_started and not timed_out:
                     retry = False
-                    continue  # The pooled connection had died while idle: once more, fresh.
+                    # The pooled connection had died while idle: once more, fresh. (A
+                    # backend that is merely slow must not get the request twice.)
+                    continue
                 if isinstance(exc, EndpointClosed):
                     raise BackendError("backend closed the connection", "reset") from None
                 raise

@@ -146,3 +146,34 @@ async def test_client_vanishing_while_a_cached_body_is_written() -> None:
         assert origin.requests["/big"] == 1, "all served from the cache"
         while proxy.open_connections:
             await asyncio.sleep(0.01)
+
+
+@async_test()
+async def test_a_backend_timeout_on_a_pooled_connection_is_not_retried() -> None:
+    """A slow backend is not a dead pooled connection: the request is not sent twice."""
+    calls = {"/slow": 0}
+
+    async def slow(request: object) -> Reply:
+        calls["/slow"] += 1
+        return Reply(200, [], b"late", delay=2.0)
+
+    async with TestOrigin({"/ok": Reply(200, [], b"ok"), "/slow": slow}) as origin:
+        async with running_proxy(origin.port, backend_timeout=0.5) as proxy:
+            async with await RawClient.connect(proxy.port) as client:
+                assert (await client.request("GET", "/ok")).status == 200  # pools the conn
+                answer = await client.request("GET", "/slow")
+            assert answer.status == 504
+            await asyncio.sleep(0.2)
+            assert calls["/slow"] == 1
+
+
+@async_test()
+async def test_a_backend_closing_before_answering_is_reported_as_closed() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request_head(reader)
+        writer.close()
+
+    async with ScriptedBackend(hang_up) as backend, running_proxy(backend.port) as proxy:
+        answer = await fetch(proxy.port, "GET", "/")
+        assert answer.status == 502
+        assert answer.body.startswith(b"backend closed the connection")

@@ -162,3 +162,30 @@ async def test_quiet_tunnel_lives_on_without_an_idle_timeout() -> None:
             assert not await quiet.is_closed_by_peer(1.0)
             await quiet.send(b"late")
             assert await quiet.read_exactly(4) == b"late"
+
+
+@async_test()
+async def test_a_trickled_body_gets_408_after_header_timeout_between_pieces() -> None:
+    """A slowloris on the body: each wait for more of it is bounded by header_timeout."""
+    async with proxied({"/": echo}, header_timeout=0.5) as (_, proxy):
+        async with await RawClient.connect(proxy.port) as client:
+            started = time.monotonic()
+            await client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nab")
+            data = await client.read_until_eof()
+            elapsed = time.monotonic() - started
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert 0.4 < elapsed < 3.0
+
+
+@async_test()
+async def test_an_upgrade_request_body_over_max_body_bytes_is_413() -> None:
+    """The upgrade path keeps the body to replay it, so it is bounded like any other."""
+    async with UpgradeBackend() as backend, running_proxy(
+        backend.port, max_body_bytes=10
+    ) as proxy:
+        raw = build_request(
+            "POST", "/", [("Connection", "Upgrade"), ("Upgrade", "x-echo")], b"x" * 100
+        )
+        status, connection = await refused(proxy.port, raw)
+        assert (status, connection) == (413, "close")
+        assert backend.handshakes == []
