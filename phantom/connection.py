@@ -312,7 +312,10 @@ class ClientConnection(Endpoint):
             return None
         cache = site.cache
         key = site.key_for(target, headers, self.proto)
-        state = policy.lookup(method, headers, cache.variants(key), cache.clock())
+        variants = cache.variants(key)
+        if not variants:
+            return None  # nothing stored: the lookup could only be a miss
+        state = policy.lookup(method, headers, variants, cache.clock())
         if not isinstance(state, policy.Fresh):
             return None
         body = cache.body(state.entry)
@@ -426,10 +429,10 @@ class ClientConnection(Endpoint):
                     headers=[_PLAIN_TEXT, (b"Allow", b"GET, HEAD")],
                 )
                 return "next"
-            plan = _Plan(None, Forward.METHOD)
+            plan = _Plan(None, Forward.METHOD, request_headers=headers)
             return await self._forward(site, request, target, raw_headers, plan)
         if not site.rules.uses_cache(method, request.target):
-            plan = _Plan(None, Forward.BYPASS)
+            plan = _Plan(None, Forward.BYPASS, request_headers=headers)
             return await self._forward(site, request, target, raw_headers, plan)
         cache = site.cache
         # A cache_key webhook's own key wins (not tied to the host), then create_proxy's.
@@ -463,11 +466,11 @@ class ClientConnection(Endpoint):
             return "next"
         entry = None if isinstance(state, policy.Miss) else state.entry
         if collapsed or method != b"GET" or not coalesce or key in site.inflight:
-            plan = _Plan(key, state.reason, entry)
+            plan = _Plan(key, state.reason, entry, request_headers=headers)
             return await self._forward(site, request, target, raw_headers, plan)
         flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         site.inflight[key] = flight
-        plan = _Plan(key, state.reason, entry, flight)
+        plan = _Plan(key, state.reason, entry, flight, headers)
         try:
             return await self._forward(site, request, target, raw_headers, plan)
         finally:
@@ -559,8 +562,18 @@ class ClientConnection(Endpoint):
         plan: _Plan,
     ) -> str:
         method = request.method
-        body_chunked = b"chunked" in hdr.comma_tokens(raw_headers, b"transfer-encoding")
-        length = hdr.get_header(raw_headers, b"content-length")
+        # The framing facts, in one scan: is the body chunked, its Content-Length (the first).
+        body_chunked = False
+        length: bytes | None = None
+        for name, value in raw_headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                if not body_chunked:
+                    body_chunked = any(
+                        t.strip().lower() == b"chunked" for t in value.split(b",")
+                    )
+            elif lower == b"content-length" and length is None:
+                length = value
         has_body = body_chunked or length not in (None, b"0")
         limit = site.config.max_body_bytes
         if limit and length is not None and int(length) > limit:
@@ -670,14 +683,17 @@ class ClientConnection(Endpoint):
         response_time = site.cache.clock()
         method = request.method
         status_code = response.status_code
-        request_headers = list(request.headers)
+        request_headers = plan.request_headers
+        if request_headers is None:
+            request_headers = list(request.headers)
         cache = site.cache
         timeout = self.ctx.config.backend_timeout
-        host = hdr.get_header(request_headers, b"host") or b""
-        for target in policy.invalidation_targets(
-            method, status_code, host, request.target, list(response.headers), self.proto
-        ):
-            cache.discard(site.key_for(target, request_headers, self.proto))
+        if method not in policy.SAFE_METHODS:  # RFC 9111 §4.4: only unsafe methods invalidate
+            host = hdr.get_header(request_headers, b"host") or b""
+            for target in policy.invalidation_targets(
+                method, status_code, host, request.target, list(response.headers), self.proto
+            ):
+                cache.discard(site.key_for(target, request_headers, self.proto))
 
         entry, key = plan.entry, plan.key
         if entry is not None and key is not None:
@@ -889,23 +905,19 @@ class ClientConnection(Endpoint):
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
         if relayed:
-            framing = [(n, v) for n, v in headers if n.lower() in _FRAMING_FIELDS]
+            framing: list[tuple[bytes, bytes]] = []
+            lines: list[bytes] = [b""]  # the head h11 writes goes first
+            for n, v in headers:
+                if n.lower() in _FRAMING_FIELDS:
+                    framing.append((n, v))
+                else:
+                    lines.append(b"%s: %s\r\n" % (n, v))
             head = self.h11.send(h11.Response(status_code=status, headers=framing, reason=reason))
             if self.is_lost:
                 raise ClientGone()
-            self.transport.write(
-                b"".join(
-                    [
-                        head[:-2],  # up to, not including, the blank line
-                        *(
-                            b"%s: %s\r\n" % (n, v)
-                            for n, v in headers
-                            if n.lower() not in _FRAMING_FIELDS
-                        ),
-                        b"\r\n",
-                    ]
-                )
-            )
+            lines[0] = head[:-2]  # up to, not including, the blank line
+            lines.append(b"\r\n")
+            self.transport.write(b"".join(lines))
         else:
             self._send(h11.Response(status_code=status, headers=headers, reason=reason))
         exchange = self.exchange
@@ -1046,6 +1058,8 @@ class _Plan:
     entry: CachedResponse | None = None
     # Set when this request leads a coalesced miss: others for the key wait for it.
     flight: asyncio.Future[None] | None = None
+    # The request's fields with lowercase names (``list(request.headers)``), when known.
+    request_headers: list[tuple[bytes, bytes]] | None = None
 
     def land(self, site: Site) -> None:
         """Let the waiters go (they look the key up again). Called as soon as the answer is

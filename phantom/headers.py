@@ -126,12 +126,41 @@ def forward_request_headers(
     client's own Transfer-Encoding is hop-by-hop and never passed through. ``drop`` names
     further fields (lowercase) this hop answers itself, such as ``expect``.
     """
-    dropped = _FORWARDED.union(drop)
-    kept = [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() not in dropped]
-    kept.extend(_forwarding_fields(headers, client_ip, proto, trusted))
+    # One pass lowers each name once; the result is that of stripping the hop-by-hop fields,
+    # then the dropped ones, then adding X-Forwarded-* and our Via hop.
+    lowered = [(name.lower(), name, value) for name, value in headers]
+    listed: list[bytes] = []
+    host: bytes | None = None
+    for lower, _, value in lowered:
+        if lower == b"connection":
+            listed.extend(t.strip().lower() for t in value.split(b",") if t.strip())
+        elif lower == b"host" and host is None:
+            host = value
+    scoped = HOP_BY_HOP.union(listed) if listed else HOP_BY_HOP
+    dropped = _FORWARDED.union(drop) if drop else _FORWARDED
+    kept: HeaderList = []
+    via = -1
+    for lower, name, value in lowered:
+        if lower in scoped or lower in dropped or lower.startswith(b"proxy-"):
+            continue
+        if via < 0 and lower == b"via":
+            via = len(kept)
+        kept.append((name, value))
+    if trusted:
+        kept.extend(_forwarding_fields(headers, client_ip, proto, trusted))
+    else:
+        kept.append((b"X-Forwarded-For", client_ip.encode("ascii")))
+        kept.append((b"X-Forwarded-Proto", proto))
+        if host is not None:
+            kept.append((b"X-Forwarded-Host", host))
     if body_chunked:
         kept.append((b"Transfer-Encoding", b"chunked"))
-    return _with_via(kept)
+    if via < 0:
+        kept.append((b"Via", VIA))
+    else:
+        name, value = kept[via]
+        kept[via] = (name, value + b", " + VIA)
+    return kept
 
 
 def upgrade_request_headers(

@@ -83,6 +83,8 @@ LOOKUP_METHODS = (b"GET", b"HEAD")
 _STORED_METHOD = b"GET"
 #: RFC 9110 §9.2.1: methods that cannot change state; everything else invalidates (RFC 9111 §4.4).
 _SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
+#: Methods whose responses never invalidate stored ones (RFC 9111 §4.4).
+SAFE_METHODS = _SAFE_METHODS
 
 #: RFC 9110 §15.1: status codes defined as heuristically cacheable.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
