@@ -907,11 +907,14 @@ class ClientConnection(Endpoint):
         if relayed:
             framing: list[tuple[bytes, bytes]] = []
             lines: list[bytes] = [b""]  # the head h11 writes goes first
+            cache_status = None  # the last Cache-Status field, ours
             for n, v in headers:
                 if n.lower() in _FRAMING_FIELDS:
                     framing.append((n, v))
                 else:
                     lines.append(b"%s: %s\r\n" % (n, v))
+                    if n == b"Cache-Status":
+                        cache_status = v
             head = self.h11.send(h11.Response(status_code=status, headers=framing, reason=reason))
             if self.is_lost:
                 raise ClientGone()
@@ -920,12 +923,11 @@ class ClientConnection(Endpoint):
             self.transport.write(b"".join(lines))
         else:
             self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+            cache_status = next((v for n, v in reversed(headers) if n == b"Cache-Status"), None)
         exchange = self.exchange
         exchange.status = status
         exchange.body_bytes = 0  # what follows the head
-        exchange.cache_status = next(
-            (v for n, v in reversed(headers) if n == b"Cache-Status"), None
-        )
+        exchange.cache_status = cache_status
 
     def _respond_plain(
         self,
