@@ -208,7 +208,7 @@ class ProxyContext:
         tunnel = Tunnel(client, backend, label=label, on_close=closed, idle_timeout=idle_timeout)
         self.tunnels.add(tunnel)
         self.metrics.tunnel_opened()
-        tunnel.start()
+        tunnel.start(client, backend)
         return tunnel
 
     @classmethod

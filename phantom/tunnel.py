@@ -94,7 +94,7 @@ class Tunnel:
 
     __slots__ = (
         "label", "started", "closed", "_on_close", "_lost", "done", "upstream", "downstream",
-        "active", "_idle_since", "_idle_timeout", "_idle_timer", "_states",
+        "active", "_idle_since", "_idle_timeout", "_idle_timer",
     )
 
     def __init__(
@@ -119,12 +119,11 @@ class Tunnel:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.upstream = _Direction(self, client.transport, backend.transport)
         self.downstream = _Direction(self, backend.transport, client.transport)
-        self._states = (client, backend)
 
-    def start(self) -> None:
-        """Take over both transports. Separate from construction so the owner registers the
-        tunnel first: a leg already gone closes it right here, and that must be seen."""
-        client, backend = self._states
+    def start(self, client: DetachedState, backend: DetachedState) -> None:
+        """Take over both transports (the states given to the constructor). Separate from
+        construction so the owner registers the tunnel first: a leg already gone closes it
+        right here, and that must be seen."""
         self._start(self.upstream, client)
         self._start(self.downstream, backend)
         for transport in (client.transport, backend.transport):
