@@ -905,17 +905,18 @@ class ClientConnection(Endpoint):
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
         if relayed:
-            framing: list[tuple[bytes, bytes]] = []
+            frame_fields: list[tuple[bytes, bytes]] = []
             lines: list[bytes] = [b""]  # the head h11 writes goes first
             cache_status = None  # the last Cache-Status field, ours
             for n, v in headers:
                 if n.lower() in _FRAMING_FIELDS:
-                    framing.append((n, v))
+                    frame_fields.append((n, v))
                 else:
                     lines.append(b"%s: %s\r\n" % (n, v))
                     if n == b"Cache-Status":
                         cache_status = v
-            head = self.h11.send(h11.Response(status_code=status, headers=framing, reason=reason))
+            framed = h11.Response(status_code=status, headers=frame_fields, reason=reason)
+            head = self.h11.send(framed)
             if self.is_lost:
                 raise ClientGone()
             lines[0] = head[:-2]  # up to, not including, the blank line
