@@ -17,6 +17,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -75,6 +76,8 @@ class ClientConnection(Endpoint):
         self.prechecked: framing.RequestHead | None = None
         # The backend connection of the request being forwarded, dropped if the client goes.
         self.in_flight: UpstreamConnection | None = None
+        # A request the fast lane read and leaves to the loop to forward (h11 never sees it).
+        self.simple_forward: _SimpleForward | None = None
         self.finished: asyncio.Task[None]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,14 +146,22 @@ class ClientConnection(Endpoint):
         if request is None:
             return "close"  # closed, or idle too long: the client is done with us.
         self.served += 1
-        self.exchange = exchange = Exchange.of_request(self.client_ip, request)
         outcome = "close"
-        if self.over_capacity:
-            self._reject(RequestRejected(503, "too many connections"))
-            self.ctx.exchange_done(exchange)
-            return outcome
+        if isinstance(request, _SimpleForward):
+            simple = request.request
+            self.exchange = exchange = Exchange.of_head(
+                self.client_ip, simple.method, simple.target, b"1.1", simple.headers
+            )
+            handling = self._forward_simple(request)
+        else:
+            self.exchange = exchange = Exchange.of_request(self.client_ip, request)
+            if self.over_capacity:
+                self._reject(RequestRejected(503, "too many connections"))
+                self.ctx.exchange_done(exchange)
+                return outcome
+            handling = self._handle(request)
         try:
-            outcome = await self._handle(request)
+            outcome = await handling
         except RequestRejected as exc:
             self._reject(exc)
             return "close"
@@ -169,6 +180,9 @@ class ClientConnection(Endpoint):
 
     def _finish_cycle(self) -> bool:
         conn = self.h11
+        if self._outside_h11:
+            # The fast lane's exchange is complete; while draining, the connection ends.
+            return not self.ctx.draining
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
             # A pipelined request may already be waiting in h11's buffer.
@@ -176,8 +190,9 @@ class ClientConnection(Endpoint):
             return True
         return False
 
-    async def _next_request(self) -> h11.Request | None:
-        """The next request, its head checked by ``framing`` before h11 parses it.
+    async def _next_request(self) -> h11.Request | _SimpleForward | None:
+        """The next request, its head checked by ``framing`` before h11 parses it, or one the
+        fast lane read and left to the loop to forward.
 
         None when the client closed, or sent nothing within ``keepalive_timeout`` (the first
         request: ``header_timeout``). Raises RequestRejected: 408 when a started head is not
@@ -190,19 +205,28 @@ class ClientConnection(Endpoint):
         head_deadline: float | None = None
         self.idle = True
         self.idle_since = loop.time()
-        while (head := scanner.head()) is None:
+        while True:
+            forward = self.simple_forward
+            if forward is not None:  # (it may have come before this coroutine first ran)
+                self.simple_forward = None
+                return forward
+            if (head := scanner.head()) is not None:
+                break
             if not scanner.empty and head_deadline is None:
                 self.idle = False
                 head_deadline = loop.time() + config.header_timeout
             deadline = self._idle_deadline() if head_deadline is None else head_deadline
             try:
-                data = await self.read(max(deadline - loop.time(), 0.0))
+                await self.wait_readable(max(deadline - loop.time(), 0.0))
             except ReadTimeout:
                 if head_deadline is not None:
                     raise RequestRejected(408, "request head not received in time") from None
                 if loop.time() < self._idle_deadline():
                     continue  # the fast lane answered meanwhile: the wait starts again
                 return None
+            if self.simple_forward is not None:
+                continue
+            data = self.take_unread()
             if not data:
                 return None  # EOF before a complete head: nothing to answer.
             scanner.feed(data)
@@ -281,26 +305,37 @@ class ClientConnection(Endpoint):
             )
             if request is None:
                 break
-            answered = self._simple_hit(request)
+            answered = self._simple_decision(request)
             if answered is None:
                 self.prechecked = framing.RequestHead(request.target)
+                break
+            if isinstance(answered, _SimpleForward):
+                # The loop forwards it; until it is answered, what follows waits its turn.
+                answered.raw = data[start : request.end]
+                self.simple_forward = answered
+                self.idle = False
+                self._wake()
+                start = request.end
                 break
             answers.append(answered[0])
             exchanges.append(answered[1])
             start = request.end
-        if not answers:
-            return data
-        self.served += len(answers)
-        self.idle_since = asyncio.get_running_loop().time()
-        self.transport.write(b"".join(answers))
-        for exchange in exchanges:
-            self.ctx.exchange_done(exchange)
+        if answers:
+            self.served += len(answers)
+            self.idle_since = asyncio.get_running_loop().time()
+            self.transport.write(b"".join(answers))
+            for exchange in exchanges:
+                self.ctx.exchange_done(exchange)
         return data[start:]
 
-    def _simple_hit(self, request: framing.SimpleRequest) -> tuple[bytes, Exchange] | None:
-        """The whole answer to a simple request that is a fresh hit, decided as the request
-        loop decides it (route, cache rules, key, RFC 9111 lookup); None for anything else
-        (no route, webhooks, snapshots, a stale or missing entry): the loop takes it."""
+    def _simple_decision(
+        self, request: framing.SimpleRequest
+    ) -> tuple[bytes, Exchange] | _SimpleForward | None:
+        """What becomes of a simple request, decided as the request loop decides it (route,
+        cache rules, key, RFC 9111 lookup): a fresh hit's whole answer; a forward that fills
+        no shared entry (the cache is bypassed, or the URL's last answer was not storable);
+        None for anything else (no route, webhooks, snapshots, a stale entry, a miss others
+        may wait for): the loop takes it through h11."""
         route = self.router.route(request.host, request.target)
         if route is None:
             return None
@@ -309,13 +344,16 @@ class ClientConnection(Endpoint):
             return None
         method, target, headers = request.method, request.target, request.headers
         if not site.rules.uses_cache(method, target):
-            return None
+            plan = _Plan(None, Forward.BYPASS, request_headers=headers)
+            return _SimpleForward(request, site, route.target, plan)
         cache = site.cache
         key = site.key_for(target, headers, self.proto)
-        variants = cache.variants(key)
-        if not variants:
-            return None  # nothing stored: the lookup could only be a miss
-        state = policy.lookup(method, headers, variants, cache.clock())
+        state = policy.lookup(method, headers, cache.variants(key), cache.clock())
+        if isinstance(state, policy.Miss) and not (
+            _fills_cache(state) and key not in site.uncacheable
+        ):
+            plan = _Plan(key, state.reason, request_headers=headers)
+            return _SimpleForward(request, site, route.target, plan)
         if not isinstance(state, policy.Fresh):
             return None
         body = cache.body(state.entry)
@@ -599,10 +637,12 @@ class ClientConnection(Endpoint):
         sent_at = time.perf_counter()
         try:
             upstream, response = await site.upstream.exchange(
-                outgoing,
-                lambda upstream: self._stream_request_body(upstream, first, limit),
+                lambda upstream: upstream.request(
+                    outgoing,
+                    lambda upstream: self._stream_request_body(upstream, first, limit),
+                    self.ctx.config.backend_timeout,
+                ),
                 retry=method in IDEMPOTENT and not has_body,
-                timeout=self.ctx.config.backend_timeout,
             )
         except BackendError as exc:
             self.in_flight = None
@@ -634,7 +674,9 @@ class ClientConnection(Endpoint):
         body = site.cache.body(entry)
         if body is None:
             return False
-        self._log_backend(site, request, f"{problem}; serving the stale copy")
+        self._log_backend(
+            site, request.method, request.target, f"{problem}; serving the stale copy"
+        )
         cache_status = policy.cache_status(
             fwd=plan.reason,
             fwd_status=status,
@@ -645,6 +687,76 @@ class ClientConnection(Endpoint):
             entry, body, age, cache_status, list(request.headers), request.method
         )
         return True
+
+    async def _forward_simple(self, forward: _SimpleForward) -> str:
+        """Forward a request the fast lane read: its head serialised once, straight from the
+        parsed fields, and the answer relayed without h11 when it is a simple one too.
+        Anything else (an answer only h11 can read, a backend failure) hands the request to
+        h11 first (``_promote``) and goes on as the request loop does."""
+        request, site, plan = forward.request, forward.site, forward.plan
+        method = request.method
+        self.exchange.server = site.config.name
+        self.exchange.backend = site.config.proxy_url
+        fields = self._backend_headers(
+            site,
+            hdr.forward_request_headers(
+                request.raw_headers,
+                client_ip=self.client_ip,
+                proto=self.proto,
+                body_chunked=False,
+                trusted=self.trusted,
+            ),
+            upgrade=False,
+        )
+        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            method,
+            forward.target,
+            b"".join([b"%s: %s\r\n" % field for field in fields]),
+        )
+        timeout = self.ctx.config.backend_timeout
+
+        async def start(upstream: UpstreamConnection) -> framing.SimpleResponse | h11.Response:
+            self.in_flight = upstream
+            if self.is_lost:
+                raise ClientGone()  # it went while we connected
+            return await upstream.simple_request(head, method, timeout)
+
+        request_time = site.cache.clock()
+        sent_at = time.perf_counter()
+        try:
+            upstream, response = await site.upstream.exchange(start, retry=True)
+        except BackendError as exc:
+            self.in_flight = None
+            if self.is_lost:
+                raise ClientGone() from None
+            return self._backend_failed(site, self._promote(forward), exc)
+        self.exchange.upstream_seconds = time.perf_counter() - sent_at
+        try:
+            if isinstance(response, h11.Response):
+                return await self._relay_response(
+                    site, upstream, self._promote(forward), response, plan, request_time
+                )
+            out_headers = hdr.forward_response_headers(response.headers)
+            sent, filling = self._relayed_fields(
+                site, plan, method, response.status, response.reason, out_headers,
+                request.headers, (request_time, site.cache.clock()),
+            )
+            head = self._relayed_head(response.status, sent, response.reason)
+            parts = upstream.length_parts(response.length, timeout)
+            return await self._relay_body(
+                site, upstream, method, request.target, head, parts, filling
+            )
+        finally:
+            self.in_flight = None
+
+    def _promote(self, forward: _SimpleForward) -> h11.Request:
+        """Give h11 a request the fast lane read, as if the loop had: from here on it is
+        answered through h11 like any other."""
+        conn = self.h11
+        conn.receive_data(forward.raw)
+        request = conn.next_event()
+        conn.next_event()  # its EndOfMessage: the fast lane's requests have no body
+        return cast(h11.Request, request)
 
     async def _stream_request_body(
         self, upstream: UpstreamConnection, first: object, limit: int
@@ -717,8 +829,8 @@ class ClientConnection(Endpoint):
                     out_headers.append(
                         (b"Cache-Status", policy.cache_status(fwd=plan.reason, fwd_status=200))
                     )
-                    self._start_response(
-                        status_code, out_headers, response.reason, relayed=True
+                    self._write_head(
+                        self._relayed_head(status_code, out_headers, response.reason)
                     )
                     self._send(h11.EndOfMessage())
                     return "next"
@@ -741,13 +853,36 @@ class ClientConnection(Endpoint):
                 return "next"
 
         out_headers = hdr.forward_response_headers(response.headers.raw_items())
+        sent, filling = self._relayed_fields(
+            site, plan, method, status_code, response.reason, out_headers, request_headers,
+            (request_time, response_time),
+        )
+        head = self._relayed_head(status_code, sent, response.reason)
+        parts = upstream.body_parts(timeout)
+        return await self._relay_body(site, upstream, method, request.target, head, parts, filling)
+
+    def _relayed_fields(
+        self,
+        site: Site,
+        plan: _Plan,
+        method: bytes,
+        status: int,
+        reason: bytes,
+        out_headers: list[tuple[bytes, bytes]],
+        request_headers: list[tuple[bytes, bytes]],
+        times: tuple[float, float],
+    ) -> tuple[list[tuple[bytes, bytes]], _Filling | None]:
+        """The head fields a backend response goes out with (its own end-to-end fields, then
+        ours), and the cache entry it will fill, if it is to be stored; ``times`` are the
+        request's and the response's store-clock times (RFC 9111 §4.2.3)."""
+        key = plan.key
         decision = None
         if key is not None and method == b"GET":
             decision = revalidation.decide_storage(
-                site, status_code, request_headers, out_headers, request_time, response_time
+                site, status, request_headers, out_headers, *times
             )
         length = hdr.get_header(out_headers, b"content-length")
-        max_object = cache.max_object_bytes
+        max_object = site.cache.max_object_bytes
         if decision is not None and length is not None and int(length) > max_object:
             decision = None
         if key is not None and method == b"GET":
@@ -767,49 +902,66 @@ class ClientConnection(Endpoint):
                 b"Cache-Status",
                 policy.cache_status(
                     fwd=plan.reason,
-                    fwd_status=status_code,
+                    fwd_status=status,
                     stored=decision is not None and length is not None,
                 ),
             )
         )
-        self._start_response(status_code, sent, response.reason, relayed=True)
+        if decision is None or key is None:
+            return sent, None
+        return sent, _Filling(key, decision, status, reason, out_headers, times[1])
 
-        body: bytearray | None = bytearray() if decision is not None else None
+    async def _relay_body(
+        self,
+        site: Site,
+        upstream: UpstreamConnection,
+        method: bytes,
+        target: bytes,
+        head: bytes,
+        parts: AsyncIterator[bytes],
+        filling: _Filling | None,
+    ) -> str:
+        """Send the response ``head``, pass the body on as it arrives, then give the backend
+        connection back and store the response when ``filling`` the cache."""
+        max_object = site.cache.max_object_bytes
+        body: bytearray | None = bytearray() if filling is not None else None
         try:
-            while True:
-                event = await upstream.next_event(timeout)
-                if isinstance(event, h11.Data):
-                    self._send(event)
-                    if body is not None:
-                        body += event.data
-                        if len(body) > max_object:
-                            body = None
-                    await self.drain()
-                elif isinstance(event, h11.EndOfMessage):
-                    self._send(h11.EndOfMessage())
-                    break
+            if not (self._outside_h11 and upstream.has_unread):
+                # No body byte is here yet: the head must not wait for one. (One that is goes
+                # out in the same write as the head: one send instead of two.)
+                self._write_head(head)
+                head = b""
+            async for part in parts:
+                self._send_body(part, head)
+                head = b""
+                if body is not None:
+                    body += part
+                    if len(body) > max_object:
+                        body = None
+                await self.drain()
+            self._end_body()
         except BackendError as exc:
             # The head is out: all we can do is end the connection so the client sees a
             # truncated response, never one that looks complete.
             self.exchange.error_kind = exc.kind
             upstream.abort()
-            self._log_backend(site, request, f"response cut short: {exc}")
+            self._log_backend(site, method, target, f"response cut short: {exc}")
             self.abort()
             return "close"
         except BaseException:
             upstream.abort()
             raise
         site.upstream.release(upstream)
-        if decision is not None and body is not None and key is not None:
-            cache.put(
-                key,
+        if filling is not None and body is not None:
+            site.cache.put(
+                filling.key,
                 revalidation.make_entry(
-                    status_code,
-                    response.reason,
-                    out_headers,
+                    filling.status,
+                    filling.reason,
+                    filling.headers,
                     bytes(body),
-                    decision,
-                    response_time,
+                    filling.decision,
+                    filling.response_time,
                     site.config.compress_strategy,
                 ),
             )
@@ -890,45 +1042,78 @@ class ClientConnection(Endpoint):
             self.transport.write(data)
             self.exchange.body_bytes += len(data)
 
+    @property
+    def _outside_h11(self) -> bool:
+        """The request being answered was read by the fast lane: h11 never saw it, and the
+        answer is framed by us (its length is the backend's Content-Length)."""
+        return self.h11.our_state is h11.IDLE
+
+    def _send_body(self, data: bytes, head: bytes = b"") -> None:
+        """Send a part of a relayed body, after ``head`` (the response head, when it has not
+        been sent: outside h11 only)."""
+        if not self._outside_h11:
+            self._send(h11.Data(data=data))
+            return
+        if self.is_lost:
+            raise ClientGone()
+        self.transport.write(head + data if head else data)
+        self.exchange.body_bytes += len(data)
+
+    def _end_body(self) -> None:
+        if not self._outside_h11:
+            self._send(h11.EndOfMessage())
+
     def _start_response(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        reason: bytes = b"",
-        *,
-        relayed: bool = False,
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes = b""
     ) -> None:
-        """Send a response head. ``relayed``: the fields are a backend's (h11 validated them
-        when it parsed them) plus phantom's own constants, so h11 is sent only the framing
-        fields, which it may rewrite (Content-Length, chunked, Connection: close), and the
-        others are appended verbatim instead of being validated and rebuilt a second time."""
+        """Send the head of a response of our own (h11 validates and frames it)."""
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
-        if relayed:
-            frame_fields: list[tuple[bytes, bytes]] = []
-            lines: list[bytes] = [b""]  # the head h11 writes goes first
-            cache_status = None  # the last Cache-Status field, ours
-            for n, v in headers:
-                if n.lower() in _FRAMING_FIELDS:
-                    frame_fields.append((n, v))
-                else:
-                    lines.append(b"%s: %s\r\n" % (n, v))
-                    if n == b"Cache-Status":
-                        cache_status = v
+        self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+        cache_status = next((v for n, v in reversed(headers) if n == b"Cache-Status"), None)
+        self._head_sent(status, cache_status)
+
+    def _relayed_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes
+    ) -> bytes:
+        """The head of a relayed response, for the caller to write. Its fields are a
+        backend's (validated when they were parsed) plus phantom's own constants, so h11 is
+        sent only the framing fields, which it may rewrite (Content-Length, chunked,
+        Connection: close), and the others are appended verbatim instead of being validated
+        and rebuilt a second time. Outside h11 every field goes out as is: the fast lane's
+        responses are framed by one Content-Length, the backend's."""
+        if self.ctx.draining:
+            headers.append((b"Connection", b"close"))
+        by_h11 = () if self._outside_h11 else _FRAMING_FIELDS
+        frame_fields: list[tuple[bytes, bytes]] = []
+        lines: list[bytes] = [b""]  # the status line (and h11's framing fields) go first
+        cache_status = None  # the last Cache-Status field, ours
+        for n, v in headers:
+            if by_h11 and n.lower() in by_h11:
+                frame_fields.append((n, v))
+            else:
+                lines.append(b"%s: %s\r\n" % (n, v))
+                if n == b"Cache-Status":
+                    cache_status = v
+        if by_h11:
             framed = h11.Response(status_code=status, headers=frame_fields, reason=reason)
-            head = self.h11.send(framed)
-            if self.is_lost:
-                raise ClientGone()
-            lines[0] = head[:-2]  # up to, not including, the blank line
-            lines.append(b"\r\n")
-            self.transport.write(b"".join(lines))
+            lines[0] = self.h11.send(framed)[:-2]  # up to, not including, the blank line
         else:
-            self._send(h11.Response(status_code=status, headers=headers, reason=reason))
-            cache_status = next((v for n, v in reversed(headers) if n == b"Cache-Status"), None)
+            lines[0] = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        lines.append(b"\r\n")
+        self._head_sent(status, cache_status)
+        return b"".join(lines)
+
+    def _head_sent(self, status: int, cache_status: bytes | None) -> None:
         exchange = self.exchange
         exchange.status = status
         exchange.body_bytes = 0  # what follows the head
         exchange.cache_status = cache_status
+
+    def _write_head(self, head: bytes) -> None:
+        if self.is_lost:
+            raise ClientGone()
+        self.transport.write(head)
 
     def _respond_plain(
         self,
@@ -1017,13 +1202,13 @@ class ClientConnection(Endpoint):
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._respond_plain(status, f"Bad request: {exc}\n".encode(), close=True)
 
-    def _log_backend(self, site: Site, request: h11.Request, what: str) -> None:
+    def _log_backend(self, site: Site, method: bytes, target: bytes, what: str) -> None:
         """One warning line saying what happened to whom: client, request, backend."""
         log.warning(
             "client %s: %s %s -> %s: %s",
             self.client_ip,
-            request.method.decode("latin-1"),
-            request.target.decode("latin-1"),
+            method.decode("latin-1"),
+            target.decode("latin-1"),
             site.config.proxy_url,
             what,
         )
@@ -1031,7 +1216,7 @@ class ClientConnection(Endpoint):
     def _backend_failed(self, site: Site, request: h11.Request, exc: PhantomError) -> str:
         if isinstance(exc, BackendError):
             self.exchange.error_kind = exc.kind
-        self._log_backend(site, request, f"{exc} ({exc.status})")
+        self._log_backend(site, request.method, request.target, f"{exc} ({exc.status})")
         if self.h11.our_state is not h11.SEND_RESPONSE:
             self.abort()
             return "close"
@@ -1073,6 +1258,30 @@ class _Plan:
         if self.key is not None and site.inflight.get(self.key) is flight:
             del site.inflight[self.key]
         flight.set_result(None)
+
+
+@dataclass(slots=True)
+class _Filling:
+    """A relayed response on its way into the cache: what its entry is made of, but the body."""
+
+    key: Key
+    decision: policy.StorageDecision
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    response_time: float
+
+
+@dataclass(slots=True)
+class _SimpleForward:
+    """A request the fast lane read (``raw``: its head) and the cache does not answer, to be
+    forwarded to ``site``'s backend at ``target`` by the request loop."""
+
+    request: framing.SimpleRequest
+    site: Site
+    target: bytes
+    plan: _Plan
+    raw: bytes = b""
 
 
 def _cached_answer(

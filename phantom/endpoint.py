@@ -101,6 +101,10 @@ class Endpoint(asyncio.Protocol):
         return self._eof and not self._inbox
 
     @property
+    def has_unread(self) -> bool:
+        return bool(self._inbox)
+
+    @property
     def is_lost(self) -> bool:
         return self._lost
 
@@ -113,8 +117,18 @@ class Endpoint(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    def put_back(self, data: bytes) -> None:
+        """Return bytes read too early: the next ``read()`` gets them first."""
+        self._inbox[:0] = data
+
     async def read(self, timeout: float | None = None) -> bytes:
         """Wait for bytes; ``b""`` means the peer closed its sending side."""
+        await self.wait_readable(timeout)
+        return self.take_unread()
+
+    async def wait_readable(self, timeout: float | None = None) -> None:
+        """Wait until bytes or the peer's EOF arrive, or a subclass wakes the reader for a
+        reason of its own (``_wake``)."""
         if not self._inbox and not self._eof:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
@@ -127,7 +141,6 @@ class Endpoint(asyncio.Protocol):
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
-        return self.take_unread()
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -24,6 +24,9 @@ subset (``GET``/``HEAD``, origin-form, HTTP/1.1, CRLF, no body framing, one vali
 pass, so a cache hit can be answered without this module's general checks and without h11.
 Anything outside that subset makes it return None and goes through the checks above; a head
 it accepted that is not a hit goes to h11 without :func:`check_head` (it passed stricter rules).
+Backend responses have one too: :func:`parse_simple_response` reads a response head framed by
+one ``Content-Length``, so that a pass-through request's answer can be relayed without h11;
+anything else is left to h11.
 
 Accepted: absolute-form targets (``GET http://host/p``: the authority becomes the Host and the
 target becomes origin-form, RFC 9112 §3.2.2), whitespace around ``chunked``, LF-only line
@@ -38,7 +41,15 @@ from typing import Final
 
 from .errors import RequestRejected
 
-__all__ = ["HeadScanner", "RequestHead", "SimpleRequest", "check_head", "parse_simple"]
+__all__ = [
+    "HeadScanner",
+    "RequestHead",
+    "SimpleRequest",
+    "SimpleResponse",
+    "check_head",
+    "parse_simple",
+    "parse_simple_response",
+]
 
 _TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 # Control bytes a field value must never carry (HT is allowed inside values).
@@ -265,6 +276,8 @@ class SimpleRequest:
     host: bytes
     headers: list[tuple[bytes, bytes]]
     end: int
+    # The same fields with the names as the client spelled them: what a backend is sent.
+    raw_headers: list[tuple[bytes, bytes]]
 
 
 def parse_simple(
@@ -290,12 +303,14 @@ def parse_simple(
     if match is None:
         return None
     headers = []
+    raw_headers = []
     host = None
     for line in lines:
         field = _SIMPLE_FIELD.fullmatch(line)
         if field is None:
             return None
-        name, value = field[1].lower(), field[2]
+        raw_name, value = field[1], field[2]
+        name = raw_name.lower()
         if name == b"host":
             if host is not None or not _HOST.fullmatch(value):
                 return None
@@ -305,6 +320,67 @@ def parse_simple(
         elif name == b"connection" and value.lower() != b"keep-alive":
             return None
         headers.append((name, value))
+        raw_headers.append((raw_name, value))
     if host is None:
         return None
-    return SimpleRequest(match[1], match[2], host, headers, end + 4)
+    return SimpleRequest(match[1], match[2], host, headers, end + 4, raw_headers)
+
+
+# -- the backend's fast lane ------------------------------------------------------------------
+
+_SIMPLE_STATUS: Final = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([\t\x20-\x7e]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleResponse:
+    """A backend's response head in the backend fast lane's subset, parsed. ``headers`` as the
+    backend spelled them; ``length``: the size of the body that follows (0 when it has none);
+    ``end``: the offset after the blank line."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    length: int
+    end: int
+
+
+def parse_simple_response(
+    data: bytes, end: int, method: bytes, max_headers: int
+) -> SimpleResponse | None:
+    """The response head that ends at ``end`` (where ``data`` has its blank line) if it is in
+    the simple subset: ``HTTP/1.1``, a final status (2xx to 5xx), CRLF line endings, field
+    names and values valid per RFC 9110, at most ``max_headers`` fields, no
+    ``Transfer-Encoding``, ``Connection`` (if any) only ``keep-alive``, and a body framed by
+    exactly one ``Content-Length``, or no body at all (the answer to ``method`` HEAD, 204,
+    304: RFC 9112 §6.3).
+
+    None otherwise, never an error: h11 then reads the head and decides about it (interim
+    responses, chunked or close-delimited bodies, a closing backend, anything malformed).
+    """
+    status_line, *lines = data[:end].split(b"\r\n")
+    match = _SIMPLE_STATUS.fullmatch(status_line)
+    if match is None or len(lines) > max_headers:
+        return None
+    headers = []
+    length = None
+    for line in lines:
+        field = _SIMPLE_FIELD.fullmatch(line)
+        if field is None:
+            return None
+        name, value = field[1], field[2]
+        lower = name.lower()
+        if lower == b"content-length":
+            if length is not None or not _DIGITS.fullmatch(value):
+                return None
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            return None
+        elif lower == b"connection" and value.lower() != b"keep-alive":
+            return None
+        headers.append((name, value))
+    status = int(match[1])
+    if method == b"HEAD" or status in (204, 304):
+        length = 0
+    elif length is None:
+        return None
+    return SimpleResponse(status, match[2], headers, length, end + 4)

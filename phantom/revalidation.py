@@ -173,7 +173,7 @@ class BackgroundRefresh:
         try:
             request_time = cache.clock()
             upstream, response = await site.upstream.exchange(
-                self.request, _end_request, retry=True, timeout=timeout
+                lambda conn: conn.request(self.request, _end_request, timeout), retry=True
             )
             try:
                 body = await upstream.read_body(timeout, cache.max_object_bytes)

@@ -1,4 +1,11 @@
-"""Backend connections: connect with a timeout, keep-alive pool, HTTP/1.1 client framing via h11."""
+"""Backend connections: connect with a timeout, keep-alive pool, HTTP/1.1 client framing.
+
+A request goes out either through h11 or, for a bodiless request whose head the caller has
+serialised itself, as those bytes (``simple_request``). The answer to the latter is read by
+``framing.parse_simple_response`` when it is a plain Content-Length response, without h11; any
+other answer is handed to h11, which is first told of the request, so both ways end in the
+same state and a pooled connection serves either kind next.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,12 @@ import errno
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import h11
 
+from . import framing
 from .config import BackendURL
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, BackendTimeout
@@ -21,7 +30,11 @@ log = logging.getLogger("phantom.upstream")
 # later anyway, and a dead pooled connection costs one retry.
 POOL_IDLE_SECONDS = 30.0
 POOL_MAX_IDLE = 64
+# A simple response head longer than this is left to h11, which enforces its own limit.
+SIMPLE_HEAD_LIMIT = 64 * 1024
+SIMPLE_MAX_HEADERS = 100
 
+_Head = TypeVar("_Head")
 
 
 class UpstreamConnection(Endpoint):
@@ -34,6 +47,8 @@ class UpstreamConnection(Endpoint):
         self._idle_timer: asyncio.TimerHandle | None = None
         # Set once a response byte arrived: a failure after that is never retried.
         self.response_started = False
+        # A simple exchange (h11 untouched) ended exactly at the end of its response.
+        self.simple_done = False
 
     def data_received(self, data: bytes) -> None:
         if self._idle_timer is not None:
@@ -57,6 +72,57 @@ class UpstreamConnection(Endpoint):
         data = self.h11.send(event)
         if data:
             self.write(data)
+
+    async def request(
+        self,
+        request: h11.Request,
+        send_body: Callable[[UpstreamConnection], Awaitable[None]],
+        timeout: float,
+    ) -> h11.Response:
+        """Send ``request`` through h11 (``send_body`` writes its body and EndOfMessage) and
+        wait for the response head."""
+        self.send(request)
+        await send_body(self)
+        return await self.response_head(timeout)
+
+    async def simple_request(
+        self, head: bytes, method: bytes, timeout: float
+    ) -> framing.SimpleResponse | h11.Response:
+        """Send a bodiless request ``head`` serialised by the caller and wait for the response
+        head: a SimpleResponse when it is in that subset (its body is then read with
+        ``length_parts``); otherwise h11's parse of it, the exchange going on through h11."""
+        self.write(head)
+        received = b""
+        end = -1
+        while end < 0 and len(received) <= SIMPLE_HEAD_LIMIT:
+            try:
+                data = await self.read(timeout)
+            except ReadTimeout:
+                raise BackendTimeout("backend did not answer in time") from None
+            if not data:
+                break  # h11 below tells a clean close from a cut-off head
+            self.response_started = True
+            received += data
+            end = received.find(b"\r\n\r\n")
+        if end >= 0:
+            response = framing.parse_simple_response(
+                received, end, method, SIMPLE_MAX_HEADERS
+            )
+            if response is not None:
+                rest = received[response.end :]
+                if response.length:
+                    self.put_back(rest)
+                else:
+                    # Nothing may follow a bodiless response but the next one we ask for.
+                    self.simple_done = not rest
+                return response
+        # Outside the subset: h11 takes over. It needs to have "sent" the request to know
+        # how to read the answer (only the method matters for that).
+        self.h11.send(h11.Request(method=method, target=b"/", headers=[(b"Host", b"-")]))
+        self.h11.send(h11.EndOfMessage())
+        self.h11.receive_data(received)
+        return await self.response_head(timeout)
+
 
     async def next_event(
         self, timeout: float | None = None, record: bytearray | None = None
@@ -115,30 +181,54 @@ class UpstreamConnection(Endpoint):
         soon as it grows past ``limit`` bytes (the connection is then mid-body: abort it)."""
         parts: list[bytes] = []
         size = 0
+        async for part in self.body_parts(timeout):
+            size += len(part)
+            if size > limit:
+                return None
+            parts.append(part)
+        return b"".join(parts)
+
+    async def body_parts(self, timeout: float) -> AsyncIterator[bytes]:
+        """The response body as h11 reads it, part by part, up to its end."""
         while True:
             event = await self.next_event(timeout)
             if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > limit:
-                    return None
-                parts.append(event.data)
+                yield event.data
             elif isinstance(event, h11.EndOfMessage):
-                return b"".join(parts)
+                return
+
+    async def length_parts(self, length: int, timeout: float) -> AsyncIterator[bytes]:
+        """A simple response's body of ``length`` bytes, part by part as it arrives. Bytes
+        beyond it are dropped, and leave the connection unusable."""
+        remaining = length
+        while remaining:
+            try:
+                data = await self.read(timeout)
+            except ReadTimeout:
+                raise BackendTimeout("backend stopped sending the body") from None
+            if not data:
+                raise BackendError("backend closed the connection", "reset")
+            if len(data) >= remaining:
+                self.simple_done = len(data) == remaining
+                data = data[:remaining]
+            remaining -= len(data)
+            yield data
 
     @property
     def reusable(self) -> bool:
+        if self.is_lost or self.at_eof:
+            return False
         conn = self.h11
-        return (
-            not self.is_lost
-            and not self.at_eof
-            and conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
-        )
+        if conn.our_state is h11.IDLE:  # a simple exchange
+            return self.simple_done
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     def park(self) -> None:
         """Start a new request cycle and wait in the pool."""
-        self.h11.start_next_cycle()
+        if self.h11.our_state is h11.DONE:
+            self.h11.start_next_cycle()
         self.response_started = False
+        self.simple_done = False
         loop = asyncio.get_running_loop()
         self._idle_timer = loop.call_later(POOL_IDLE_SECONDS, self.close)
 
@@ -208,23 +298,17 @@ class Upstream:
         return await self.connect(), False
 
     async def exchange(
-        self,
-        request: h11.Request,
-        send_body: Callable[[UpstreamConnection], Awaitable[None]],
-        *,
-        retry: bool,
-        timeout: float,
-    ) -> tuple[UpstreamConnection, h11.Response]:
-        """Send ``request`` (``send_body`` writes its body and EndOfMessage) and wait for the
-        response head. A pooled connection that turns out dead before any response byte is
-        replaced by a fresh one once, when ``retry`` (idempotent, body not yet consumed).
-        Failures raise BackendError / BackendTimeout; the connection is then closed."""
+        self, start: Callable[[UpstreamConnection], Awaitable[_Head]], *, retry: bool
+    ) -> tuple[UpstreamConnection, _Head]:
+        """``start`` sends the request on a connection and returns the response head
+        (``UpstreamConnection.request`` or ``simple_request``). A pooled connection that turns
+        out dead before any response byte is replaced by a fresh one once, when ``retry``
+        (idempotent, body not yet consumed). Failures raise BackendError / BackendTimeout; the
+        connection is then closed."""
         while True:
             conn, pooled = await self.acquire()
             try:
-                conn.send(request)
-                await send_body(conn)
-                return conn, await conn.response_head(timeout)
+                return conn, await start(conn)
             except (BackendError, EndpointClosed) as exc:
                 conn.abort()
                 timed_out = isinstance(exc, BackendTimeout)
