@@ -33,11 +33,15 @@ from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, PhantomError, RequestRejected
 from .exchange import Exchange
-from .upstream import UpstreamConnection
+from .upstream import SIMPLE_MAX_HEADERS, UpstreamConnection
 
 log = logging.getLogger("phantom")
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+# The relay driven by callbacks takes answers up to this size whole; longer ones are streamed
+# by the request loop, with flow control.
+RELAY_LIMIT = 64 * 1024
 
 
 class ClientGone(Exception):
@@ -78,6 +82,10 @@ class ClientConnection(Endpoint):
         self.in_flight: UpstreamConnection | None = None
         # A request the fast lane read and leaves to the loop to forward (h11 never sees it).
         self.simple_forward: _SimpleForward | None = None
+        # A request the fast lane forwarded and relays by callbacks, the loop asleep; the
+        # loop waits on ``_relay_waiter`` if something wakes it meanwhile.
+        self.relay: _SimpleForward | None = None
+        self._relay_waiter: asyncio.Future[None] | None = None
         self.finished: asyncio.Task[None]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,6 +118,10 @@ class ClientConnection(Endpoint):
         if self.in_flight is not None:
             # Nobody will read the answer: abandon the backend request, never pool it.
             self.in_flight.abort()
+        relay = self.relay
+        if relay is not None:
+            self._end_relay(relay)
+            self.ctx.exchange_done(relay.exchange)
 
     # -- the request loop -------------------------------------------------------------------
 
@@ -148,10 +160,7 @@ class ClientConnection(Endpoint):
         self.served += 1
         outcome = "close"
         if isinstance(request, _SimpleForward):
-            simple = request.request
-            self.exchange = exchange = Exchange.of_head(
-                self.client_ip, simple.method, simple.target, b"1.1", simple.headers
-            )
+            self.exchange = exchange = request.exchange
             handling = self._forward_simple(request)
         else:
             self.exchange = exchange = Exchange.of_request(self.client_ip, request)
@@ -206,6 +215,9 @@ class ClientConnection(Endpoint):
         self.idle = True
         self.idle_since = loop.time()
         while True:
+            if self.relay is not None:
+                # A request the fast lane is relaying is answered first.
+                await self._relay_settled()
             forward = self.simple_forward
             if forward is not None:  # (it may have come before this coroutine first ran)
                 self.simple_forward = None
@@ -219,12 +231,14 @@ class ClientConnection(Endpoint):
             try:
                 await self.wait_readable(max(deadline - loop.time(), 0.0))
             except ReadTimeout:
+                if self.relay is not None:
+                    continue
                 if head_deadline is not None:
                     raise RequestRejected(408, "request head not received in time") from None
                 if loop.time() < self._idle_deadline():
                     continue  # the fast lane answered meanwhile: the wait starts again
                 return None
-            if self.simple_forward is not None:
+            if self.relay is not None or self.simple_forward is not None:
                 continue
             data = self.take_unread()
             if not data:
@@ -310,11 +324,12 @@ class ClientConnection(Endpoint):
                 self.prechecked = framing.RequestHead(request.target)
                 break
             if isinstance(answered, _SimpleForward):
-                # The loop forwards it; until it is answered, what follows waits its turn.
+                # Until it is answered, what follows waits its turn.
                 answered.raw = data[start : request.end]
-                self.simple_forward = answered
                 self.idle = False
-                self._wake()
+                if not self._start_relay(answered):
+                    self.simple_forward = answered  # the loop forwards it
+                    self._wake()
                 start = request.end
                 break
             answers.append(answered[0])
@@ -345,7 +360,9 @@ class ClientConnection(Endpoint):
         method, target, headers = request.method, request.target, request.headers
         if not site.rules.uses_cache(method, target):
             plan = _Plan(None, Forward.BYPASS, request_headers=headers)
-            return _SimpleForward(request, site, route.target, plan)
+            return _SimpleForward(
+                request, site, route.target, plan, self._fast_exchange(request, site)
+            )
         cache = site.cache
         key = site.key_for(target, headers, self.proto)
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
@@ -353,7 +370,9 @@ class ClientConnection(Endpoint):
             _fills_cache(state) and key not in site.uncacheable
         ):
             plan = _Plan(key, state.reason, request_headers=headers)
-            return _SimpleForward(request, site, route.target, plan)
+            return _SimpleForward(
+                request, site, route.target, plan, self._fast_exchange(request, site)
+            )
         if not isinstance(state, policy.Fresh):
             return None
         body = cache.body(state.entry)
@@ -368,13 +387,129 @@ class ClientConnection(Endpoint):
             head += b"Content-Length: %d\r\n" % len(body)
         if method == b"HEAD":
             body = b""
-        exchange = Exchange.of_head(self.client_ip, method, target, b"1.1", headers)
-        exchange.server = site.config.name
-        exchange.backend = site.config.proxy_url
+        exchange = self._fast_exchange(request, site)
         exchange.status = status
         exchange.cache_status = cache_status
         exchange.body_bytes = len(body)
         return head + wire_headers + _age_and_status(state.age, cache_status) + body, exchange
+
+    # -- the fast lane's relay ---------------------------------------------------------------
+    #
+    # A simple forward goes out at once on a pooled backend connection, and the answer, when
+    # it is simple and arrives whole (the common small response), is relayed from that
+    # connection's data_received: no coroutine wakes on either side. Anything else hands the
+    # request over to the loop (``_hand_over``), which goes on from where the relay stopped.
+
+    def _start_relay(self, forward: _SimpleForward) -> bool:
+        """Send ``forward`` on a pooled connection; False when none is idle (the loop then
+        connects and forwards it)."""
+        site = forward.site
+        upstream = site.upstream.take_idle()
+        if upstream is None:
+            return False
+        loop = asyncio.get_running_loop()
+        timeout = self.ctx.config.backend_timeout
+        forward.upstream = self.in_flight = upstream
+        forward.request_time = site.cache.clock()
+        forward.sent_at = time.perf_counter()
+        forward.deadline = loop.time() + timeout
+        forward.timer = loop.call_later(timeout, self._hand_over)
+        self.relay = forward
+        upstream.receiver = self._relay_received
+        upstream.write(self._outgoing_head(forward))
+        return True
+
+    def _relay_received(self) -> None:
+        """The backend sent something (or closed): relay the answer once it is complete."""
+        forward = self.relay
+        assert forward is not None and forward.upstream is not None
+        upstream = forward.upstream
+        forward.received += upstream.take_unread()
+        received = forward.received
+        end = received.find(b"\r\n\r\n")
+        if end < 0:
+            if upstream.at_eof or len(received) > RELAY_LIMIT:
+                self._hand_over()
+            return
+        request = forward.request
+        response = framing.parse_simple_response(
+            received, end, request.method, SIMPLE_MAX_HEADERS
+        )
+        if response is None:
+            self._hand_over()  # h11 reads it
+            return
+        total = response.end + response.length
+        if len(received) < total:
+            if upstream.at_eof or total > RELAY_LIMIT:
+                self._hand_over()  # cut short, or big enough to stream with flow control
+            return
+        self._end_relay(forward)
+        # Bytes beyond the answer make the connection unusable (it is then not pooled).
+        upstream.simple_done = len(received) == total
+        exchange = self.exchange = forward.exchange
+        exchange.upstream_seconds = time.perf_counter() - forward.sent_at
+        site = forward.site
+        out_headers = hdr.forward_response_headers(response.headers)
+        sent, filling = self._relayed_fields(
+            site, forward.plan, request.method, response.status, response.reason, out_headers,
+            request.headers, (forward.request_time, site.cache.clock()),
+        )
+        body = received[response.end : total]
+        self.transport.write(self._relayed_head(response.status, sent, response.reason) + body)
+        exchange.body_bytes = len(body)
+        site.upstream.release(upstream)
+        if filling is not None:
+            filling.store(site, body)
+        self.served += 1
+        self.ctx.exchange_done(exchange)
+        self.idle_since = asyncio.get_running_loop().time()
+        if self.ctx.draining:
+            self.close()  # the loop sees the close and ends
+        # With bytes already waiting (a pipelined request) the loop is awake and takes them.
+        self.idle = not self._inbox
+
+    def _hand_over(self) -> None:
+        """The relay can't finish (an answer h11 must read, a long or cut-short one, the
+        backend timing out): the loop takes the request over from here."""
+        forward = self.relay
+        assert forward is not None and forward.upstream is not None
+        self._end_relay(forward)
+        upstream = forward.upstream
+        if not forward.received and (upstream.at_eof or upstream.is_lost):
+            # The pooled connection had died: the loop sends the request again, on a fresh
+            # connection (as its exchange retries, and for the same reason).
+            upstream.abort()
+            forward.upstream = None
+        else:
+            upstream.put_back(forward.received)
+        self.simple_forward = forward
+        self._wake()
+
+    def _end_relay(self, forward: _SimpleForward) -> None:
+        self.relay = None
+        self.in_flight = None
+        if forward.timer is not None:
+            forward.timer.cancel()
+        if forward.upstream is not None:
+            forward.upstream.receiver = None
+        waiter = self._relay_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _relay_settled(self) -> None:
+        waiter = self._relay_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._relay_waiter = None
+
+    def _fast_exchange(self, request: framing.SimpleRequest, site: Site) -> Exchange:
+        exchange = Exchange.of_head(
+            self.client_ip, request.method, request.target, b"1.1", request.headers
+        )
+        exchange.server = site.config.name
+        exchange.backend = site.config.proxy_url
+        return exchange
 
     # -- deciding ---------------------------------------------------------------------------
 
@@ -695,25 +830,8 @@ class ClientConnection(Endpoint):
         h11 first (``_promote``) and goes on as the request loop does."""
         request, site, plan = forward.request, forward.site, forward.plan
         method = request.method
-        self.exchange.server = site.config.name
-        self.exchange.backend = site.config.proxy_url
-        fields = self._backend_headers(
-            site,
-            hdr.forward_request_headers(
-                request.raw_headers,
-                client_ip=self.client_ip,
-                proto=self.proto,
-                body_chunked=False,
-                trusted=self.trusted,
-            ),
-            upgrade=False,
-        )
-        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
-            method,
-            forward.target,
-            b"".join([b"%s: %s\r\n" % field for field in fields]),
-        )
         timeout = self.ctx.config.backend_timeout
+        head = self._outgoing_head(forward)
 
         async def start(upstream: UpstreamConnection) -> framing.SimpleResponse | h11.Response:
             self.in_flight = upstream
@@ -721,16 +839,28 @@ class ClientConnection(Endpoint):
                 raise ClientGone()  # it went while we connected
             return await upstream.simple_request(head, method, timeout)
 
-        request_time = site.cache.clock()
-        sent_at = time.perf_counter()
         try:
-            upstream, response = await site.upstream.exchange(start, retry=True)
+            if forward.upstream is None:
+                forward.request_time = site.cache.clock()
+                forward.sent_at = time.perf_counter()
+                upstream, response = await site.upstream.exchange(start, retry=True)
+            else:  # sent by the callback relay: the rest of its time to answer
+                upstream = self.in_flight = forward.upstream
+                loop = asyncio.get_running_loop()
+                try:
+                    response = await upstream.simple_response(
+                        method, max(forward.deadline - loop.time(), 0.0)
+                    )
+                except BaseException:
+                    upstream.abort()
+                    raise
         except BackendError as exc:
             self.in_flight = None
             if self.is_lost:
                 raise ClientGone() from None
             return self._backend_failed(site, self._promote(forward), exc)
-        self.exchange.upstream_seconds = time.perf_counter() - sent_at
+        request_time = forward.request_time
+        self.exchange.upstream_seconds = time.perf_counter() - forward.sent_at
         try:
             if isinstance(response, h11.Response):
                 return await self._relay_response(
@@ -748,6 +878,26 @@ class ClientConnection(Endpoint):
             )
         finally:
             self.in_flight = None
+
+    def _outgoing_head(self, forward: _SimpleForward) -> bytes:
+        """The head a fast-lane request goes to the backend with, serialised once, straight
+        from the parsed fields."""
+        fields = self._backend_headers(
+            forward.site,
+            hdr.forward_request_headers(
+                forward.request.raw_headers,
+                client_ip=self.client_ip,
+                proto=self.proto,
+                body_chunked=False,
+                trusted=self.trusted,
+            ),
+            upgrade=False,
+        )
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            forward.request.method,
+            forward.target,
+            b"".join([b"%s: %s\r\n" % field for field in fields]),
+        )
 
     def _promote(self, forward: _SimpleForward) -> h11.Request:
         """Give h11 a request the fast lane read, as if the loop had: from here on it is
@@ -887,7 +1037,8 @@ class ClientConnection(Endpoint):
             decision = None
         if key is not None and method == b"GET":
             if decision is None:
-                site.uncacheable[key] = True
+                if key not in site.uncacheable:  # (re-setting it only moves its expiry)
+                    site.uncacheable[key] = True
             else:
                 site.uncacheable.pop(key, None)
         if decision is None:
@@ -953,18 +1104,7 @@ class ClientConnection(Endpoint):
             raise
         site.upstream.release(upstream)
         if filling is not None and body is not None:
-            site.cache.put(
-                filling.key,
-                revalidation.make_entry(
-                    filling.status,
-                    filling.reason,
-                    filling.headers,
-                    bytes(body),
-                    filling.decision,
-                    filling.response_time,
-                    site.config.compress_strategy,
-                ),
-            )
+            filling.store(site, bytes(body))
         return "next"
 
     # -- upgrades ---------------------------------------------------------------------------
@@ -1271,17 +1411,39 @@ class _Filling:
     headers: list[tuple[bytes, bytes]]
     response_time: float
 
+    def store(self, site: Site, body: bytes) -> None:
+        entry = revalidation.make_entry(
+            self.status,
+            self.reason,
+            self.headers,
+            body,
+            self.decision,
+            self.response_time,
+            site.config.compress_strategy,
+        )
+        site.cache.put(self.key, entry)
+
 
 @dataclass(slots=True)
 class _SimpleForward:
     """A request the fast lane read (``raw``: its head) and the cache does not answer, to be
-    forwarded to ``site``'s backend at ``target`` by the request loop."""
+    forwarded to ``site``'s backend at ``target``: relayed by callbacks while the answer is
+    simple and complete, otherwise by the request loop, from wherever the relay left it."""
 
     request: framing.SimpleRequest
     site: Site
     target: bytes
     plan: _Plan
+    exchange: Exchange
     raw: bytes = b""
+    # Set once the request is on its way: the connection it went on, what came back so far,
+    # the store-clock and perf_counter times it left at, when its answer is due (loop time).
+    upstream: UpstreamConnection | None = None
+    received: bytes = b""
+    request_time: float = 0.0
+    sent_at: float = 0.0
+    deadline: float = 0.0
+    timer: asyncio.TimerHandle | None = None
 
 
 def _cached_answer(

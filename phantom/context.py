@@ -53,10 +53,12 @@ class Site:
     other misses on the key wait for it (request coalescing) and background refreshes are not
     started twice. ``background``: running stale-while-revalidate refreshes.
 
-    ``uncacheable``: keys whose last response from the origin was not stored, for
-    ``UNCACHEABLE_SECONDS`` (Varnish's "hit-for-miss"): concurrent misses on them go to the
-    origin side by side instead of queueing behind one another's round trip, which would
-    halve the throughput of a busy uncacheable URL. A stored response clears the mark.
+    ``uncacheable``: keys whose last response from the origin was not stored, marked for
+    ``UNCACHEABLE_SECONDS`` from the first such response (Varnish's "hit-for-miss"):
+    concurrent misses on them go to the origin side by side instead of queueing behind one
+    another's round trip, which would halve the throughput of a busy uncacheable URL. A
+    stored response clears the mark; when it expires, the next miss leads a coalesced
+    request again and renews it.
     """
 
     config: ServerConfig

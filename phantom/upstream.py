@@ -49,6 +49,9 @@ class UpstreamConnection(Endpoint):
         self.response_started = False
         # A simple exchange (h11 untouched) ended exactly at the end of its response.
         self.simple_done = False
+        # Called after every arrival (bytes, EOF, loss) while a relay driven by callbacks,
+        # not by a coroutine reading, waits for this connection's answer.
+        self.receiver: Callable[[], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._idle_timer is not None:
@@ -56,17 +59,24 @@ class UpstreamConnection(Endpoint):
             self.abort()
             return
         super().data_received(data)
+        if self.receiver is not None:
+            self.receiver()
 
     def eof_received(self) -> bool:
         if self._idle_timer is not None:
             # The backend closed an idle pooled connection: give the descriptor back now.
             self.close()
             return False
-        return super().eof_received()
+        keep_open = super().eof_received()
+        if self.receiver is not None:
+            self.receiver()
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._pool.forget(self)
+        if self.receiver is not None:
+            self.receiver()
 
     def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -92,6 +102,13 @@ class UpstreamConnection(Endpoint):
         head: a SimpleResponse when it is in that subset (its body is then read with
         ``length_parts``); otherwise h11's parse of it, the exchange going on through h11."""
         self.write(head)
+        return await self.simple_response(method, timeout)
+
+    async def simple_response(
+        self, method: bytes, timeout: float
+    ) -> framing.SimpleResponse | h11.Response:
+        """The head of the answer to a bodiless request already sent (see ``simple_request``);
+        whatever arrived of it may have been put back into this endpoint first."""
         received = b""
         end = -1
         while end < 0 and len(received) <= SIMPLE_HEAD_LIMIT:
@@ -287,14 +304,21 @@ class Upstream:
             raise BackendError(f"cannot connect to {url.netloc}: {reason}", kind) from None
         return conn
 
-    async def acquire(self) -> tuple[UpstreamConnection, bool]:
-        """A pooled connection if one is alive, else a new one; the flag says it was pooled."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """A pooled connection that is still alive, if there is one."""
         while self._idle:
             conn = self._idle.pop()
             conn.unpark()
             if not conn.is_lost and not conn.at_eof:
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def acquire(self) -> tuple[UpstreamConnection, bool]:
+        """A pooled connection if one is alive, else a new one; the flag says it was pooled."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn, True
         return await self.connect(), False
 
     async def exchange(
