@@ -482,10 +482,10 @@ def storage_decision(
         pragma = b",".join(_values(response_headers, b"pragma")).lower()
         if b"no-cache" in (token.strip() for token in pragma.split(b",")):
             directives["no-cache"] = None  # RFC 9111 §5.4: HTTP/1.0 Pragma, no Cache-Control
+    if "no-store" in directives:
+        return None
     explicit = _explicit_freshness(directives, response_headers, now)
     if not _is_storable_status(status, directives, explicit is not None):
-        return None
-    if "no-store" in directives:
         return None
     private_fields = _field_names(directives.get("private"))
     if "private" in directives and not private_fields:
