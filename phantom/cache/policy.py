@@ -28,6 +28,7 @@ from __future__ import annotations
 import calendar
 import email.utils
 import enum
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +57,7 @@ __all__ = [
     "current_age",
     "format_age",
     "freshened_headers",
+    "hit_status",
     "invalidation_targets",
     "lookup",
     "may_serve_stale_on_error",
@@ -160,12 +162,17 @@ def store_key(
     entries (RFC 9111 §2: the key is the target URI), so a redirect to https stored for an
     http request is never served to an https one.
     """
+    return (_origin(host, scheme), printable_key(method, target))
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin(host: bytes, scheme: bytes) -> str:
+    """The origin part of a store key; remembered, as every request of a site repeats it."""
     name = host.decode("latin-1").strip().lower()
     default_port = _DEFAULT_PORTS.get(scheme, "")
     if default_port and name.endswith(default_port):
         name = name[: -len(default_port)]
-    origin = name if scheme == b"http" else f"{scheme.decode('latin-1')}://{name}"
-    return (origin, printable_key(method, target))
+    return name if scheme == b"http" else f"{scheme.decode('latin-1')}://{name}"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -654,6 +661,10 @@ class Unsatisfiable:
 Lookup = Fresh[E] | ServeStale[E] | Revalidate[E] | Miss | Unsatisfiable
 
 
+#: The request fields :func:`lookup` reads (directives and Authorization, besides Vary's).
+_LOOKUP_FIELDS = frozenset({b"cache-control", b"pragma", b"authorization"})
+
+
 def lookup(
     method: bytes, request_headers: Headers, variants: Sequence[E], now: float
 ) -> Lookup[E]:
@@ -668,6 +679,17 @@ def lookup(
     """
     if method not in LOOKUP_METHODS:
         return Miss(Forward.METHOD)
+    if variants and not any(name.lower() in _LOOKUP_FIELDS for name, _ in request_headers):
+        # The common case, decided without parsing anything: no request directives and no
+        # Authorization, so the newest variant is the one when it has no Vary (§4.1), and
+        # it is the answer while fresh (§4.2) unless it demands revalidation.
+        newest = variants[0]
+        stored = newest.decision
+        if stored.vary == () and not stored.no_cache:
+            age = current_age(stored.initial_age, newest.response_time, now)
+            ttl = stored.freshness_lifetime - age
+            if ttl > 0:
+                return Fresh(newest, age, ttl)
     directives = _request_directives(request_headers)
     only_if_cached = "only-if-cached" in directives
     if "no-store" in directives:
@@ -888,7 +910,7 @@ def format_age(age: float) -> bytes:
     """An Age field value (RFC 9111 §5.1): whole seconds, rounded down, capped at 2^31."""
     if not age > 0:  # also catches NaN
         return b"0"
-    return str(min(math.floor(age), _DELTA_SECONDS_MAX)).encode("ascii")
+    return b"%d" % min(age, _DELTA_SECONDS_MAX)  # %d truncates: the floor of a positive age
 
 
 # --------------------------------------------------------------------------- Cache-Status
@@ -923,6 +945,17 @@ def cache_status(
     if detail is not None:
         parts.append(f"detail={detail}")
     return "; ".join(parts).encode("ascii")
+
+
+def hit_status(ttl: float) -> bytes:
+    """``cache_status(hit=True, ttl=ttl)``, for the cache-hit hot path: ttl only changes
+    once a second, so each value is formatted once."""
+    return _hit_status(_sf_integer(ttl))
+
+
+@functools.lru_cache(maxsize=1024)
+def _hit_status(ttl: int) -> bytes:
+    return cache_status(hit=True, ttl=ttl)
 
 
 def _sf_integer(seconds: float) -> int:

@@ -674,6 +674,35 @@ def test_lookup_authorization_uses_only_entries_that_allow_it() -> None:
     assert isinstance(lookup([shared], auth), policy.Fresh)
 
 
+_PLAIN_LOOKUPS = [
+    pytest.param([fresh_for(60)], MONO + 10, id="fresh"),
+    pytest.param([fresh_for(60)], MONO + 60, id="just expired"),
+    pytest.param([fresh_for(10, etag=b'"a"')], MONO + 20, id="stale with a validator"),
+    pytest.param([fresh_for(10, stale_while_revalidate=30)], MONO + 20, id="within swr"),
+    pytest.param([fresh_for(60, no_cache=True, etag=b'"a"')], MONO, id="no-cache entry"),
+    pytest.param([fresh_for(60, shared_auth=True, no_stale=True)], MONO, id="must-revalidate"),
+    pytest.param(
+        [Entry(StorageDecision(60.0, 0.0, vary=((b"accept-language", None),))), fresh_for(60)],
+        MONO,
+        id="newest has Vary",
+    ),
+    pytest.param([Entry(StorageDecision(60.0, 0.0, vary=None))], MONO, id="Vary: *"),
+    pytest.param([Entry(StorageDecision(60.0, 50.0))], MONO + 5, id="arrived aged"),
+]
+
+
+@pytest.mark.parametrize(("entries", "now"), _PLAIN_LOOKUPS)
+def test_lookup_without_request_directives_decides_as_with_an_ignored_one(
+    entries: list[Entry], now: float
+) -> None:
+    """A request with no Cache-Control, Pragma or Authorization takes lookup's short way;
+    it must reach the same state as the full reading of a directive that changes nothing
+    (RFC 9111 §5.2: unknown directives are ignored)."""
+    plain = [(b"host", b"h"), (b"accept", b"*/*")]
+    ignored = [*plain, (b"cache-control", b"x-unknown")]
+    assert lookup(entries, plain, now=now) == lookup(entries, ignored, now=now)
+
+
 def test_lookup_stale_entry_is_revalidated_with_its_validators() -> None:
     """RFC 9111 §4.3.1: If-None-Match from the ETag, If-Modified-Since from Last-Modified."""
     entry = fresh_for(10, etag=b'"v1"', last_modified=b"Tue, 01 Jan 2030 00:00:00 GMT")
@@ -955,3 +984,10 @@ def test_cache_status(params: dict[str, Any], expected: bytes) -> None:
     """RFC 9211 §2.1-§2.8: hit, fwd, fwd-status, stored, collapsed, ttl (negative when
     stale, rounded down), detail."""
     assert policy.cache_status(**params) == expected
+
+
+@pytest.mark.parametrize("ttl", [0.2, 42.9, 3600.0, 2.0**31, float("inf"), 1e300])
+def test_hit_status_is_cache_status_of_a_hit(ttl: float) -> None:
+    """The hot path's remembered formatting says exactly what cache_status says."""
+    assert policy.hit_status(ttl) == policy.cache_status(hit=True, ttl=ttl)
+    assert policy.hit_status(ttl) == policy.cache_status(hit=True, ttl=ttl)  # remembered
