@@ -209,9 +209,12 @@ class CacheStore:
     def variants(self, key: Key) -> Variants:
         """The responses stored under ``key`` still worth keeping, newest first. Marks the
         URL recently used."""
-        with self._cache.timer as now:
-            found = self._cache.get(key)
-            if not found:
+        cache = self._cache
+        with cache.timer as now:
+            try:
+                # Not .get(): that checks expiry once for ``in`` and again for the item.
+                found = cache[key]
+            except KeyError:  # absent or expired
                 return ()
             if len(found) == 1:
                 return found if now < found[0].retain_until else ()
