@@ -6,6 +6,7 @@ Pure module: plain data and classification; the connection fills it, nothing her
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,15 +20,19 @@ __all__ = ["CLIENT_CLOSED", "Exchange", "cache_result", "method_class"]
 # nginx's code for "the client went away before we answered"; never sent, only logged.
 CLIENT_CLOSED = 499
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_METHODS = {
+    name.encode("ascii"): name
+    for name in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
 
 
 def method_class(method: bytes) -> str:
     """The method as a metric label: the common ones by name, anything else ``other``."""
-    name = method.decode("latin-1")
-    return name if name in _METHODS else "other"
+    return _METHODS.get(method, "other")
 
 
+# Every exchange asks, and the values repeat (a hit's differ only in ttl): parse each once.
+@functools.lru_cache(maxsize=1024)
 def cache_result(cache_status: bytes | None) -> str:
     """What the cache did, from our ``Cache-Status`` value (RFC 9211):
 
