@@ -28,6 +28,11 @@ __all__ = ["Route", "Router", "backend_target", "request_host"]
 
 FALLBACK = "*"
 
+#: How many (host, path) decisions a router remembers, and the longest path it remembers one
+#: for: the memo is bounded in size whatever clients send.
+MEMO_ENTRIES = 1024
+MEMO_MAX_PATH = 512
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -82,6 +87,8 @@ class Router:
             reverse=True,
         )
         self._any_host = _Mounts([s for s in servers if not s.hosts])
+        # (Host value, path) -> server: a site's requests repeat a few hosts and paths.
+        self._memo: dict[tuple[bytes | None, bytes], ServerConfig | None] = {}
 
     def _mounts_for(self, host: str) -> _Mounts:
         mounts = self._exact.get(host)
@@ -94,12 +101,26 @@ class Router:
 
     def route(self, host: bytes | None, target: bytes) -> Route | None:
         """The server for a request with this ``Host`` value and target, or None (404)."""
-        text = target.decode("latin-1")
-        path = text.partition("?")[0]
-        server = self._mounts_for(request_host(host)).match(path)
+        server = self.server_for(host, target)
         if server is None:
             return None
-        return Route(server, backend_target(server, text).encode("latin-1"))
+        return Route(server, backend_target(server, target.decode("latin-1")).encode("latin-1"))
+
+    def server_for(self, host: bytes | None, target: bytes) -> ServerConfig | None:
+        """The server of :meth:`route` alone, remembered for the last ``MEMO_ENTRIES`` hosts
+        and paths seen."""
+        path = target.partition(b"?")[0]
+        memo = self._memo
+        try:
+            return memo[host, path]
+        except KeyError:
+            pass
+        server = self._mounts_for(request_host(host)).match(path.decode("latin-1"))
+        if len(path) <= MEMO_MAX_PATH:
+            if len(memo) >= MEMO_ENTRIES:
+                del memo[next(iter(memo))]  # the oldest
+            memo[host, path] = server
+        return server
 
 
 def backend_target(server: ServerConfig, target: str) -> str:

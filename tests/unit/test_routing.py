@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from phantom import routing
 from phantom.config import config_from_dict
 from phantom.headers import with_backend_host
 from phantom.routing import Router, request_host
@@ -36,6 +37,28 @@ def test_longest_prefix_on_segment_boundaries_then_fallback() -> None:
     assert routed(r, "/api/administrator") == ("api", "/administrator")
     assert routed(r, "/apix") == ("web", "/apix")
     assert routed(r, "/") == ("web", "/")
+
+
+def test_remembered_decisions_match_fresh_ones_and_stay_bounded() -> None:
+    """server_for remembers hosts and paths (bounded); a router that remembers answers
+    exactly as a new one deciding afresh, for every host, path and query."""
+    tables = {
+        "api": {"proxy_url": "http://127.0.0.1:8080", "bind_to": "/api", "hosts": ["a.test"]},
+        "web": {"proxy_url": "http://127.0.0.1:8081"},
+    }
+    servers = config_from_dict({"server": tables}).servers
+    remembering = Router(servers)
+    requests = [
+        (host, f"/{path}{query}".encode())
+        for host in (b"a.test", b"A.TEST:80", b"b.test", None)
+        for path in ("api", "api/x", "apix", "", "x" * (routing.MEMO_MAX_PATH + 1))
+        for query in ("", "?q=/api")
+    ]
+    requests += [(b"a.test", f"/api/{n}".encode()) for n in range(routing.MEMO_ENTRIES + 10)]
+    for _ in range(2):  # the second round answers from memory where it can
+        for host, target in requests:
+            assert remembering.route(host, target) == Router(servers).route(host, target)
+    assert len(remembering._memo) == routing.MEMO_ENTRIES
 
 
 def test_no_match_and_no_fallback_is_none() -> None:
