@@ -256,11 +256,24 @@ def check_head(head: bytes, max_headers: int) -> RequestHead:
 
 # -- the fast lane ----------------------------------------------------------------------------
 
-_SIMPLE_LINE: Final = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1")
 # A field line with a value h11 would keep as is: visible ASCII, inner spaces and tabs only.
-_SIMPLE_FIELD: Final = re.compile(
-    rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?)[ \t]*"
+_SIMPLE_NAME: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_SIMPLE_VALUE: Final = rb"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?"
+_SIMPLE_FIELD: Final = re.compile(rb"(%s):[ \t]*((?:%s)?)[ \t]*" % (_SIMPLE_NAME, _SIMPLE_VALUE))
+# The same, CRLF included, for a request head, with whitespace that can be read one way only
+# (the value starts and ends with a visible byte; an empty one leaves all the whitespace to
+# the first run), so a line that fails to match costs linear time. (Above, both runs can share
+# the whitespace of an empty value: quadratic in its length when the line fails.)
+_SIMPLE_FIELD_LINE: Final = re.compile(
+    rb"(%s):[ \t]*(?:(%s)[ \t]*)?\r\n" % (_SIMPLE_NAME, _SIMPLE_VALUE)
 )
+# A whole request head, request line to blank line, checked in one pass; its fields are then
+# read with the above.
+_SIMPLE_HEAD: Final = re.compile(
+    rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n(?:%s:[ \t]*(?:%s[ \t]*)?\r\n)*\r\n"
+    % (_SIMPLE_NAME, _SIMPLE_VALUE)
+)
+_REQUEST_LINE_END: Final = len(b" HTTP/1.1")
 # Fields that frame a body, ask for an interim answer or change the protocol: the strict path.
 _NOT_SIMPLE: Final = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 
@@ -296,20 +309,19 @@ def parse_simple(
     end = data.find(b"\r\n\r\n", start)
     if end == -1 or end + 2 - start > max_header_bytes:
         return None
-    request_line, *lines = data[start:end].split(b"\r\n")
-    if len(request_line) > max_request_line or len(lines) > max_headers:
-        return None
-    match = _SIMPLE_LINE.fullmatch(request_line)
+    match = _SIMPLE_HEAD.fullmatch(data, start, end + 4)
     if match is None:
+        return None
+    line_end = match.end(2) + _REQUEST_LINE_END
+    if line_end - start > max_request_line:
+        return None
+    fields = _SIMPLE_FIELD_LINE.findall(data, line_end + 2, end + 2)
+    if len(fields) > max_headers:
         return None
     headers = []
     raw_headers = []
     host = None
-    for line in lines:
-        field = _SIMPLE_FIELD.fullmatch(line)
-        if field is None:
-            return None
-        raw_name, value = field[1], field[2]
+    for raw_name, value in fields:
         name = raw_name.lower()
         if name == b"host":
             if host is not None or not _HOST.fullmatch(value):
