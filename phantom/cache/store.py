@@ -66,10 +66,17 @@ class CachedResponse:
     #: hit does not rebuild them.
     wire_headers: bytes = field(init=False, repr=False, compare=False)
     identity_wire_headers: bytes = field(init=False, repr=False, compare=False)
+    #: The store-clock instant after which the entry is of no use: the end of freshness plus
+    #: its stale window (infinite with validators: kept for revalidation until evicted).
+    #: Read on every lookup, so computed once.
+    retain_until: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.wire_headers = _wire(self.headers)
         self.identity_wire_headers = _wire(self.identity_headers or ())
+        decision = self.decision
+        expires = self.response_time + decision.freshness_lifetime - decision.initial_age
+        self.retain_until = expires + decision.stale_window
 
     @property
     def size(self) -> int:
@@ -87,14 +94,6 @@ class CachedResponse:
     def origin_fields(self) -> list[tuple[bytes, bytes]]:
         """The stored fields as the origin sent them (what a 304 updates, RFC 9111 §3.2)."""
         return self.fields if self.fields is not None else self.headers
-
-    @property
-    def retain_until(self) -> float:
-        """The store-clock instant after which the entry is of no use: the end of freshness
-        plus its stale window (infinite with validators: kept for revalidation until evicted)."""
-        decision = self.decision
-        expires = self.response_time + decision.freshness_lifetime - decision.initial_age
-        return expires + decision.stale_window
 
     def age(self, now: float) -> float:
         """Current age in seconds at ``now`` (store clock), RFC 9111 §4.2.3."""
