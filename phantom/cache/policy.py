@@ -796,6 +796,9 @@ def may_serve_stale_on_error(decision: StorageDecision, age: float) -> bool:
     return age - decision.freshness_lifetime <= decision.stale_if_error
 
 
+_CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since"})
+
+
 def not_modified_for(request_headers: Headers, decision: StorageDecision) -> bool:
     """Whether a request's own conditionals make a 304 the answer from this stored response
     (RFC 9110 §13.1.2, §13.1.3, §13.2.2; RFC 9111 §4.3.2).
@@ -804,6 +807,8 @@ def not_modified_for(request_headers: Headers, decision: StorageDecision) -> boo
     the weak comparison. Otherwise If-Modified-Since: the stored Last-Modified is not later
     than it. An unparsable date, or nothing stored to compare with, means a full response.
     """
+    if not any(name.lower() in _CONDITIONAL_FIELDS for name, _ in request_headers):
+        return False  # the usual request: no conditionals, nothing to read
     if_none_match = _values(request_headers, b"if-none-match")
     if if_none_match:
         tags = [tag for line in if_none_match for tag in _entity_tags(line)]
@@ -947,9 +952,14 @@ def cache_status(
     return "; ".join(parts).encode("ascii")
 
 
+_SF_INTEGER_LIMIT = 999_999_999_999_999
+
+
 def hit_status(ttl: float) -> bytes:
     """``cache_status(hit=True, ttl=ttl)``, for the cache-hit hot path: ttl only changes
     once a second, so each value is formatted once."""
+    if 0 <= ttl < _SF_INTEGER_LIMIT:  # a hit's ttl is positive: no NaN, infinity or cap
+        return _hit_status(int(ttl))  # int() of a positive number is its floor
     return _hit_status(_sf_integer(ttl))
 
 
@@ -962,7 +972,7 @@ def _sf_integer(seconds: float) -> int:
     """Whole seconds for a structured-field integer (RFC 8941 §3.3.1: at most 15 digits)."""
     if math.isnan(seconds):
         return 0
-    limit = 999_999_999_999_999
+    limit = _SF_INTEGER_LIMIT
     if math.isinf(seconds):
         return limit if seconds > 0 else -limit
     return max(-limit, min(limit, math.floor(seconds)))
