@@ -208,16 +208,16 @@ class CacheStore:
     def variants(self, key: Key) -> Variants:
         """The responses stored under ``key`` still worth keeping, newest first. Marks the
         URL recently used."""
-        cache = self._cache
-        with cache.timer as now:
-            try:
-                # Not .get(): that checks expiry once for ``in`` and again for the item.
-                found = cache[key]
-            except KeyError:  # absent or expired
-                return ()
-            if len(found) == 1:
-                return found if now < found[0].retain_until else ()
-            return tuple(variant for variant in found if now < variant.retain_until)
+        try:
+            # The item access checks expiry once (.get would check it twice).
+            found = self._cache[key]
+        except KeyError:  # absent or expired
+            return ()
+        if len(found) == 1:
+            # Its retain_until is the item's expiry (_ttu), which the access just checked.
+            return found
+        now = self._clock()
+        return tuple(variant for variant in found if now < variant.retain_until)
 
     def put(self, key: Key, response: CachedResponse) -> bool:
         """Store ``response`` under ``key``; True if stored.
