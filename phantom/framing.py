@@ -278,11 +278,12 @@ _REQUEST_LINE_END: Final = len(b" HTTP/1.1")
 _NOT_SIMPLE: Final = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SimpleRequest:
     """A request head in the fast lane's subset, parsed. ``headers`` as h11 gives them (names
     lowercased, values without surrounding whitespace); ``end``: the offset after its blank
-    line."""
+    line. Read-only by convention: not frozen, as one is built per request and a frozen
+    dataclass takes three times as long to build."""
 
     method: bytes
     target: bytes
