@@ -31,8 +31,6 @@ def method_class(method: bytes) -> str:
     return _METHODS.get(method, "other")
 
 
-# Every exchange asks, and the values repeat (a hit's differ only in ttl): parse each once.
-@functools.lru_cache(maxsize=1024)
 def cache_result(cache_status: bytes | None) -> str:
     """What the cache did, from our ``Cache-Status`` value (RFC 9211):
 
@@ -43,6 +41,12 @@ def cache_result(cache_status: bytes | None) -> str:
     """
     if cache_status is None:
         return "-"
+    if len(cache_status) <= _REMEMBERED_STATUS_BYTES:
+        return _remembered_result(cache_status)
+    return _result(cache_status)
+
+
+def _result(cache_status: bytes) -> str:
     params: dict[bytes, bytes] = {}
     for part in cache_status.split(b";")[1:]:
         name, _, value = part.strip().partition(b"=")
@@ -55,6 +59,12 @@ def cache_result(cache_status: bytes | None) -> str:
     if fwd in (b"uri-miss", b"vary-miss", b"miss", b"partial"):
         return "miss"
     return "bypass"
+
+
+# Every exchange asks, and the values repeat (a hit's differ only in ttl): each is parsed once.
+# Only values as long as phantom's own are remembered, so the memory stays small.
+_REMEMBERED_STATUS_BYTES = 160
+_remembered_result = functools.lru_cache(maxsize=1024)(_result)
 
 
 @dataclass(slots=True)

@@ -28,10 +28,10 @@ __all__ = ["Route", "Router", "backend_target", "request_host"]
 
 FALLBACK = "*"
 
-#: How many (host, path) decisions a router remembers, and the longest path it remembers one
-#: for: the memo is bounded in size whatever clients send.
+#: How many (host, path) decisions a router remembers, and the most bytes of host and path
+#: it remembers one for: the memo is bounded in size whatever clients send.
 MEMO_ENTRIES = 1024
-MEMO_MAX_PATH = 512
+MEMO_MAX_BYTES = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +107,8 @@ class Router:
         return Route(server, backend_target(server, target.decode("latin-1")).encode("latin-1"))
 
     def server_for(self, host: bytes | None, target: bytes) -> ServerConfig | None:
-        """The server of :meth:`route` alone, remembered for the last ``MEMO_ENTRIES`` hosts
-        and paths seen."""
+        """The server of :meth:`route` alone, remembered for up to ``MEMO_ENTRIES`` hosts
+        and paths (the one remembered first is forgotten first)."""
         path = target.partition(b"?")[0]
         memo = self._memo
         try:
@@ -116,7 +116,7 @@ class Router:
         except KeyError:
             pass
         server = self._mounts_for(request_host(host)).match(path.decode("latin-1"))
-        if len(path) <= MEMO_MAX_PATH:
+        if len(path) + len(host or b"") <= MEMO_MAX_BYTES:
             if len(memo) >= MEMO_ENTRIES:
                 del memo[next(iter(memo))]  # the oldest
             memo[host, path] = server

@@ -162,17 +162,24 @@ def store_key(
     entries (RFC 9111 §2: the key is the target URI), so a redirect to https stored for an
     http request is never served to an https one.
     """
+    if len(host) <= _REMEMBERED_HOST_BYTES:
+        return (_remembered_origin(host, scheme), printable_key(method, target))
     return (_origin(host, scheme), printable_key(method, target))
 
 
-@functools.lru_cache(maxsize=1024)
 def _origin(host: bytes, scheme: bytes) -> str:
-    """The origin part of a store key; remembered, as every request of a site repeats it."""
+    """The origin part of a store key."""
     name = host.decode("latin-1").strip().lower()
     default_port = _DEFAULT_PORTS.get(scheme, "")
     if default_port and name.endswith(default_port):
         name = name[: -len(default_port)]
     return name if scheme == b"http" else f"{scheme.decode('latin-1')}://{name}"
+
+
+# Every request of a site repeats its few hosts: each is worked out once. Only host names of
+# ordinary length are remembered, so the memory this takes stays small whatever clients send.
+_REMEMBERED_HOST_BYTES = 300
+_remembered_origin = functools.lru_cache(maxsize=1024)(_origin)
 
 
 # --------------------------------------------------------------------------- parsing

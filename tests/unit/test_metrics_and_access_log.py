@@ -28,10 +28,12 @@ BACKEND = BackendURL("http", "127.0.0.1", 8000, "")
         (b"phantom; fwd=method", "bypass"),
         (b"phantom; fwd=request", "bypass"),
         (None, "-"),
+        (b"phantom; fwd=stale; fwd-status=304; detail=" + b"x" * 200, "revalidated"),
     ],
 )
 def test_cache_result(value: bytes | None, result: str) -> None:
     assert cache_result(value) == result
+    assert cache_result(value) == result  # remembered (short values) or parsed again
 
 
 def test_method_class() -> None:

@@ -50,8 +50,8 @@ def test_remembered_decisions_match_fresh_ones_and_stay_bounded() -> None:
     remembering = Router(servers)
     requests = [
         (host, f"/{path}{query}".encode())
-        for host in (b"a.test", b"A.TEST:80", b"b.test", None)
-        for path in ("api", "api/x", "apix", "", "x" * (routing.MEMO_MAX_PATH + 1))
+        for host in (b"a.test", b"A.TEST:80", b"b.test", None, b"h" * routing.MEMO_MAX_BYTES)
+        for path in ("api", "api/x", "apix", "", "x" * routing.MEMO_MAX_BYTES)
         for query in ("", "?q=/api")
     ]
     requests += [(b"a.test", f"/api/{n}".encode()) for n in range(routing.MEMO_ENTRIES + 10)]

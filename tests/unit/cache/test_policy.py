@@ -89,6 +89,15 @@ def test_store_key_separates_https_from_http() -> None:
     )
 
 
+def test_store_key_of_a_long_host_is_worked_out_the_same_way() -> None:
+    """Hosts past the remembered length take the same normalisation, unremembered."""
+    long_name = b"a" * 400 + b".example"
+    assert policy.store_key(long_name.upper() + b":80", b"GET", b"/x") == (
+        long_name.decode(),
+        "GET:/x",
+    )
+
+
 def test_store_key_keeps_target_case() -> None:
     """RFC 9110 §4.2.3: the path is case-sensitive; only the host is normalised."""
     assert policy.store_key(b"h", b"GET", b"/A?B=C") == ("h", "GET:/A?B=C")
