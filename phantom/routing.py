@@ -28,8 +28,8 @@ __all__ = ["Route", "Router", "backend_target", "request_host"]
 
 FALLBACK = "*"
 
-#: How many (host, path) decisions a router remembers, and the most bytes of host and path
-#: it remembers one for: the memo is bounded in size whatever clients send.
+#: How many (host, target) decisions a router remembers, and the most bytes of host and
+#: target it remembers one for: the memo is bounded in size whatever clients send.
 MEMO_ENTRIES = 1024
 MEMO_MAX_BYTES = 512
 
@@ -87,8 +87,8 @@ class Router:
             reverse=True,
         )
         self._any_host = _Mounts([s for s in servers if not s.hosts])
-        # (Host value, path) -> server: a site's requests repeat a few hosts and paths.
-        self._memo: dict[tuple[bytes | None, bytes], ServerConfig | None] = {}
+        # (Host value, target) -> route, for route().
+        self._memo: dict[tuple[bytes | None, bytes], Route | None] = {}
 
     def _mounts_for(self, host: str) -> _Mounts:
         mounts = self._exact.get(host)
@@ -100,27 +100,24 @@ class Router:
         return self._any_host
 
     def route(self, host: bytes | None, target: bytes) -> Route | None:
-        """The server for a request with this ``Host`` value and target, or None (404)."""
-        server = self.server_for(host, target)
-        if server is None:
-            return None
-        return Route(server, backend_target(server, target.decode("latin-1")).encode("latin-1"))
-
-    def server_for(self, host: bytes | None, target: bytes) -> ServerConfig | None:
-        """The server of :meth:`route` alone, remembered for up to ``MEMO_ENTRIES`` hosts
-        and paths (the one remembered first is forgotten first)."""
-        path = target.partition(b"?")[0]
+        """The server for a request with this ``Host`` value and target, or None (404).
+        Remembered for up to ``MEMO_ENTRIES`` hosts and targets (the one remembered first is
+        forgotten first): a site's requests repeat a few of them."""
         memo = self._memo
         try:
-            return memo[host, path]
+            return memo[host, target]
         except KeyError:
             pass
-        server = self._mounts_for(request_host(host)).match(path.decode("latin-1"))
-        if len(path) + len(host or b"") <= MEMO_MAX_BYTES:
+        text = target.decode("latin-1")
+        server = self._mounts_for(request_host(host)).match(text.partition("?")[0])
+        route = None
+        if server is not None:
+            route = Route(server, backend_target(server, text).encode("latin-1"))
+        if len(target) + len(host or b"") <= MEMO_MAX_BYTES:
             if len(memo) >= MEMO_ENTRIES:
-                del memo[next(iter(memo))]  # the oldest
-            memo[host, path] = server
-        return server
+                del memo[next(iter(memo))]
+            memo[host, target] = route
+        return route
 
 
 def backend_target(server: ServerConfig, target: str) -> str:

@@ -40,7 +40,7 @@ def test_longest_prefix_on_segment_boundaries_then_fallback() -> None:
 
 
 def test_remembered_decisions_match_fresh_ones_and_stay_bounded() -> None:
-    """server_for remembers hosts and paths (bounded); a router that remembers answers
+    """route() remembers hosts and targets (bounded); a router that remembers answers
     exactly as a new one deciding afresh, for every host, path and query."""
     tables = {
         "api": {"proxy_url": "http://127.0.0.1:8080", "bind_to": "/api", "hosts": ["a.test"]},
