@@ -378,20 +378,22 @@ class ClientConnection(Endpoint):
         body = cache.body(state.entry)
         if body is None:
             return None
-        cache_status = policy.cache_status(hit=True, ttl=state.ttl)
+        cache_status = policy.hit_status(state.ttl)
         status, reason, wire_headers, body = _cached_answer(state.entry, body, headers)
         # What h11 writes for the framing-only Response of _respond_cached on a keep-alive
         # HTTP/1.1 connection.
-        head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
         if status != 304:
-            head += b"Content-Length: %d\r\n" % len(body)
+            head = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n" % (status, reason, len(body))
+        else:
+            head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
         if method == b"HEAD":
             body = b""
         exchange = self._fast_exchange(request, site)
         exchange.status = status
         exchange.cache_status = cache_status
         exchange.body_bytes = len(body)
-        return head + wire_headers + _age_and_status(state.age, cache_status) + body, exchange
+        tail = _age_and_status(state.age, cache_status)
+        return b"".join((head, wire_headers, tail, body)), exchange
 
     # -- the fast lane's relay ---------------------------------------------------------------
     #
