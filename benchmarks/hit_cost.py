@@ -1,0 +1,91 @@
+"""CPU per cache hit: phantom from this tree, optionally phantom from another source tree, and
+nginx, interleaved; the suite's layout (proxy on core 0, wrk and the origin on core 1).
+
+    git archive main phantom | tar -x -C /tmp/phantom-main   # a baseline, if wanted
+    benchmarks/.venv/bin/python -m benchmarks.hit_cost [--baseline /tmp/phantom-main]
+        [--seconds 3] [--rounds 3]
+
+Prints hits/s (``wrk -t1 -c50`` on ``/small``) and the proxy process's own CPU time (user +
+system, from ``/proc``) divided by the hits wrk counted. On a machine shared with other work
+the rate swings with whatever else runs on the proxy's core; the CPU per hit moves much
+less, so it is the figure to compare changes by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchmarks.run import LOAD_CORE, PROXY_CORE, Endpoint, wrk
+from benchmarks.targets import ROOT, Target, start_origin
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def measure(
+    kind: str, source: Path | None, origin_port: int, workdir: Path, seconds: int
+) -> tuple[float, float]:
+    """(hits/s, CPU microseconds per hit) of one target; phantom runs from ``source``."""
+    if source is not None:
+        os.environ["PYTHONPATH"] = str(source)
+    target = Target(kind).start(origin_port, workdir, PROXY_CORE)
+    try:
+        ep = Endpoint(target.port, origin_port, forward_proxy=False)
+        wrk(ep, "/small", 1, workdir, str(LOAD_CORE))  # fill the cache, warm up
+        before = cpu_seconds(target.pid)
+        rate = wrk(ep, "/small", seconds, workdir, str(LOAD_CORE))
+        used = cpu_seconds(target.pid) - before
+    finally:
+        target.stop()
+    return rate, used / (rate * seconds) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", type=Path, help="a source tree holding phantom/")
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    targets: dict[str, tuple[str, Path | None]] = {}
+    if args.baseline is not None:
+        targets["baseline"] = ("phantom", args.baseline.resolve())
+    targets["phantom"] = ("phantom", ROOT)
+    targets["nginx"] = ("nginx", None)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        origin = start_origin(workdir / "origin", LOAD_CORE)
+        try:
+            for n in range(args.rounds):
+                for name, (kind, source) in targets.items():
+                    results[name].append(
+                        measure(kind, source, origin.port, workdir / f"{name}{n}", args.seconds)
+                    )
+                line = ", ".join(
+                    f"{name} {runs[-1][0]:,.0f}/s {runs[-1][1]:.1f} us"
+                    for name, runs in results.items()
+                )
+                print(f"round {n + 1}: {line}", flush=True)
+        finally:
+            origin.stop()
+    rate = {name: statistics.median(r for r, _ in runs) for name, runs in results.items()}
+    cost = {name: statistics.median(c for _, c in runs) for name, runs in results.items()}
+    for name in targets:
+        print(
+            f"{name:9s} {rate[name]:9,.0f} hits/s ({rate[name] / rate['nginx']:.2f}x nginx)"
+            f"  {cost[name]:5.1f} us CPU per hit ({cost['nginx'] / cost[name]:.2f}x nginx's"
+            " hits per CPU-second)"
+        )
+
+
+if __name__ == "__main__":
+    main()
