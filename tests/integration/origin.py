@@ -435,6 +435,50 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+@dataclass
+class RawAnswer:
+    """A canned answer, bytes exactly as written: each of ``writes`` is one write (``pause``
+    seconds apart, so they arrive as separate segments); then the connection is closed when
+    ``close``, else the next request is read on it."""
+
+    writes: tuple[bytes, ...]
+    close: bool = False
+    pause: float = 0.05
+
+
+class CannedBackend(ScriptedBackend):
+    """A raw keep-alive backend answering each request by its path with a `RawAnswer`, for
+    responses h11 would never write (close-delimited bodies, interim responses, bare LF line
+    ends, bytes beyond the Content-Length). Records each request head as received, and the
+    connection it came on."""
+
+    def __init__(self, answers: dict[str, RawAnswer]) -> None:
+        super().__init__(self._answer)
+        self.answers = answers
+        self.heads: list[tuple[int, bytes]] = []  # (connection number, request head)
+
+    def targets(self) -> list[bytes]:
+        return [head.split(b" ", 2)[1] for _, head in self.heads]
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = self.connections_accepted
+        while True:
+            try:
+                head = await read_request_head(reader)
+            except asyncio.IncompleteReadError:
+                return  # phantom closed the connection
+            self.heads.append((connection, head))
+            path = head.split(b" ", 2)[1].split(b"?", 1)[0].decode("latin-1")
+            answer = self.answers[path]
+            for index, data in enumerate(answer.writes):
+                if index:
+                    await asyncio.sleep(answer.pause)
+                writer.write(data)
+                await writer.drain()
+            if answer.close:
+                return
+
+
 # -- custom upgrades over raw sockets ----------------------------------------------------------
 
 
