@@ -116,8 +116,9 @@ class ClientConnection(Endpoint):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.in_flight is not None:
-            # Nobody will read the answer: abandon the backend request, never pool it.
-            self.in_flight.abort()
+            # Nobody will read the answer: abandon the backend request, never pool it (nor
+            # retry it on another connection).
+            self.in_flight.abandon()
         relay = self.relay
         if relay is not None:
             self._end_relay(relay)

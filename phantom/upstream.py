@@ -52,6 +52,8 @@ class UpstreamConnection(Endpoint):
         # Called after every arrival (bytes, EOF, loss) while a relay driven by callbacks,
         # not by a coroutine reading, waits for this connection's answer.
         self.receiver: Callable[[], None] | None = None
+        # Dropped because nobody wants the answer any more: its request is not retried.
+        self.abandoned = False
 
     def data_received(self, data: bytes) -> None:
         if self._idle_timer is not None:
@@ -253,6 +255,11 @@ class UpstreamConnection(Endpoint):
         loop = asyncio.get_running_loop()
         self._idle_timer = loop.call_later(POOL_IDLE_SECONDS, self.close)
 
+    def abandon(self) -> None:
+        """Abort the exchange on its way because its client went."""
+        self.abandoned = True
+        self.abort()
+
     def unpark(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -331,8 +338,8 @@ class Upstream:
         """``start`` sends the request on a connection and returns the response head
         (``UpstreamConnection.request`` or ``simple_request``). A pooled connection that turns
         out dead before any response byte is replaced by a fresh one once, when ``retry``
-        (idempotent, body not yet consumed). Failures raise BackendError / BackendTimeout; the
-        connection is then closed."""
+        (idempotent, body not yet consumed) and its client is still there (not ``abandoned``).
+        Failures raise BackendError / BackendTimeout; the connection is then closed."""
         while True:
             conn, pooled = await self.acquire()
             try:
@@ -340,7 +347,13 @@ class Upstream:
             except (BackendError, EndpointClosed) as exc:
                 conn.abort()
                 timed_out = isinstance(exc, BackendTimeout)
-                if pooled and retry and not conn.response_started and not timed_out:
+                if (
+                    pooled
+                    and retry
+                    and not conn.response_started
+                    and not timed_out
+                    and not conn.abandoned
+                ):
                     retry = False
                     # The pooled connection had died while idle: once more, fresh. (A
                     # backend that is merely slow must not get the request twice.)

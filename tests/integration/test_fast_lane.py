@@ -33,7 +33,9 @@ from origin import (
     OriginRequest,
     RawAnswer,
     Reply,
+    ScriptedBackend,
     echo,
+    read_request_head,
     unused_port,
 )
 from test_observability import TOKEN, request_count, scrape
@@ -420,6 +422,40 @@ async def test_head_and_304_pass_through_have_no_body_and_the_connection_goes_on
     assert [r.method for r in origin.log] == [b"GET", b"HEAD", b"GET", b"GET"]
     assert origin.log[2].get("if-none-match") == '"v1"'
     assert origin.connections_accepted == 1, "the backend connection was pooled after each"
+
+
+@pytest.mark.parametrize("extra", [(), (STRICT,)], ids=["fast-lane", "request-loop"])
+@async_test()
+async def test_a_client_leaving_mid_forward_aborts_the_backend_request(
+    extra: tuple[tuple[str, str], ...],
+) -> None:
+    forwarded = asyncio.Event()
+    held = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (head := await read_request_head(reader)).startswith(b"GET /ok "):
+            writer.write(OK_ANSWER.writes[0])
+        held.append(head)
+        forwarded.set()
+        await backend.wait_for_eof(reader)
+
+    backend = ScriptedBackend(hold)
+    async with backend, running_proxy(backend.port, backend_timeout=30, **BYPASS) as proxy:
+        client = await RawClient.connect(proxy.port)
+        await client.send(simple("GET", "/ok"))  # pools a backend connection
+        assert (await client.read_response()).body == b"ok"
+        await client.send(simple("GET", "/hold", *extra))
+        await asyncio.wait_for(forwarded.wait(), 2)
+        vanished = time.monotonic()
+        client.vanish()
+        while not backend.eof_seen:
+            await asyncio.sleep(0.01)
+        assert backend.eof_seen[0] - vanished < 1.0
+        while proxy.open_connections:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert len(held) == 1, "the request was sent again, for nobody"
+        assert backend.connections_accepted == 1, "no new backend connection for a gone client"
 
 
 @async_test()
