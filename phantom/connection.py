@@ -431,7 +431,11 @@ class ClientConnection(Endpoint):
         received = forward.received
         end = received.find(b"\r\n\r\n")
         if end < 0:
-            if upstream.at_eof or len(received) > RELAY_LIMIT:
+            if (
+                upstream.at_eof
+                or len(received) > RELAY_LIMIT
+                or framing.ends_with_bare_lf(received)  # a head h11 reads
+            ):
                 self._hand_over()
             return
         request = forward.request

@@ -47,6 +47,7 @@ __all__ = [
     "SimpleRequest",
     "SimpleResponse",
     "check_head",
+    "ends_with_bare_lf",
     "parse_simple",
     "parse_simple_response",
 ]
@@ -397,3 +398,10 @@ def parse_simple_response(
     elif length is None:
         return None
     return SimpleResponse(status, match[2], headers, length, end + 4)
+
+
+def ends_with_bare_lf(data: bytes) -> bool:
+    """Whether ``data``, a response head's start with no CRLF CRLF in it, is already ended by a
+    blank line made with a bare LF (``\n\n``, ``\n\r\n``). h11 reads such a head (RFC 9112
+    §2.2); a CRLF CRLF may never follow, so waiting for one would wait for nothing."""
+    return b"\n\n" in data or b"\n\r\n" in data

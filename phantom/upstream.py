@@ -123,10 +123,8 @@ class UpstreamConnection(Endpoint):
             self.response_started = True
             received += data
             end = received.find(b"\r\n\r\n")
-            if end < 0 and (b"\n\n" in received or b"\n\r\n" in received):
-                # A head ended by a bare LF, which h11 reads (RFC 9112 §2.2) and a CRLF CRLF
-                # may never follow: waiting for one would time out.
-                break
+            if end < 0 and framing.ends_with_bare_lf(received):
+                break  # not simple: h11 reads it
         if end >= 0:
             response = framing.parse_simple_response(
                 received, end, method, SIMPLE_MAX_HEADERS

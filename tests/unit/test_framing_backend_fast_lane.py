@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phantom.framing import SimpleResponse, parse_simple_response
+from phantom.framing import SimpleResponse, ends_with_bare_lf, parse_simple_response
 
 MAX_HEADERS = 100
 
@@ -171,6 +171,27 @@ def test_a_close_delimited_body_is_left_to_h11_but_a_head_answer_has_none() -> N
     assert simple(response(b"Content-Type: text/plain", status=b"HTTP/1.1 404 Gone")) is None
     parsed = assert_read_as_h11_reads(data, b"HEAD")
     assert parsed.length == 0
+
+
+@pytest.mark.parametrize(
+    "start, ended",
+    [
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\n\r\nok", True),
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Len", False),
+    ],
+)
+def test_a_head_ended_by_bare_lfs_is_seen_as_ended_as_h11_sees_it(
+    start: bytes, ended: bool
+) -> None:
+    assert ends_with_bare_lf(start) is ended
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method=b"GET", target=b"/", headers=[(b"Host", b"backend.test")]))
+    conn.send(h11.EndOfMessage())
+    conn.receive_data(start)
+    assert isinstance(conn.next_event(), h11.Response) is ended
 
 
 def test_more_fields_than_the_limit_are_left_to_h11() -> None:
