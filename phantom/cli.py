@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
-import resource
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -37,6 +34,7 @@ from phantom.config import (
     parse_port,
     with_overrides,
 )
+from phantom.descriptors import AcceptFailureLog
 from phantom.errors import ConfigError, PhantomError
 
 if TYPE_CHECKING:
@@ -97,37 +95,6 @@ def new_event_loop(loop_choice: str = "auto") -> asyncio.AbstractEventLoop:
     return loop
 
 
-# Out of descriptors (or socket memory): accept() fails until some close.
-_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-EXHAUSTION_LOG_INTERVAL = 5.0
-
-
-class _ExhaustionLogger:
-    """Loop exception handler: a failed accept() for lack of descriptors becomes one clear
-    warning every few seconds instead of a traceback per attempt (asyncio retries the accept
-    after a second; uvloop's libuv sheds the connection itself and reports nothing). Backend
-    connects that fail the same way already end as 502 with their own log line."""
-
-    def __init__(self) -> None:
-        self._last = -EXHAUSTION_LOG_INTERVAL
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if not (isinstance(exc, OSError) and exc.errno in _EXHAUSTED):
-            loop.default_exception_handler(context)
-            return
-        now = time.monotonic()
-        if now - self._last >= EXHAUSTION_LOG_INTERVAL:
-            self._last = now
-            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            log.error(
-                "cannot accept connections: %s (open-file limit %d; raise it with ulimit -n); "
-                "new clients wait until descriptors are free",
-                os.strerror(exc.errno or 0),
-                soft,
-            )
-
-
 def run(main: MainFactory, loop_choice: str = "auto") -> int:
     """Run ``main(stop)`` to completion on a new loop; return the process exit code.
 
@@ -136,7 +103,7 @@ def run(main: MainFactory, loop_choice: str = "auto") -> int:
     propagate after the loop is closed.
     """
     loop = new_event_loop(loop_choice)
-    loop.set_exception_handler(_ExhaustionLogger())
+    loop.set_exception_handler(AcceptFailureLog())
     try:
         return loop.run_until_complete(_supervise(main))
     finally:

@@ -98,6 +98,7 @@ class ClientConnection(Endpoint):
         limit = self.config.max_connections
         self.over_capacity = bool(limit) and len(ctx.connections) + len(ctx.tunnels) >= limit
         ctx.connections.add(self)
+        ctx.client_accepted(self.transport)
         self.finished = asyncio.get_running_loop().create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:

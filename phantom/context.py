@@ -18,6 +18,7 @@ from .cache.policy import KeyFunction
 from .cache.rules import CacheRules, parse_path_rule
 from .cache.store import CachedResponse, CacheStore, Key
 from .config import Config, ServerConfig
+from .descriptors import DescriptorWatch, open_file_limit
 from .endpoint import DetachedState
 from .errors import PhantomError, SnapshotError
 from .exchange import Exchange
@@ -183,6 +184,20 @@ class ProxyContext:
     draining: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     access_log: AccessLog | None = None
+    # The open-file limit is read here and on reload (Proxy.reload), never per connection.
+    descriptors: DescriptorWatch = field(
+        default_factory=lambda: DescriptorWatch(open_file_limit())
+    )
+
+    def client_accepted(self, transport: asyncio.BaseTransport) -> None:
+        """Warn (rate-limited) when the newly accepted client's descriptor is close to the
+        open-file limit. What is in use is bounded from below two ways, each O(1): the kernel
+        hands out the lowest free descriptor, so the new socket's number says all below it
+        are taken (backend legs and pooled connections included); and each connection holds
+        one, each tunnel two, which still counts when closures left low numbers free."""
+        sock = transport.get_extra_info("socket")
+        newest = sock.fileno() if sock is not None else -1
+        self.descriptors.check(max(newest + 1, len(self.connections) + 2 * len(self.tunnels)))
 
     def exchange_done(self, exchange: Exchange) -> None:
         """Count and log one finished exchange (every request passes here exactly once)."""

@@ -19,6 +19,7 @@ from .config import Config, config_from_dict, host_port, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
+from .descriptors import open_file_limit
 from .errors import ConfigError, SnapshotError
 from .launcher import Launcher
 from .metrics import CONTENT_TYPE, Gauges
@@ -242,6 +243,7 @@ class Proxy:
             site.upstream.close()
         ctx.router = Router(new.servers)
         ctx.config = self.config = new
+        ctx.descriptors.set_limit(open_file_limit())  # raised meanwhile with prlimit, say
         log.info("configuration reloaded from %s", new.source)
         return new
 
