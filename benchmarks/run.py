@@ -109,9 +109,9 @@ class Endpoint:
             return f"http://127.0.0.1:{self.origin_port}{path}"
         return path
 
-    def tunnel(self, path: str) -> tuple[socket.socket, bytes]:
+    def tunnel(self, path: str, timeout: float = IO_TIMEOUT) -> tuple[socket.socket, bytes]:
         """An upgraded connection to ``path`` and the bytes that came after the 101."""
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         rest = b""
         if self.forward_proxy:
