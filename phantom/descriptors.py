@@ -113,6 +113,11 @@ class AcceptFailureLog:
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
+        if _late_accept_retry(context):
+            # asyncio retries a failed accept a second later even when the server has been
+            # closed since (shutdown): the retry then finds no socket. Nothing is lost.
+            log.debug("accept retry after the listener closed: %s", exc)
+            return
         if not (isinstance(exc, OSError) and exc.errno in EXHAUSTED):
             loop.default_exception_handler(context)
             return
@@ -123,3 +128,12 @@ class AcceptFailureLog:
                 os.strerror(exc.errno or 0),
                 open_file_limit(),
             )
+
+
+def _late_accept_retry(context: dict[str, Any]) -> bool:
+    """The context of asyncio's accept retry (``_start_serving``) on a closed listener."""
+    callback = getattr(context.get("handle"), "_callback", None)
+    return (
+        isinstance(context.get("exception"), ValueError)
+        and getattr(callback, "__name__", "") == "_start_serving"
+    )

@@ -260,11 +260,11 @@ def check_head(head: bytes, max_headers: int) -> RequestHead:
 # A field line with a value h11 would keep as is: visible ASCII, inner spaces and tabs only.
 _SIMPLE_NAME: Final = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _SIMPLE_VALUE: Final = rb"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?"
-_SIMPLE_FIELD: Final = re.compile(rb"(%s):[ \t]*((?:%s)?)[ \t]*" % (_SIMPLE_NAME, _SIMPLE_VALUE))
-# The same, CRLF included, for a request head, with whitespace that can be read one way only
-# (the value starts and ends with a visible byte; an empty one leaves all the whitespace to
-# the first run), so a line that fails to match costs linear time. (Above, both runs can share
-# the whitespace of an empty value: quadratic in its length when the line fails.)
+# Its whitespace can be read one way only (the value starts and ends with a visible byte; an
+# empty one leaves all the whitespace to the first run), so a line that fails to match costs
+# linear time; were both runs able to share an empty value's whitespace, quadratic time.
+_SIMPLE_FIELD: Final = re.compile(rb"(%s):[ \t]*(?:(%s)[ \t]*)?" % (_SIMPLE_NAME, _SIMPLE_VALUE))
+# The same, CRLF included, for reading a request head's fields with one findall.
 _SIMPLE_FIELD_LINE: Final = re.compile(
     rb"(%s):[ \t]*(?:(%s)[ \t]*)?\r\n" % (_SIMPLE_NAME, _SIMPLE_VALUE)
 )
@@ -381,7 +381,7 @@ def parse_simple_response(
         field = _SIMPLE_FIELD.fullmatch(line)
         if field is None:
             return None
-        name, value = field[1], field[2]
+        name, value = field[1], field[2] or b""
         lower = name.lower()
         if lower == b"content-length":
             if length is not None or not _DIGITS.fullmatch(value):

@@ -123,3 +123,28 @@ def test_other_exceptions_go_to_the_default_handler(
     assert lines(caplog) == []
     defaults = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert defaults == ["boom", "no exception at all"]
+
+
+def test_asyncio_retrying_an_accept_on_a_closed_listener_is_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncio schedules ``_start_serving`` again after a failed accept; after shutdown the
+    listener's socket is gone and that retry raises ValueError: not worth a traceback."""
+
+    def _start_serving() -> None:
+        raise ValueError("Invalid file descriptor: -1")
+
+    def unrelated() -> None:
+        raise ValueError("a real bug")
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.set_exception_handler(AcceptFailureLog())
+        with caplog.at_level(logging.DEBUG):
+            loop.call_soon(_start_serving)
+            loop.call_soon(unrelated)
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "unrelated" in errors[0]

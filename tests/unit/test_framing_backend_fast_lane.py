@@ -4,6 +4,8 @@ length, keep-alive), and everything unusual must be left to h11 (None)."""
 
 from __future__ import annotations
 
+import time
+
 import h11
 import pytest
 from hypothesis import given, settings
@@ -192,6 +194,19 @@ def test_a_head_ended_by_bare_lfs_is_seen_as_ended_as_h11_sees_it(
     conn.send(h11.EndOfMessage())
     conn.receive_data(start)
     assert isinstance(conn.next_event(), h11.Response) is ended
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"X-A:" + b" \t" * 30000 + b"\x01", b"X-A: a" + b" a\t" * 20000 + b"\x01"],
+    ids=["whitespace run", "words and whitespace"],
+)
+def test_a_bad_field_line_costs_linear_time(line: bytes) -> None:
+    """The request fast lane's pattern once took quadratic time on such lines; the backend's
+    uses the same unambiguous pattern."""
+    started = time.perf_counter()
+    assert simple(response(b"Content-Length: 0", line)) is None
+    assert time.perf_counter() - started < 0.5  # linear: milliseconds
 
 
 def test_more_fields_than_the_limit_are_left_to_h11() -> None:
