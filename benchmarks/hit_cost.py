@@ -1,12 +1,13 @@
-"""CPU per cache hit: phantom from this tree, optionally phantom from another source tree, and
-nginx, interleaved; the suite's layout (proxy on core 0, wrk and the origin on core 1).
+"""CPU per request (a cache hit by default; ``--path /nc/small`` for pass-through): phantom from
+this tree, optionally phantom from another source tree, and nginx, interleaved; the suite's
+layout (proxy on core 0, wrk and the origin on core 1).
 
     git archive main phantom | tar -x -C /tmp/phantom-main   # a baseline, if wanted
     benchmarks/.venv/bin/python -m benchmarks.hit_cost [--baseline /tmp/phantom-main]
-        [--seconds 3] [--rounds 3]
+        [--seconds 3] [--rounds 3] [--path /small]
 
-Prints hits/s (``wrk -t1 -c50`` on ``/small``) and the proxy process's own CPU time (user +
-system, from ``/proc``) divided by the hits wrk counted. On a machine shared with other work
+Prints requests/s (``wrk -t1 -c50`` on the path) and the proxy process's own CPU time (user +
+system, from ``/proc``) divided by the requests wrk counted. On a machine shared with other work
 the rate swings with whatever else runs on the proxy's core; the CPU per hit moves much
 less, so it is the figure to compare changes by.
 """
@@ -32,17 +33,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    kind: str, source: Path | None, origin_port: int, workdir: Path, seconds: int
+    kind: str, source: Path | None, origin_port: int, workdir: Path, seconds: int, path: str
 ) -> tuple[float, float]:
-    """(hits/s, CPU microseconds per hit) of one target; phantom runs from ``source``."""
+    """(requests/s, CPU microseconds per request) of one target; phantom runs from
+    ``source``."""
     if source is not None:
         os.environ["PYTHONPATH"] = str(source)
     target = Target(kind).start(origin_port, workdir, PROXY_CORE)
     try:
         ep = Endpoint(target.port, origin_port, forward_proxy=False)
-        wrk(ep, "/small", 1, workdir, str(LOAD_CORE))  # fill the cache, warm up
+        wrk(ep, path, 1, workdir, str(LOAD_CORE))  # fill the cache and the pool, warm up
         before = cpu_seconds(target.pid)
-        rate = wrk(ep, "/small", seconds, workdir, str(LOAD_CORE))
+        rate = wrk(ep, path, seconds, workdir, str(LOAD_CORE))
         used = cpu_seconds(target.pid) - before
     finally:
         target.stop()
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a source tree holding phantom/")
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--path", default="/small", help="/small (hits) or /nc/small (passed)")
     args = parser.parse_args()
     targets: dict[str, tuple[str, Path | None]] = {}
     if args.baseline is not None:
@@ -68,7 +71,10 @@ def main() -> None:
             for n in range(args.rounds):
                 for name, (kind, source) in targets.items():
                     results[name].append(
-                        measure(kind, source, origin.port, workdir / f"{name}{n}", args.seconds)
+                        measure(
+                            kind, source, origin.port, workdir / f"{name}{n}", args.seconds,
+                            args.path,
+                        )
                     )
                 line = ", ".join(
                     f"{name} {runs[-1][0]:,.0f}/s {runs[-1][1]:.1f} us"
@@ -81,9 +87,9 @@ def main() -> None:
     cost = {name: statistics.median(c for _, c in runs) for name, runs in results.items()}
     for name in targets:
         print(
-            f"{name:9s} {rate[name]:9,.0f} hits/s ({rate[name] / rate['nginx']:.2f}x nginx)"
-            f"  {cost[name]:5.1f} us CPU per hit ({cost['nginx'] / cost[name]:.2f}x nginx's"
-            " hits per CPU-second)"
+            f"{name:9s} {rate[name]:9,.0f} req/s ({rate[name] / rate['nginx']:.2f}x nginx)"
+            f"  {cost[name]:5.1f} us CPU per request ({cost['nginx'] / cost[name]:.2f}x nginx's"
+            " requests per CPU-second)"
         )
 
 

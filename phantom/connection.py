@@ -7,8 +7,11 @@ h11 holds a pipelined request's bytes until ``start_next_cycle()``.
 The fast lane: while the request loop waits for a request with nothing buffered, bytes that
 arrive are first offered to ``framing.parse_simple``; each simple request that is a fresh
 cache hit is answered right there in ``data_received``, in order, without h11 and without
-waking the loop. The first request that is not one, and everything after it, goes to the
-loop as usual: h11 has seen none of the answered bytes and is still at IDLE.
+waking the loop. A simple request whose answer fills no shared cache entry is forwarded from
+there too, on a pooled backend connection, and a simple answer is relayed from that
+connection's ``data_received`` (the relay); what the relay can't finish is handed to the loop
+where it stopped. The first request that is neither, and everything after it, goes to the
+loop as usual: h11 has seen none of the fast lane's bytes and is still at IDLE.
 """
 
 from __future__ import annotations
