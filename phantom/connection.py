@@ -433,22 +433,24 @@ class ClientConnection(Endpoint):
         upstream = forward.upstream
         forward.received += upstream.take_unread()
         received = forward.received
-        end = received.find(b"\r\n\r\n")
-        if end < 0:
-            if (
-                upstream.at_eof
-                or len(received) > RELAY_LIMIT
-                or framing.ends_with_bare_lf(received)  # a head h11 reads
-            ):
-                self._hand_over()
-            return
         request = forward.request
-        response = framing.parse_simple_response(
-            received, end, request.method, SIMPLE_MAX_HEADERS
-        )
-        if response is None:
-            self._hand_over()  # h11 reads it
-            return
+        response = forward.response
+        if response is None:  # the head is read once, when it is complete
+            end = received.find(b"\r\n\r\n")
+            if end < 0:
+                if (
+                    upstream.at_eof
+                    or len(received) > RELAY_LIMIT
+                    or framing.ends_with_bare_lf(received)  # a head h11 reads
+                ):
+                    self._hand_over()
+                return
+            response = forward.response = framing.parse_simple_response(
+                received, end, request.method, SIMPLE_MAX_HEADERS
+            )
+            if response is None:
+                self._hand_over()  # h11 reads it
+                return
         total = response.end + response.length
         if len(received) < total:
             if upstream.at_eof or total > RELAY_LIMIT:
@@ -460,13 +462,9 @@ class ClientConnection(Endpoint):
         exchange = self.exchange = forward.exchange
         exchange.upstream_seconds = time.perf_counter() - forward.sent_at
         site = forward.site
-        out_headers = hdr.forward_response_headers(response.headers)
-        sent, filling = self._relayed_fields(
-            site, forward.plan, request.method, response.status, response.reason, out_headers,
-            request.headers, (forward.request_time, site.cache.clock()),
-        )
+        head, filling = self._simple_answer_head(forward, response)
         body = received[response.end : total]
-        self.transport.write(self._relayed_head(response.status, sent, response.reason) + body)
+        self.transport.write(head + body)
         exchange.body_bytes = len(body)
         site.upstream.release(upstream)
         if filling is not None:
@@ -842,7 +840,6 @@ class ClientConnection(Endpoint):
         request, site, plan = forward.request, forward.site, forward.plan
         method = request.method
         timeout = self.ctx.config.backend_timeout
-        head = self._outgoing_head(forward)
 
         async def start(upstream: UpstreamConnection) -> framing.SimpleResponse | h11.Response:
             self.in_flight = upstream
@@ -852,6 +849,7 @@ class ClientConnection(Endpoint):
 
         try:
             if forward.upstream is None:
+                head = self._outgoing_head(forward)
                 forward.request_time = site.cache.clock()
                 forward.sent_at = time.perf_counter()
                 upstream, response = await site.upstream.exchange(start, retry=True)
@@ -870,25 +868,38 @@ class ClientConnection(Endpoint):
             if self.is_lost:
                 raise ClientGone() from None
             return self._backend_failed(site, self._promote(forward), exc)
-        request_time = forward.request_time
         self.exchange.upstream_seconds = time.perf_counter() - forward.sent_at
         try:
             if isinstance(response, h11.Response):
                 return await self._relay_response(
-                    site, upstream, self._promote(forward), response, plan, request_time
+                    site, upstream, self._promote(forward), response, plan,
+                    forward.request_time,
                 )
-            out_headers = hdr.forward_response_headers(response.headers)
-            sent, filling = self._relayed_fields(
-                site, plan, method, response.status, response.reason, out_headers,
-                request.headers, (request_time, site.cache.clock()),
-            )
-            head = self._relayed_head(response.status, sent, response.reason)
+            head, filling = self._simple_answer_head(forward, response)
             parts = upstream.length_parts(response.length, timeout)
             return await self._relay_body(
                 site, upstream, method, request.target, head, parts, filling
             )
         finally:
             self.in_flight = None
+
+    def _simple_answer_head(
+        self, forward: _SimpleForward, response: framing.SimpleResponse
+    ) -> tuple[bytes, _Filling | None]:
+        """The head a simple backend answer goes to the client with, and the cache entry it
+        fills, if any (as ``_relay_response`` decides them for an answer h11 read)."""
+        site = forward.site
+        sent, filling = self._relayed_fields(
+            site,
+            forward.plan,
+            forward.request.method,
+            response.status,
+            response.reason,
+            hdr.forward_response_headers(response.headers),
+            forward.request.headers,
+            (forward.request_time, site.cache.clock()),
+        )
+        return self._relayed_head(response.status, sent, response.reason), filling
 
     def _outgoing_head(self, forward: _SimpleForward) -> bytes:
         """The head a fast-lane request goes to the backend with, serialised once, straight
@@ -1447,10 +1458,12 @@ class _SimpleForward:
     plan: _Plan
     exchange: Exchange
     raw: bytes = b""
-    # Set once the request is on its way: the connection it went on, what came back so far,
-    # the store-clock and perf_counter times it left at, when its answer is due (loop time).
+    # Set once the request is on its way: the connection it went on, what came back so far
+    # (and its parsed head), the store-clock and perf_counter times it left at, when its
+    # answer is due (loop time).
     upstream: UpstreamConnection | None = None
     received: bytes = b""
+    response: framing.SimpleResponse | None = None  # its head, once complete
     request_time: float = 0.0
     sent_at: float = 0.0
     deadline: float = 0.0
