@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from .config import Config
+from .config import Config, ServerConfig
+from .handshake import H2C, permitted
 
 __all__ = ["risky_settings"]
 
@@ -47,4 +48,23 @@ def risky_settings(config: Config) -> list[str]:
                 f"server.{server.name}.backend_tls_verify: false: the certificate of "
                 f"{server.proxy_url} is not checked (anyone on the path can impersonate it)"
             )
+        bypassed = _h2c_bypasses(server)
+        if bypassed:
+            warnings.append(
+                f"server.{server.name}.upgrade_protocols: h2c is tunnelled, and the HTTP/2 "
+                f"requests inside its tunnel pass {', '.join(bypassed)} unchecked"
+            )
     return warnings
+
+
+def _h2c_bypasses(server: ServerConfig) -> list[str]:
+    """The per-request rules of ``server`` an h2c tunnel would carry requests past."""
+    if not server.enable_websocket or not permitted([H2C], server.upgrade_protocols):
+        return []
+    rules = {
+        "the webhooks": server.webhooks,
+        "hosts": server.hosts,
+        "exclude_paths": server.exclude_paths,
+        "the base path of proxy_url": server.proxy_url.base_path,
+    }
+    return [rule for rule, value in rules.items() if value]

@@ -114,6 +114,8 @@ class ServerConfig:
     name: str
     proxy_url: BackendURL
     enable_websocket: bool = True
+    # Upgrade tokens tunnelled, lowercase; "*" = every one but h2c (see phantom.handshake).
+    upgrade_protocols: tuple[str, ...] = ("*",)
     cache_ttl: float = 60.0  # seconds; 0 = responses without explicit freshness are not reused
     cache_max_entries: int = 10_000  # the three cache bounds: 0 = nothing is cached
     cache_max_bytes: int = 256 * 1024 * 1024
@@ -472,6 +474,25 @@ def _check_networks(value: object) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# RFC 9110 §7.8: protocol-name ["/" protocol-version], each a token.
+_UPGRADE_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(/[!#$%&'*+.^_`|~0-9A-Za-z-]+)?")
+
+
+def _check_upgrade_protocols(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(
+            f'expected an array of Upgrade tokens or "*", such as ["websocket"], '
+            f"got {_type_name(value)}"
+        )
+    protocols = []
+    for item in value:
+        text = _check_str(item)
+        if text != "*" and not _UPGRADE_TOKEN.fullmatch(text):
+            raise _Invalid(f'expected an Upgrade token such as "websocket", or "*", got {text!r}')
+        protocols.append(text.lower())
+    return tuple(dict.fromkeys(protocols))
+
+
 def _check_path_rules(value: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)):
         raise _Invalid(f"expected an array of strings, got {_type_name(value)}")
@@ -575,6 +596,7 @@ _WEBHOOK_CHECKS: Final[dict[str, _Check]] = {
 _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "proxy_url": parse_backend_url,
     "enable_websocket": _check_bool,
+    "upgrade_protocols": _check_upgrade_protocols,
     "cache_ttl": _check_ttl,
     "cache_max_entries": _check_size,
     "cache_max_bytes": _check_size,

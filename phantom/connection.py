@@ -26,7 +26,7 @@ from typing import cast
 
 import h11
 
-from . import framing, revalidation, webhooks
+from . import framing, handshake, revalidation, webhooks
 from . import headers as hdr
 from .cache import encoding, policy
 from .cache.policy import Forward
@@ -540,17 +540,25 @@ class ClientConnection(Endpoint):
                 await self._read_body()
                 self._respond_plain(denial.status, denial.body, headers=denial.headers)
                 return "next"
+        # The protocols this request may be tunnelled to. enable_websocket = false refuses
+        # every upgrade; otherwise offers of protocols not allowed are ignored (RFC 9110 §7.8),
+        # and a request left with none is an ordinary one: its Upgrade is hop-by-hop.
+        tunnel = handshake.offered(raw_headers)
+        if site.config.enable_websocket:
+            tunnel = handshake.permitted(tunnel, site.config.upgrade_protocols)
         if site.config.pre_generate:
-            outcome = await self._serve_snapshot(site, request, raw_headers)
+            outcome = await self._serve_snapshot(site, request, raw_headers, bool(tunnel))
             if outcome is not None:
                 return outcome
         try:
-            if hdr.is_upgrade(raw_headers):
+            if tunnel:
                 if not site.config.enable_websocket:
                     await self._read_body()
                     self._respond_plain(501, b"Upgrade requests are not enabled on this server.\n")
                     return "next"
-                return await self._upgrade(site, request, route.target, raw_headers)
+                return await self._upgrade(
+                    site, request, route.target, handshake.offering_only(raw_headers, tunnel)
+                )
             return await self._serve_http(site, request, route.target, raw_headers, cache_key)
         except RequestRejected:
             raise
@@ -558,11 +566,14 @@ class ClientConnection(Endpoint):
             return self._backend_failed(site, request, exc)
 
     async def _serve_snapshot(
-        self, site: Site, request: h11.Request, raw_headers: list[tuple[bytes, bytes]]
+        self,
+        site: Site,
+        request: h11.Request,
+        raw_headers: list[tuple[bytes, bytes]],
+        upgrade: bool,
     ) -> str | None:
         """A pre-generate server answers from its snapshots; None: fall through (only with
         ``pre_generate_fallthrough``) to the cache and the backend."""
-        upgrade = hdr.is_upgrade(raw_headers)
         if not upgrade and request.method in (b"GET", b"HEAD"):
             entry = site.snapshots.get(request.target)
             if entry is not None:
@@ -1145,23 +1156,15 @@ class ClientConnection(Endpoint):
             raise RequestRejected(503, "too many tunnels")
         upstream = await site.upstream.connect()
         self.in_flight = upstream  # a client that leaves now aborts the handshake
+        outgoing = self._backend_headers(
+            site,
+            hdr.upgrade_request_headers(
+                raw_headers, client_ip=self.client_ip, proto=self.proto, trusted=self.trusted
+            ),
+            upgrade=True,
+        )
         try:
-            upstream.send(
-                h11.Request(
-                    method=request.method,
-                    target=target,
-                    headers=self._backend_headers(
-                        site,
-                        hdr.upgrade_request_headers(
-                            raw_headers,
-                            client_ip=self.client_ip,
-                            proto=self.proto,
-                            trusted=self.trusted,
-                        ),
-                        upgrade=True,
-                    ),
-                )
-            )
+            upstream.send(h11.Request(method=request.method, target=target, headers=outgoing))
             for part in body:
                 upstream.send(h11.Data(data=part))
             upstream.send(h11.EndOfMessage())
@@ -1171,12 +1174,19 @@ class ClientConnection(Endpoint):
             raise
         finally:
             self.in_flight = None
-        if response is not None:
+        if isinstance(response, h11.Response):
             # The backend declined: an ordinary response, and keep-alive may go on.
             return await self._relay_response(
                 site, upstream, request, response, _Plan(None, Forward.REQUEST),
                 site.cache.clock(),
             )
+        problem = handshake.switch_problem(outgoing, response.headers.raw_items())
+        if problem is not None:
+            # Not the switch that was asked for: splicing would hand the client a connection
+            # to something no rule has seen. Neither leg is usable any more.
+            upstream.abort()
+            error = BackendError(f"invalid response from backend: {problem}", "protocol")
+            return self._backend_failed(site, request, error, close=True)
         if self.is_lost:
             # The client left during the handshake: nobody to tunnel for.
             upstream.abort()
@@ -1375,7 +1385,9 @@ class ClientConnection(Endpoint):
             what,
         )
 
-    def _backend_failed(self, site: Site, request: h11.Request, exc: PhantomError) -> str:
+    def _backend_failed(
+        self, site: Site, request: h11.Request, exc: PhantomError, *, close: bool = False
+    ) -> str:
         if isinstance(exc, BackendError):
             self.exchange.error_kind = exc.kind
         self._log_backend(site, request.method, request.target, f"{exc} ({exc.status})")
@@ -1383,7 +1395,7 @@ class ClientConnection(Endpoint):
             self.abort()
             return "close"
         # An unread or broken request body means the connection can't be reused.
-        close = self.h11.their_state in (h11.SEND_BODY, h11.ERROR)
+        close = close or self.h11.their_state in (h11.SEND_BODY, h11.ERROR)
         self._respond_plain(exc.status, f"{exc}\n".encode(), close=close)
         return "close" if close else "next"
 

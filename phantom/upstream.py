@@ -176,15 +176,17 @@ class UpstreamConnection(Endpoint):
                 raise BackendError("backend closed the connection", "reset")
             return event
 
-    async def upgrade_head(self, timeout: float) -> tuple[bytes, h11.Response | None]:
-        """The backend's answer to an upgrade: (its 101 head exactly as sent, None), or
+    async def upgrade_head(
+        self, timeout: float
+    ) -> tuple[bytes, h11.InformationalResponse | h11.Response]:
+        """The backend's answer to an upgrade: (its 101 head exactly as sent, the 101), or
         (b"", the response) when it declined."""
         raw = bytearray()
         while True:
             event = await self.next_event(timeout, record=raw)
             if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                 # All h11 did not keep as trailing data is the head (plus any interim 1xx).
-                return bytes(raw[: len(raw) - len(self.h11.trailing_data[0])]), None
+                return bytes(raw[: len(raw) - len(self.h11.trailing_data[0])]), event
             if isinstance(event, h11.Response):
                 return b"", event
 

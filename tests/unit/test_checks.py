@@ -68,3 +68,42 @@ def test_preserve_host_false_with_several_hosts_and_a_cache(
     assert bool(found) is risky
     if risky:
         assert found[0].startswith("server.app.preserve_host: false with several hosts")
+
+
+@pytest.mark.parametrize(
+    ("server", "bypassed"),
+    [
+        ({"upgrade_protocols": ["*", "h2c"], "hosts": ["a.example.com"]}, "hosts"),
+        ({"upgrade_protocols": ["H2C"], "exclude_paths": ["/admin*"]}, "exclude_paths"),
+        (
+            {"upgrade_protocols": ["h2c"], "proxy_url": "http://127.0.0.1:8000/v1"},
+            "the base path of proxy_url",
+        ),
+        (
+            {
+                "upgrade_protocols": ["h2c"],
+                "webhooks": [{"url": "http://127.0.0.1:4000/auth", "type": "blocking"}],
+                "hosts": ["a.example.com"],
+            },
+            "the webhooks, hosts",
+        ),
+    ],
+)
+def test_h2c_tunnelled_past_per_request_rules(server: dict[str, Any], bypassed: str) -> None:
+    (warning,) = warnings_for(**server)
+    assert warning == (
+        "server.app.upgrade_protocols: h2c is tunnelled, and the HTTP/2 requests inside its "
+        f"tunnel pass {bypassed} unchecked"
+    )
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        {"upgrade_protocols": ["h2c"]},  # nothing per request to get past
+        {"hosts": ["a.example.com"], "exclude_paths": ["/admin*"]},  # "*" keeps h2c out
+        {"upgrade_protocols": ["h2c"], "hosts": ["a.example.com"], "enable_websocket": False},
+    ],
+)
+def test_h2c_quiet_where_it_bypasses_nothing(server: dict[str, Any]) -> None:
+    assert warnings_for(**server) == []

@@ -150,6 +150,16 @@ def test_every_key_set() -> None:
     assert isinstance(config.servers[0].cache_ttl, float)
 
 
+def test_upgrade_protocols_default_and_lowercased() -> None:
+    assert config_from_dict(minimal(), "x.toml").servers[0].upgrade_protocols == ("*",)
+    config = config_from_dict(
+        with_server(upgrade_protocols=["WebSocket", "H2C", "IRC/6.9", "websocket", "*"]), "x.toml"
+    )
+    assert config.servers[0].upgrade_protocols == ("websocket", "h2c", "irc/6.9", "*")
+    none = config_from_dict(with_server(upgrade_protocols=[]), "x.toml")
+    assert none.servers[0].upgrade_protocols == ()
+
+
 def test_config_is_frozen() -> None:
     config = config_from_dict(minimal())
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -398,6 +408,25 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
         (
             with_server(cache_404_ttl="1m"),
             "server.app.cache_404_ttl: expected a number, got string",
+        ),
+        (
+            with_server(upgrade_protocols="*"),
+            'server.app.upgrade_protocols: expected an array of Upgrade tokens or "*", such '
+            'as ["websocket"], got string',
+        ),
+        (
+            with_server(upgrade_protocols=["websocket", "h2c, x"]),
+            "server.app.upgrade_protocols: expected an Upgrade token such as "
+            """"websocket", or "*", got 'h2c, x'""",
+        ),
+        (
+            with_server(upgrade_protocols=["websocket/"]),
+            "server.app.upgrade_protocols: expected an Upgrade token such as "
+            """"websocket", or "*", got 'websocket/'""",
+        ),
+        (
+            with_server(upgrade_protocols=[2]),
+            "server.app.upgrade_protocols: expected a string, got integer",
         ),
     ],
 )

@@ -183,3 +183,14 @@ def test_whatever_it_accepts_the_strict_path_reads_the_same(
     except (RequestRejected, h11.RemoteProtocolError) as exc:  # pragma: no cover - a bug
         raise AssertionError(f"fast lane took a head the strict path refuses: {exc}") from exc
     assert (parsed.method, parsed.target, parsed.headers) == (method, target_read, headers)
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [b"Connection: Upgrade, HTTP2-Settings", b"Connection: keep-alive", b"X-No-Connection: 1"],
+)
+def test_an_h2c_offer_goes_to_the_strict_path(connection: bytes) -> None:
+    """What ``curl --http2`` sends, and variants: the fast lane never forwards an Upgrade
+    field, so the request loop's ``upgrade_protocols`` rule sees every offer."""
+    h2c = request(HOST, connection, b"Upgrade: h2c", b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA")
+    assert simple(h2c) is None
