@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from .config import Config, ServerConfig
-from .handshake import H2C, permitted
+from .handshake import H2C, allows
 
 __all__ = ["risky_settings"]
 
@@ -59,7 +59,7 @@ def risky_settings(config: Config) -> list[str]:
 
 def _h2c_bypasses(server: ServerConfig) -> list[str]:
     """The per-request rules of ``server`` an h2c tunnel would carry requests past."""
-    if not server.enable_websocket or not permitted([H2C], server.upgrade_protocols):
+    if not server.enable_websocket or not allows(server.upgrade_protocols, H2C):
         return []
     rules = {
         "the webhooks": server.webhooks,

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 
 from .headers import HeaderList, HeaderPairs, is_upgrade
 
-__all__ = ["accept_for", "offered", "offering_only", "permitted", "switch_problem"]
+__all__ = ["accept_for", "allows", "offered", "offering_only", "permitted", "switch_problem"]
 
 # RFC 6455 §1.3: appended to the client's key before hashing, in every WebSocket handshake.
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # Its tunnel is a whole HTTP/2 connection, every request of which would pass phantom unseen: so
 # "*" leaves it out, and only a list that names it lets it through.
-H2C = b"h2c"
+H2C = "h2c"
 
 
 def _field_tokens(headers: HeaderPairs, name: bytes) -> list[bytes]:
@@ -46,20 +46,21 @@ def offered(headers: HeaderPairs) -> list[bytes]:
     return _field_tokens(headers, b"upgrade") if is_upgrade(headers) else []
 
 
-def _allows(protocols: Sequence[str], token: bytes) -> bool:
-    lowered = token.lower().decode("latin-1")
-    name = lowered.split("/", 1)[0]
+def allows(protocols: Sequence[str], token: str) -> bool:
+    """Whether ``protocols`` (``upgrade_protocols``, lowercase) lets ``token`` be tunnelled:
+    it names it, or it has ``"*"`` and the token is not h2c."""
+    token = token.lower()
+    name = token.split("/", 1)[0]
     # A listed name without a version allows every version of it ("websocket" allows
     # "websocket/13"); the h2c exception looks at the name too, so "h2c/2" is no way around it.
-    if lowered in protocols or name in protocols:
+    if token in protocols or name in protocols:
         return True
-    return "*" in protocols and name != H2C.decode()
+    return "*" in protocols and name != H2C
 
 
 def permitted(tokens: Sequence[bytes], protocols: Sequence[str]) -> list[bytes]:
-    """Those of ``tokens`` that ``protocols`` (``upgrade_protocols``, lowercase) allows: the
-    tokens it names, and with ``"*"`` every other one but h2c."""
-    return [token for token in tokens if _allows(protocols, token)]
+    """Those of ``tokens`` (as offered) that ``protocols`` allows."""
+    return [token for token in tokens if allows(protocols, token.decode("latin-1"))]
 
 
 def offering_only(headers: HeaderPairs, tokens: Sequence[bytes]) -> HeaderList:

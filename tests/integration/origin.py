@@ -549,7 +549,7 @@ class UpgradeBackend:
         self.extra_101_headers = list(extra_101_headers or [])
         self.refuse_body = refuse_body
         self.handshakes: list[UpgradeHandshake] = []
-        self.plain_requests: list[bytes] = []  # targets of non-upgrade requests
+        self.plain_requests: list[UpgradeHandshake] = []  # heads of non-upgrade requests
         self.legs: list[TunnelLeg] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -628,7 +628,9 @@ class UpgradeBackend:
             tokens = _connection_tokens(head.headers)
             upgrade = [v for n, v in head.headers if n == b"upgrade"]
             if b"upgrade" not in tokens or not upgrade:
-                self.plain_requests.append(head.target)
+                self.plain_requests.append(
+                    UpgradeHandshake(head.method, head.target, list(head.headers.raw_items()), b"")
+                )
                 body = b"plain\n"
                 writer.write(
                     conn.send(h11.Response(status_code=200, headers=[("Content-Length", "6")]))
