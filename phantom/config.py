@@ -124,6 +124,8 @@ class ServerConfig:
     strip_prefix: bool = True  # remove bind_to from the path before forwarding
     hosts: tuple[str, ...] = ()  # lowercased "app.example.com" / "*.example.com"; () = any
     preserve_host: bool = True  # False: send the backend's host (and Origin on upgrades)
+    merge_slashes: bool = True  # "//a" is forwarded, cached and matched as "/a" (phantom.paths)
+    allow_encoded_slashes: bool = False  # False: %2F, %5C, %00 or "\" in a path -> 400
     proxy_mode: str = "dynamic"  # "dynamic" | "pre_generate" (serve snapshots only)
     pre_generate_paths: tuple[str, ...] = ()  # snapshotted at startup, as clients request them
     pre_generate_fallthrough: bool = False  # pre_generate: forward snapshot misses
@@ -605,6 +607,8 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "strip_prefix": _check_bool,
     "hosts": _check_hosts,
     "preserve_host": _check_bool,
+    "merge_slashes": _check_bool,
+    "allow_encoded_slashes": _check_bool,
     "proxy_mode": _check_proxy_mode,
     "pre_generate_paths": _check_paths,
     "pre_generate_fallthrough": _check_bool,

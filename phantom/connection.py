@@ -69,6 +69,7 @@ class ClientConnection(Endpoint):
         self.scanner = framing.HeadScanner(config.max_request_line, config.max_header_bytes)
         self.client_ip = "-"
         self.trusted = False  # the peer is in trusted_proxies
+        self.by = ""  # our address the client connected to, as Forwarded's "by" names it
         self.over_capacity = False  # accepted beyond max_connections: answered 503
         self.served = 0  # requests answered on this connection
         # The request being served: what metrics and the access log get when it ends.
@@ -97,6 +98,9 @@ class ClientConnection(Endpoint):
         if peer:
             self.client_ip = str(peer[0])
             self.trusted = _is_trusted(self.client_ip, self.config.trusted_proxies)
+        local = self.transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.by = hdr.node(str(local[0]), local[1])
         ctx = self.ctx
         limit = self.config.max_connections
         self.over_capacity = bool(limit) and len(ctx.connections) + len(ctx.tunnels) >= limit
@@ -185,6 +189,9 @@ class ClientConnection(Endpoint):
             if self.h11.our_state is h11.SEND_RESPONSE:
                 self._reject_malformed(exc)
             return "close"
+        except h11.LocalProtocolError as exc:
+            self._unsendable(exc)
+            return "close"
         finally:
             if outcome != "tunnel":  # a tunnel's exchange ends when the tunnel closes
                 self.ctx.exchange_done(exchange)
@@ -261,12 +268,7 @@ class ClientConnection(Endpoint):
         # Absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host, and the
         # request goes on in origin-form.
         headers = [(n, v) for n, v in event.headers.raw_items() if n.lower() != b"host"]
-        return h11.Request(
-            method=event.method,
-            target=checked.target,
-            headers=[(b"Host", checked.authority), *headers],
-            http_version=event.http_version,
-        )
+        return _with_target(event, checked.target, [(b"Host", checked.authority), *headers])
 
     def _idle_deadline(self) -> float:
         """When an idle connection is closed: ``header_timeout`` after it opened, then
@@ -356,13 +358,16 @@ class ClientConnection(Endpoint):
         no shared entry (the cache is bypassed, or the URL's last answer was not storable);
         None for anything else (no route, webhooks, snapshots, a stale entry, a miss others
         may wait for): the loop takes it through h11."""
-        route = self.router.route(request.host, request.target)
+        try:
+            route = self.router.route(request.host, request.target)
+        except RequestRejected:
+            return None  # the loop answers it
         if route is None:
             return None
         site = self.sites[route.server.name]
         if site.webhooks or site.config.pre_generate:
             return None
-        method, target, headers = request.method, request.target, request.headers
+        method, target, headers = request.method, route.path, request.headers
         if not site.rules.uses_cache(method, target):
             plan = _Plan(None, Forward.BYPASS, request_headers=headers)
             return _SimpleForward(
@@ -529,6 +534,9 @@ class ClientConnection(Endpoint):
             await self._read_body()
             self._respond_plain(404, b"No server is bound to this host and path.\n")
             return "next"
+        if route.path != request.target:
+            # From here on every rule reads the target in its normal form, as the backend will.
+            request = _with_target(request, route.path, raw_headers)
         site = self.sites[route.server.name]
         self.exchange.server = site.config.name
         self.exchange.backend = site.config.proxy_url
@@ -737,6 +745,7 @@ class ClientConnection(Endpoint):
             body_chunked=body_chunked,
             drop=drop + _CLIENT_VALIDATORS if validating is not None else drop,
             trusted=self.trusted,
+            by=self.by,
         )
         if validating is not None:
             headers.extend(policy.conditional_headers(validating))
@@ -923,6 +932,7 @@ class ClientConnection(Endpoint):
                 proto=self.proto,
                 body_chunked=False,
                 trusted=self.trusted,
+                by=self.by,
             ),
             upgrade=False,
         )
@@ -1159,7 +1169,11 @@ class ClientConnection(Endpoint):
         outgoing = self._backend_headers(
             site,
             hdr.upgrade_request_headers(
-                raw_headers, client_ip=self.client_ip, proto=self.proto, trusted=self.trusted
+                raw_headers,
+                client_ip=self.client_ip,
+                proto=self.proto,
+                trusted=self.trusted,
+                by=self.by,
             ),
             upgrade=True,
         )
@@ -1374,6 +1388,17 @@ class ClientConnection(Endpoint):
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._respond_plain(status, f"Bad request: {exc}\n".encode(), close=True)
 
+    def _unsendable(self, exc: h11.LocalProtocolError) -> None:
+        """h11 refused to send a message we built: before our answer started, the request
+        for the backend (made from the client's: 400); after, our answer (made from the
+        backend's: 502, and the connection ends). One log line, never a traceback."""
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._reject(RequestRejected(400, f"request can't be forwarded: {exc}"))
+            return
+        log.warning("client %s: response can't be relayed: %s -> 502", self.client_ip, exc)
+        self.exchange.status = 502
+        self.abort()
+
     def _log_backend(self, site: Site, method: bytes, target: bytes, what: str) -> None:
         """One warning line saying what happened to whom: client, request, backend."""
         log.warning(
@@ -1480,6 +1505,15 @@ class _SimpleForward:
     sent_at: float = 0.0
     deadline: float = 0.0
     timer: asyncio.TimerHandle | None = None
+
+
+def _with_target(
+    request: h11.Request, target: bytes, headers: list[tuple[bytes, bytes]]
+) -> h11.Request:
+    """``request`` with another target and these fields (names as the client spelled them)."""
+    return h11.Request(
+        method=request.method, target=target, headers=headers, http_version=request.http_version
+    )
 
 
 def _cached_answer(

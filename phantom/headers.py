@@ -1,4 +1,5 @@
-"""Header rules for a reverse proxy: hop-by-hop removal, upgrade detection, X-Forwarded-*.
+"""Header rules for a reverse proxy: hop-by-hop removal, upgrade detection, X-Forwarded-*,
+Forwarded (RFC 7239).
 
 Pure: works on ``(name, value)`` byte pairs as h11 gives them. ``raw`` pairs keep the sender's
 name casing (``Headers.raw_items()``); names are compared case-insensitively.
@@ -6,7 +7,10 @@ name casing (``Headers.raw_items()``); names are compared case-insensitively.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 HeaderList = list[tuple[bytes, bytes]]
 HeaderPairs = Sequence[tuple[bytes, bytes]]
@@ -28,10 +32,34 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Replaced, never appended to: a client must not be able to forge where it came from.
-_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+# End-to-end fields a Connection header can't make hop-by-hop: the request's Host and its body's
+# length. Dropping them would send the backend a request without its body or its host (RFC 9110
+# §7.6.1 lets a proxy refuse to treat a field as hop-by-hop where that breaks the message).
+_NOT_NOMINABLE = frozenset({b"host", b"content-length"})
+
+# Ours, written from what we saw (extending a trusted peer's chain): the client's are removed.
+_FORWARDED = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
+)
+
+# Fields that tell a backend where the client came from or which URL it asked for: only a proxy
+# in front of us may set them, so from any other peer they are forged and removed (with every
+# other X-Forwarded-*, such as X-Forwarded-Port or -Prefix, which frameworks' proxy helpers turn
+# into absolute URLs that a cache would then serve to everyone).
+_PROXY_ONLY = frozenset(
+    {
+        b"x-real-ip",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-host",
+        b"true-client-ip",
+        b"x-client-ip",
+    }
+)
 
 VIA = b"1.1 phantom"
+
+_TOKEN: Final = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 
 
 def comma_tokens(headers: HeaderPairs, name: bytes) -> list[bytes]:
@@ -62,10 +90,26 @@ def is_upgrade(headers: HeaderPairs) -> bool:
     return any(field.lower() == b"upgrade" and value.strip() for field, value in headers)
 
 
+_NOT_FROM_CLIENTS = _FORWARDED | _PROXY_ONLY
+
+
+def _scoped(listed: list[bytes]) -> frozenset[bytes]:
+    """The fixed hop-by-hop set plus what Connection lists, but never Host or Content-Length."""
+    if not listed:
+        return HOP_BY_HOP
+    return HOP_BY_HOP.union(listed).difference(_NOT_NOMINABLE)
+
+
 def _connection_scoped(headers: HeaderPairs) -> frozenset[bytes]:
     """Every name this message says is hop-by-hop: the fixed set plus what Connection lists."""
-    listed = comma_tokens(headers, b"connection")
-    return HOP_BY_HOP.union(listed) if listed else HOP_BY_HOP
+    return _scoped(comma_tokens(headers, b"connection"))
+
+
+def _forged(lower: bytes) -> bool:
+    """Whether a field (lowercase name) from a peer that is not a trusted proxy claims what only
+    a proxy may say. A name with ``_`` goes too (nginx's ``underscores_in_headers off``): CGI
+    and WSGI servers read ``X_Forwarded_For`` and ``X-Forwarded-For`` as the same variable."""
+    return lower in _PROXY_ONLY or lower.startswith(b"x-forwarded-") or b"_" in lower
 
 
 def strip_hop_by_hop(headers: HeaderPairs) -> HeaderList:
@@ -80,22 +124,55 @@ def strip_hop_by_hop(headers: HeaderPairs) -> HeaderList:
     return kept
 
 
+def _forwarded_value(text: str) -> bytes:
+    """A Forwarded parameter value: a token as is, anything else quoted (RFC 7239 §4)."""
+    data = text.encode("latin-1")
+    if _TOKEN.fullmatch(data):
+        return data
+    return b'"%s"' % data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+
+
+def node(ip: str, port: int | None = None) -> str:
+    """An RFC 7239 §6 node: the IP (IPv6 in brackets), with the port if given; ``unknown``
+    when the address is not known (``-``)."""
+    if not ip or ip == "-":
+        return "unknown"
+    name = f"[{ip}]" if ":" in ip else ip
+    return name if port is None else f"{name}:{port}"
+
+
+@functools.lru_cache(maxsize=256)  # a connection's requests repeat it: a few hosts, one client
+def forwarded_element(client_ip: str, proto: bytes, host: bytes | None, by: str) -> bytes:
+    """Our hop's RFC 7239 Forwarded element: who connected (``for``), with which scheme, for
+    which host, to which of our addresses (``by``, a :func:`node`; left out when empty)."""
+    parts = [b"for=" + _forwarded_value(node(client_ip)), b"proto=" + proto]
+    if host is not None:
+        parts.append(b"host=" + _forwarded_value(host.decode("latin-1")))
+    if by:
+        parts.append(b"by=" + _forwarded_value(by))
+    return b";".join(parts)
+
+
 def _forwarding_fields(
-    headers: HeaderPairs, client_ip: str, proto: bytes, trusted: bool
+    headers: HeaderPairs, host: bytes | None, client_ip: str, proto: bytes, by: str, trusted: bool
 ) -> HeaderList:
-    """Our X-Forwarded-* fields. From a ``trusted`` peer (another proxy in front of us) the
-    client's chain is kept and extended; from anyone else it is replaced."""
+    """Our X-Forwarded-* and Forwarded fields. From a ``trusted`` peer (another proxy in front
+    of us) the client's chains are kept and extended; from anyone else they are replaced."""
     chain = client_ip.encode("ascii")
-    host = get_header(headers, b"host")
+    forwarded = forwarded_element(client_ip, proto, host, by)
     if trusted:
         earlier = [v for n, v in headers if n.lower() == b"x-forwarded-for"]
         if earlier:
             chain = b", ".join([*earlier, chain])
+        hops = [v for n, v in headers if n.lower() == b"forwarded"]
+        if hops:
+            forwarded = b", ".join([*hops, forwarded])
         proto = get_header(headers, b"x-forwarded-proto") or proto
         host = get_header(headers, b"x-forwarded-host") or host
     fields: HeaderList = [(b"X-Forwarded-For", chain), (b"X-Forwarded-Proto", proto)]
     if host is not None:
         fields.append((b"X-Forwarded-Host", host))
+    fields.append((b"Forwarded", forwarded))
     return fields
 
 
@@ -117,17 +194,20 @@ def forward_request_headers(
     body_chunked: bool,
     drop: Iterable[bytes] = (),
     trusted: bool = False,
+    by: str = "",
 ) -> HeaderList:
     """Headers to send to the backend for an ordinary (non-upgrade) request.
 
-    Hop-by-hop fields go, X-Forwarded-* are replaced (extended when the peer is ``trusted``),
-    Via gains our hop. ``body_chunked`` says
-    the client's body has no known length: we re-frame it as chunked ourselves because the
-    client's own Transfer-Encoding is hop-by-hop and never passed through. ``drop`` names
-    further fields (lowercase) this hop answers itself, such as ``expect``.
+    Hop-by-hop fields go; X-Forwarded-* and Forwarded are replaced (extended when the peer is
+    ``trusted``), and from an untrusted peer every field only a proxy may set goes too (see
+    :func:`_forged`); Via gains our hop. ``body_chunked`` says the client's body has no known
+    length: we re-frame it as chunked ourselves because the client's own Transfer-Encoding is
+    hop-by-hop and never passed through. ``drop`` names further fields (lowercase) this hop
+    answers itself, such as ``expect``. ``by``: the address the client connected to, a
+    :func:`node`.
     """
     # One pass lowers each name once; the result is that of stripping the hop-by-hop fields,
-    # then the dropped ones, then adding X-Forwarded-* and our Via hop.
+    # then the dropped ones, then adding X-Forwarded-*, Forwarded and our Via hop.
     lowered = [(name.lower(), name, value) for name, value in headers]
     listed: list[bytes] = []
     host: bytes | None = None
@@ -136,23 +216,25 @@ def forward_request_headers(
             listed.extend(t.strip().lower() for t in value.split(b",") if t.strip())
         elif lower == b"host" and host is None:
             host = value
-    scoped = HOP_BY_HOP.union(listed) if listed else HOP_BY_HOP
-    dropped = _FORWARDED.union(drop) if drop else _FORWARDED
+    scoped = _scoped(listed)
+    dropped = _FORWARDED if trusted else _NOT_FROM_CLIENTS
+    if drop:
+        dropped = dropped.union(drop)
     kept: HeaderList = []
     via = -1
     for lower, name, value in lowered:
-        if lower in scoped or lower in dropped or lower.startswith(b"proxy-"):
+        if (
+            lower in scoped
+            or lower in dropped
+            or lower.startswith(b"proxy-")
+            # (what _forged says, but for the names in _NOT_FROM_CLIENTS, already dropped)
+            or (not trusted and (b"_" in lower or lower.startswith(b"x-forwarded-")))
+        ):
             continue
         if via < 0 and lower == b"via":
             via = len(kept)
         kept.append((name, value))
-    if trusted:
-        kept.extend(_forwarding_fields(headers, client_ip, proto, trusted))
-    else:
-        kept.append((b"X-Forwarded-For", client_ip.encode("ascii")))
-        kept.append((b"X-Forwarded-Proto", proto))
-        if host is not None:
-            kept.append((b"X-Forwarded-Host", host))
+    kept.extend(_forwarding_fields(headers, host, client_ip, proto, by, trusted))
     if body_chunked:
         kept.append((b"Transfer-Encoding", b"chunked"))
     if via < 0:
@@ -164,12 +246,18 @@ def forward_request_headers(
 
 
 def upgrade_request_headers(
-    headers: HeaderPairs, *, client_ip: str, proto: bytes, trusted: bool = False
+    headers: HeaderPairs, *, client_ip: str, proto: bytes, trusted: bool = False, by: str = ""
 ) -> HeaderList:
     """Headers replayed to the backend for an upgrade: the client's own, in order and casing,
-    Connection and Upgrade included, with X-Forwarded-* replaced and our Via hop added."""
-    kept = [(n, v) for n, v in headers if n.lower() not in _FORWARDED]
-    kept.extend(_forwarding_fields(headers, client_ip, proto, trusted))
+    Connection and Upgrade included, with X-Forwarded-* and Forwarded replaced (and, from an
+    untrusted peer, what only a proxy may set removed) and our Via hop added."""
+    kept = [
+        (n, v)
+        for n, v in headers
+        if (lower := n.lower()) not in _FORWARDED and (trusted or not _forged(lower))
+    ]
+    host = get_header(headers, b"host")
+    kept.extend(_forwarding_fields(headers, host, client_ip, proto, by, trusted))
     return _with_via(kept)
 
 

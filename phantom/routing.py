@@ -6,6 +6,15 @@ same backend, with the same path rewriting, as the page that opened it.
 
 Rules, in order:
 
+0. **Normal form.** The target is normalised first (``paths.normalize_target``: escapes of
+   unreserved characters decoded, dot segments removed), and everything below, like every
+   later rule (cache rules, webhooks, the cache key), reads that form. Which server a path
+   belongs to is decided with repeated slashes merged, whatever the servers say: ``//admin``
+   is never routed away from the ``/admin`` server. Then that server's own options apply:
+   ``merge_slashes = false`` keeps the slashes as sent in what is forwarded (and what the
+   cache rules and key see); a path with an encoded separator (``%2F``, ``%5C``, ``%00``, a
+   raw backslash) is refused with 400 unless it says ``allow_encoded_slashes = true``.
+
 1. **Host.** Servers whose ``hosts`` name the request's host exactly are the candidates; if
    none, those with the most specific matching ``*.domain`` wildcard; if none, the servers
    without ``hosts``. The port and a trailing dot are ignored, case never matters. A host that
@@ -23,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import ServerConfig, mounted_at
+from .errors import RequestRejected
+from .paths import normalize_target, strip_prefix
 
 __all__ = ["Route", "Router", "backend_target", "request_host"]
 
@@ -38,6 +49,7 @@ MEMO_MAX_BYTES = 512
 class Route:
     server: ServerConfig
     target: bytes  # what the backend is sent: base path + (stripped) path + query
+    path: bytes  # the request's target in normal form: what every rule sees (path + query)
 
 
 def request_host(host: bytes | None) -> str:
@@ -101,18 +113,23 @@ class Router:
 
     def route(self, host: bytes | None, target: bytes) -> Route | None:
         """The server for a request with this ``Host`` value and target, or None (404).
-        Remembered for up to ``MEMO_ENTRIES`` hosts and targets (the one remembered first is
-        forgotten first): a site's requests repeat a few of them."""
+        Raises RequestRejected (400) for a path with an encoded separator on a server that
+        does not allow them. Remembered for up to ``MEMO_ENTRIES`` hosts and targets (the one
+        remembered first is forgotten first): a site's requests repeat a few of them."""
         memo = self._memo
         try:
             return memo[host, target]
         except KeyError:
             pass
-        text = target.decode("latin-1")
-        server = self._mounts_for(request_host(host)).match(text.partition("?")[0])
+        normal = normalize_target(target)
+        server = self._mounts_for(request_host(host)).match(normal.merged.decode("latin-1"))
         route = None
         if server is not None:
-            route = Route(server, backend_target(server, text).encode("latin-1"))
+            if normal.encoded_separator and not server.allow_encoded_slashes:
+                raise RequestRejected(400, "encoded slash, backslash or NUL in the path")
+            path = normal.target(merge_slashes=server.merge_slashes)
+            forwarded = backend_target(server, path.decode("latin-1"))
+            route = Route(server, forwarded.encode("latin-1"), path)
         if len(target) + len(host or b"") <= MEMO_MAX_BYTES:
             if len(memo) >= MEMO_ENTRIES:
                 del memo[next(iter(memo))]
@@ -124,5 +141,5 @@ def backend_target(server: ServerConfig, target: str) -> str:
     """``target`` as the backend is sent it: prefix stripped, base path prepended, query kept."""
     path, sep, query = target.partition("?")
     if server.strip_prefix and server.bind_to != FALLBACK and path.startswith("/"):
-        path = path[len(server.bind_to) :] or "/"
+        path = strip_prefix(path, server.bind_to) or "/"
     return server.proxy_url.base_path + path + sep + query

@@ -236,6 +236,7 @@ async def test_the_backend_sees_the_client_fields_as_spelled_and_ours_but_no_hop
             strict = await client.read_response()
         assert fast.status == strict.status == 200
         sent_fast, sent_strict = (request.raw_headers for request in origin.log)
+        port = proxy.port
     assert sent_fast == [
         (b"Host", b"phantom.test"),
         (b"X-MiXeD-CaSe", b"kept"),
@@ -244,6 +245,7 @@ async def test_the_backend_sees_the_client_fields_as_spelled_and_ours_but_no_hop
         (b"X-Forwarded-For", b"127.0.0.1"),
         (b"X-Forwarded-Proto", b"http"),
         (b"X-Forwarded-Host", b"phantom.test"),
+        (b"Forwarded", b'for=127.0.0.1;proto=http;host=phantom.test;by="127.0.0.1:%d"' % port),
     ]
     # The same fields, in the same order and casing, as the request loop sends.
     assert [f for f in sent_strict if f[0] != b"Content-Length"] == sent_fast

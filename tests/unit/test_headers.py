@@ -79,8 +79,87 @@ def test_forwarded_request_replaces_client_supplied_x_forwarded_fields() -> None
         (b"X-Forwarded-For", b"127.0.0.1"),
         (b"X-Forwarded-Proto", b"http"),
         (b"X-Forwarded-Host", b"app.example:3000"),
+        (b"Forwarded", b'for=127.0.0.1;proto=http;host="app.example:3000"'),
         (b"Via", b"1.1 phantom"),
     ]
+
+
+UNTRUSTED_ONLY = [
+    (b"Forwarded", b"for=6.6.6.6;host=evil"),
+    (b"X-Forwarded-Port", b"1337"),
+    (b"X-Forwarded-Prefix", b"//evil.example"),
+    (b"x-forwarded-server", b"evil"),
+    (b"X-Real-IP", b"6.6.6.6"),
+    (b"X-Original-URL", b"/admin"),
+    (b"X-Rewrite-URL", b"/admin"),
+    (b"X-Host", b"evil"),
+    (b"True-Client-IP", b"6.6.6.6"),
+    (b"X-Client-IP", b"6.6.6.6"),
+    (b"X_Forwarded_For", b"6.6.6.6"),
+    (b"my_header", b"x"),
+]
+
+
+def test_fields_only_a_proxy_may_set_are_removed_from_an_untrusted_peer() -> None:
+    fields = [(b"Host", b"h"), *UNTRUSTED_ONLY, (b"X-Forwarded", b"kept: not a prefix match")]
+    for out in (
+        hdr.forward_request_headers(
+            fields, client_ip="10.0.0.1", proto=b"http", body_chunked=False, by="127.0.0.1:80"
+        ),
+        hdr.upgrade_request_headers(fields, client_ip="10.0.0.1", proto=b"http", by="[::1]:80"),
+    ):
+        names = [name.lower() for name, _ in out]
+        assert not {name.lower() for name, _ in UNTRUSTED_ONLY[1:]} & set(names)
+        assert (b"X-Forwarded", b"kept: not a prefix match") in out
+        assert names.count(b"forwarded") == 1
+        assert hdr.get_header(out, b"forwarded") in (
+            b'for=10.0.0.1;proto=http;host=h;by="127.0.0.1:80"',
+            b'for=10.0.0.1;proto=http;host=h;by="[::1]:80"',
+        )
+
+
+def test_a_trusted_proxy_keeps_its_fields_and_chains_are_extended() -> None:
+    fields = [
+        (b"Host", b"h"),
+        *UNTRUSTED_ONLY,
+        (b"X-Forwarded-For", b"203.0.113.9"),
+    ]
+    out = hdr.forward_request_headers(
+        fields, client_ip="::1", proto=b"https", body_chunked=False, trusted=True
+    )
+    for name, value in UNTRUSTED_ONLY[1:]:
+        assert (name, value) in out
+    assert hdr.get_header(out, b"x-forwarded-for") == b"203.0.113.9, ::1"
+    assert hdr.get_header(out, b"forwarded") == (
+        b'for=6.6.6.6;host=evil, for="[::1]";proto=https;host=h'
+    )
+
+
+@pytest.mark.parametrize(
+    ("ip", "port", "node", "element"),
+    [
+        ("127.0.0.1", None, "127.0.0.1", b"for=127.0.0.1;proto=http;by=127.0.0.1"),
+        ("127.0.0.1", 80, "127.0.0.1:80", b'for=127.0.0.1;proto=http;by="127.0.0.1:80"'),
+        ("::1", 8080, "[::1]:8080", b'for="[::1]";proto=http;by="[::1]:8080"'),
+        ("-", None, "unknown", b"for=unknown;proto=http;by=unknown"),
+    ],
+)
+def test_forwarded_nodes_are_bracketed_and_quoted_per_rfc_7239(
+    ip: str, port: int | None, node: str, element: bytes
+) -> None:
+    """RFC 7239 §6: IPv6 in brackets; a value with ':' (not a token character) is quoted."""
+    assert hdr.node(ip, port) == node
+    assert hdr.forwarded_element(ip, b"http", None, node) == element
+
+
+@pytest.mark.parametrize("listed", [b"Content-Length", b"host, content-length", b"HOST"])
+def test_connection_cannot_make_host_or_content_length_hop_by_hop(listed: bytes) -> None:
+    fields = [(b"Host", b"h"), (b"Content-Length", b"5"), (b"Connection", listed)]
+    out = hdr.forward_request_headers(
+        fields, client_ip="10.0.0.1", proto=b"http", body_chunked=False
+    )
+    assert out[:2] == fields[:2]
+    assert hdr.strip_hop_by_hop(fields) == fields[:2]
 
 
 def test_via_is_appended_to_earlier_hops() -> None:

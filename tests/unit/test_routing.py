@@ -8,6 +8,7 @@ import pytest
 
 from phantom import routing
 from phantom.config import config_from_dict
+from phantom.errors import RequestRejected
 from phantom.headers import with_backend_host
 from phantom.routing import Router, request_host
 
@@ -138,3 +139,28 @@ def test_with_backend_host_replaces_host_and_origin_only_on_request() -> None:
         (b"Host", b"b:1"),
         (b"X", b"1"),
     ]
+
+
+def test_routing_and_the_forwarded_target_use_the_normal_form() -> None:
+    r = router(admin={"bind_to": "/admin"}, web={"bind_to": "*"})
+    for target in ("/admin/x", "/%61dmin/x", "//admin//x", "/x/../admin/x", "/%2E/admin/x"):
+        route = r.route(b"example.com", target.encode())
+        assert route is not None
+        assert (route.server.name, route.target, route.path) == ("admin", b"/x", b"/admin/x")
+
+
+def test_merge_slashes_false_routes_by_the_merged_path_but_keeps_the_slashes() -> None:
+    r = router(api={"bind_to": "/api", "merge_slashes": False}, web={"bind_to": "*"})
+    route = r.route(b"example.com", b"//api//x/%61?q")
+    assert route is not None
+    assert (route.server.name, route.target, route.path) == ("api", b"//x/a?q", b"//api//x/a?q")
+
+
+def test_encoded_separators_refused_unless_the_server_allows_them() -> None:
+    r = router(api={"bind_to": "/api", "allow_encoded_slashes": True}, web={"bind_to": "*"})
+    route = r.route(b"example.com", b"/api/a%2fb")
+    assert route is not None and route.target == b"/a%2Fb"
+    with pytest.raises(RequestRejected) as refused:
+        r.route(b"example.com", b"/%2faccount")
+    assert refused.value.status == 400
+    assert routed(r, "/account") == ("web", "/account")
