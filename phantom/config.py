@@ -30,6 +30,7 @@ from phantom.cache.rules import CACHE_STRATEGIES, parse_path_rule
 from phantom.command import CommandError, parse_command
 from phantom.dotenv import DotenvError, parse_dotenv
 from phantom.errors import ConfigError
+from phantom.paths import normalize_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -404,6 +405,10 @@ def _check_bind_to(value: object) -> str:
         raise _Invalid(f'expected "*" or a path prefix such as "/api", got {text!r}')
     if any(ch.isspace() for ch in text):
         raise _Invalid(f"must not contain spaces, got {text!r}")
+    # Requests are routed by their path's normal form: a prefix in another form never matches.
+    normal = normalize_target(text.encode()).target(merge_slashes=True).decode()
+    if normal != text:
+        raise _Invalid(f"write the path in its normal form, {normal!r}, got {text!r}")
     # "/api/" and "/api" mount the same thing; "/" mounts everything, like "*".
     return text.rstrip("/") or "*"
 

@@ -807,6 +807,7 @@ def test_routing_keys_are_validated_and_normalised() -> None:
     [
         ({"bind_to": "api"}, 'server.app.bind_to: expected "*" or a path prefix such as "/api"'),
         ({"bind_to": "/a?b"}, 'server.app.bind_to: expected "*" or a path prefix'),
+        ({"bind_to": "/%7Eu//x"}, "server.app.bind_to: write the path in its normal form, '/~u/x'"),
         ({"hosts": "a.test"}, "server.app.hosts: expected an array of host names, got string"),
         ({"hosts": ["a.test:80"]}, 'server.app.hosts: expected a host name or "*.domain"'),
         ({"hosts": ["a.*.test"]}, 'server.app.hosts: expected a host name or "*.domain"'),
