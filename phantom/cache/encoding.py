@@ -71,14 +71,15 @@ def applies(strategy: str, headers: Headers) -> bool:
 
 def varies(strategy: str, headers: Headers) -> bool:
     """Whether phantom must add ``Vary: Accept-Encoding`` to such a response: compression
-    applies and the origin's Vary does not list Accept-Encoding already."""
-    listed = (
-        token.strip().lower()
+    applies and the origin's Vary (all its lines, any case) lists neither Accept-Encoding
+    already nor ``*``, which says everything varies and must stay alone (RFC 9110 §12.5.5)."""
+    listed = {
+        token.strip(b" \t").lower()
         for name, value in headers
         if name.lower() == b"vary"
         for token in value.split(b",")
-    )
-    return applies(strategy, headers) and b"accept-encoding" not in listed
+    }
+    return applies(strategy, headers) and not listed & {b"accept-encoding", b"*"}
 
 
 def _first(headers: Headers, name: bytes) -> bytes | None:

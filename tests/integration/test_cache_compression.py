@@ -113,3 +113,27 @@ async def test_small_bodies_are_not_compressed_but_still_vary() -> None:
         assert "hit" in cache_status(hit)[1]
         assert hit.get("content-encoding") is None and hit.body == b"<p>tiny</p>"
         assert hit.get_all("vary") == ["Accept-Encoding"]
+
+
+@pytest.mark.parametrize(
+    ("vary", "sent"),
+    [
+        (["*"], ["*"]),
+        (["Cookie, *"], ["Cookie, *"]),
+        (["Cookie, ACCEPT-ENCODING"], ["Cookie, ACCEPT-ENCODING"]),
+        (["Cookie", "accept-encoding"], ["Cookie", "accept-encoding"]),
+        (["Cookie"], ["Cookie", "Accept-Encoding"]),
+    ],
+)
+@async_test()
+async def test_compression_keeps_the_origins_vary(vary: list[str], sent: list[str]) -> None:
+    """With the default compress_strategy (brotli), Vary: * stays * (and is never a hit);
+    Accept-Encoding is added only when no Vary line lists it, in any case."""
+    reply = page(*(("Vary", line) for line in vary))
+    async with proxied({"/v": reply}) as (origin, proxy):
+        for _ in range(2):
+            response = await get(proxy.port, "/v", [("Accept-Encoding", "br")])
+            assert response.get_all("vary") == sent
+        star = "*" in ",".join(vary)
+        assert ("hit" in cache_status(response)[1]) is not star
+        assert origin.requests["/v"] == (2 if star else 1)

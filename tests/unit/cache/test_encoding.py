@@ -67,3 +67,31 @@ def test_accepts(accept_encoding: bytes | None, expected: bool) -> None:
 )
 def test_is_compressible(content_type: bytes | None, expected: bool) -> None:
     assert encoding.is_compressible(content_type) is expected
+
+
+HTML = (b"content-type", b"text/html")
+
+
+@pytest.mark.parametrize(
+    ("vary", "expected"),
+    [
+        ([], True),
+        ([b"Cookie"], True),
+        ([b"Accept-Encoding"], False),
+        ([b"cookie, ACCEPT-ENCODING"], False),  # any case, within a list
+        ([b"Cookie", b"accept-encoding"], False),  # on another Vary line
+        ([b"Cookie,\taccept-encoding "], False),
+        ([b"*"], False),  # everything varies: Vary stays "*" alone
+        ([b"Cookie, *"], False),
+        ([b"Cookie", b"*"], False),
+        ([b"Accept-Encodings"], True),  # another field
+    ],
+)
+def test_varies_adds_accept_encoding_only_when_absent_and_never_to_star(
+    vary: list[bytes], expected: bool
+) -> None:
+    """RFC 9110 §12.5.5: Accept-Encoding is added to the origin's Vary only when no line
+    lists it; ``*`` is never extended."""
+    headers = [HTML, *((b"Vary", line) for line in vary)]
+    assert encoding.varies("brotli", headers) is expected
+    assert encoding.varies("none", headers) is False
