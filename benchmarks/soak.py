@@ -43,6 +43,9 @@ async def soak(duration: float, concurrency: int, interval: float, abort_ratio: 
             config.write_text(
                 f'listen = "{LOCALHOST}"\nhttp_port = 0\n'
                 f'[server.app]\nproxy_url = "http://{LOCALHOST}:{backend.port}"\n'
+                # The backend gives no freshness: store its answers, as tests/integration/load.py
+                # expects.
+                'cache_heuristic = "always"\n'
             )
             env = dict(os.environ, PYTHONPATH=str(ROOT))
             process = await asyncio.create_subprocess_exec(

@@ -26,6 +26,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from phantom.cache.encoding import COMPRESS_STRATEGIES
+from phantom.cache.policy import HEURISTIC_MODES
 from phantom.cache.rules import CACHE_STRATEGIES, parse_path_rule
 from phantom.command import CommandError, parse_command
 from phantom.dotenv import DotenvError, parse_dotenv
@@ -117,7 +118,9 @@ class ServerConfig:
     enable_websocket: bool = True
     # Upgrade tokens tunnelled, lowercase; "*" = every one but h2c (see phantom.handshake).
     upgrade_protocols: tuple[str, ...] = ("*",)
-    cache_ttl: float = 60.0  # seconds; 0 = responses without explicit freshness are not reused
+    cache_ttl: float = 60.0  # seconds: the most heuristic freshness a response gets
+    # Which responses without explicit freshness get some: last-modified | always | off.
+    cache_heuristic: str = "last-modified"
     cache_max_entries: int = 10_000  # the three cache bounds: 0 = nothing is cached
     cache_max_bytes: int = 256 * 1024 * 1024
     cache_max_object_bytes: int = 8 * 1024 * 1024
@@ -605,6 +608,7 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "enable_websocket": _check_bool,
     "upgrade_protocols": _check_upgrade_protocols,
     "cache_ttl": _check_ttl,
+    "cache_heuristic": lambda value: _check_choice(value, HEURISTIC_MODES),
     "cache_max_entries": _check_size,
     "cache_max_bytes": _check_size,
     "cache_max_object_bytes": _check_size,

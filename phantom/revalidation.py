@@ -36,7 +36,7 @@ def decide_storage(
     response_time: float,
 ) -> policy.StorageDecision | None:
     """The policy's storage decision for a GET response, with this site's settings: its
-    cache_strategy, and the negative cache's own lifetime for 404s."""
+    cache_strategy and cache_heuristic, and the negative cache's own lifetime for 404s."""
     config = site.config
     if not site.rules.keeps(hdr.get_header(response_headers, b"content-type")):
         return None
@@ -51,6 +51,7 @@ def decide_storage(
         response_time=response_time,
         store_set_cookie=config.store_set_cookie,
         stale_if_error_default=config.serve_stale_on_error,
+        heuristic=config.cache_heuristic,
     )
 
 

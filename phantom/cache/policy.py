@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "CACHE_NAME",
+    "HEURISTIC_MODES",
     "LOOKUP_METHODS",
     "Forward",
     "Fresh",
@@ -88,8 +89,15 @@ _SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 #: Methods whose responses never invalidate stored ones (RFC 9111 §4.4).
 SAFE_METHODS = _SAFE_METHODS
 
-#: RFC 9110 §15.1: status codes defined as heuristically cacheable.
-HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+#: RFC 9110 §15.1: status codes defined as heuristically cacheable (206 is never stored: no
+#: range support).
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+#: ``cache_heuristic``: which responses without explicit freshness get a heuristic lifetime
+#: (RFC 9111 §4.2.2): those with Last-Modified, all of them, or none.
+HEURISTIC_MODES = ("last-modified", "always", "off")
+#: A request carrying one of these may be answered with a page made for its sender: its
+#: response is reused only when the origin says for how long (Varnish's built-in caution).
+_PERSONAL_REQUEST_FIELDS = frozenset({b"cookie", b"authorization"})
 #: Status codes whose semantics this cache understands (for ``must-understand``, RFC 9111
 #: §5.2.2.3): the final ones RFC 9110 §15 defines, minus 206 (no range support) and 304.
 UNDERSTOOD_STATUSES = frozenset(
@@ -474,6 +482,7 @@ def storage_decision(
     *,
     store_set_cookie: bool = False,
     stale_if_error_default: float = 0.0,
+    heuristic: str = "last-modified",
 ) -> StorageDecision | None:
     """Whether a shared cache may store this response (RFC 9111 §3), and what a hit needs.
 
@@ -484,11 +493,11 @@ def storage_decision(
     (§3.5); the response sets a cookie and does not say ``public`` or ``s-maxage`` (unless
     ``store_set_cookie``: RFC 9111 itself permits storing Set-Cookie, §7.3 warns about it).
 
-    Freshness: ``s-maxage``, then ``max-age``, then ``Expires - Date`` (§4.2.1); otherwise,
-    for heuristically cacheable statuses, a heuristic (§4.2.2): ``HEURISTIC_FRACTION`` of the
-    time since ``Last-Modified``, capped at ``default_ttl``, or ``default_ttl`` itself without
-    Last-Modified. So ``default_ttl = 0`` is a strict RFC cache: a response with neither
-    explicit freshness nor a validator is not stored.
+    Freshness: ``s-maxage``, then ``max-age``, then ``Expires - Date`` (§4.2.1); otherwise
+    the ``heuristic`` (one of :data:`HEURISTIC_MODES`, see :func:`_heuristic_freshness`), at
+    most ``default_ttl``. A response with neither explicit nor heuristic freshness is stored
+    only for revalidation (it has a validator), and ``stale_if_error_default`` does not apply
+    to it: phantom never makes up a reuse the origin did not allow.
 
     A response stale on arrival (``max-age=0``, ``no-cache``) is stored only if it can be
     revalidated (it has a validator) or served stale (a stale window), else it is useless.
@@ -521,7 +530,11 @@ def storage_decision(
 
     lifetime = explicit
     if lifetime is None:
-        lifetime = _heuristic_freshness(status, response_headers, default_ttl, now)
+        lifetime = _heuristic_freshness(
+            heuristic, status, request_headers, response_headers, default_ttl, now
+        )
+    if lifetime is None:  # no reuse without the origin's word: no default stale window either
+        lifetime, stale_if_error_default = 0.0, 0.0
     no_cache_fields = _field_names(directives.get("no-cache"))
     no_cache = "no-cache" in directives and not no_cache_fields
     etag = _first_value(response_headers, b"etag")
@@ -580,16 +593,34 @@ def _explicit_freshness(
     return max(0.0, expires - (now if date is None else date))
 
 
-def _heuristic_freshness(status: int, headers: Headers, default_ttl: float, now: float) -> float:
-    """RFC 9111 §4.2.2: only heuristically cacheable statuses get a heuristic lifetime; it is
-    ``HEURISTIC_FRACTION`` of the time since Last-Modified, never more than ``default_ttl``
-    (the operator's ceiling), or ``default_ttl`` when there is no Last-Modified."""
+def _heuristic_freshness(
+    mode: str,
+    status: int,
+    request_headers: Headers,
+    response_headers: Headers,
+    default_ttl: float,
+    now: float,
+) -> float | None:
+    """RFC 9111 §4.2.2 for a response without explicit freshness: ``HEURISTIC_FRACTION`` of
+    the time since Last-Modified, never more than ``default_ttl`` (the operator's ceiling);
+    without Last-Modified, ``default_ttl`` itself in mode "always" and nothing otherwise.
+
+    None (no heuristic at all) in mode "off", and whatever the mode for a request carrying
+    Cookie or Authorization or a response setting a cookie: such a page may be personal, and
+    only the origin can say it is not. Statuses that are not heuristically cacheable get 0.
+    """
+    if (
+        mode == "off"
+        or not _reads_none(request_headers, _PERSONAL_REQUEST_FIELDS)
+        or _has_field(response_headers, b"set-cookie")
+    ):
+        return None
     if status not in HEURISTIC_STATUSES or not default_ttl > 0:
         return 0.0
-    last_modified = _first_date(headers, b"last-modified", now)
+    last_modified = _first_date(response_headers, b"last-modified", now)
     if last_modified is None:
-        return float(default_ttl)
-    date = _first_date(headers, b"date", now)
+        return float(default_ttl) if mode == "always" else None
+    date = _first_date(response_headers, b"date", now)
     since = (now if date is None else date) - last_modified
     return max(0.0, min(float(default_ttl), since * HEURISTIC_FRACTION))
 

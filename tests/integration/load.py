@@ -2,8 +2,9 @@
 upgrade tunnels opening and closing, and clients that vanish at random points.
 
 The proxy's backend is an `UpgradeBackend` (echo mode): it tunnels upgrades and answers every
-other request `200 plain`, which phantom caches (cache_ttl), so `/hit` is a cache hit after its
-first request and `/miss?N` (a new N each time) always goes to the backend.
+other request `200 plain`, with no freshness of its own, which phantom caches when
+`cache_heuristic = "always"` (for cache_ttl), so `/hit` is a cache hit after its first request
+and `/miss?N` (a new N each time) always goes to the backend.
 """
 
 from __future__ import annotations

@@ -81,9 +81,11 @@ async def test_forward_get_only_answers_405_with_allow() -> None:
 
 @async_test()
 async def test_404_negative_cache_with_its_own_ttl() -> None:
-    """404s are cached (cache_404_ttl when the origin gives no freshness) and expire apart
-    from cache_ttl; cache_404_capacity = 0 turns this off."""
-    async with proxied({}, cache_404_ttl=1, cache_ttl=60) as (origin, proxy):
+    """404s are cached (at most cache_404_ttl of heuristic freshness when the origin gives
+    none) and expire apart from cache_ttl; cache_404_capacity = 0 turns this off."""
+    # Last modified long ago: the heuristic (10% of that) is more than either ceiling.
+    missing = Reply(404, [("Last-Modified", "Mon, 01 Jan 2001 00:00:00 GMT")], b"missing\n")
+    async with proxied({"/nope": missing}, cache_404_ttl=1, cache_ttl=60) as (origin, proxy):
         first = await get(proxy.port, "/nope")
         assert first.status == 404 and "stored" in cache_status(first)[1]
         second = await get(proxy.port, "/nope")
@@ -93,7 +95,7 @@ async def test_404_negative_cache_with_its_own_ttl() -> None:
         await get(proxy.port, "/nope")
         assert origin.requests["/nope"] == 2
 
-    async with proxied({}, cache_404_capacity=0) as (origin, proxy):
+    async with proxied({"/nope": missing}, cache_404_capacity=0) as (origin, proxy):
         await get(proxy.port, "/nope")
         await get(proxy.port, "/nope")
         assert origin.requests["/nope"] == 2

@@ -21,7 +21,9 @@ from phantom.exchange import Exchange
 TOKEN = "s3cret"
 AUTH = [("Authorization", f"Bearer {TOKEN}")]
 ROUTES = {
-    "/page": Reply(200, [("Content-Type", "text/plain")], b"page body"),
+    "/page": Reply(
+        200, [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")], b"page body"
+    ),
     "/form": Reply(201, [("Content-Type", "text/plain")], b"created"),
 }
 

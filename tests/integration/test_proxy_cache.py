@@ -163,8 +163,9 @@ async def test_explicit_freshness_overrides_cache_ttl() -> None:
 
 @async_test()
 async def test_cache_ttl_applies_only_without_explicit_freshness() -> None:
+    """cache_heuristic = "always": a response that gives no freshness gets cache_ttl."""
     routes = {"/plain": counting_reply(None), "/explicit": counting_reply("max-age=60")}
-    async with proxied(routes, cache_ttl=60) as (origin, proxy):
+    async with proxied(routes, cache_ttl=60, cache_heuristic="always") as (origin, proxy):
         for _ in range(2):
             for path in routes:
                 await get(proxy.port, path)

@@ -38,7 +38,10 @@ def decide(
     now: float = WALL,
     request_time: float = MONO,
     response_time: float = MONO,
+    heuristic: str = "always",
 ) -> StorageDecision | None:
+    """The storage decision; the heuristic "always" gives a bare response ``default_ttl``, so
+    that tests of other rules need no Last-Modified (the default mode has its own tests)."""
     return policy.storage_decision(
         method,
         status,
@@ -48,11 +51,25 @@ def decide(
         now,
         request_time,
         response_time,
+        heuristic=heuristic,
     )
 
 
 def lifetime(response_headers: Headers, default_ttl: float = 60.0) -> float | None:
     decision = decide(response_headers, default_ttl=default_ttl)
+    return None if decision is None else decision.freshness_lifetime
+
+
+def lifetime_in(
+    response_headers: Headers,
+    heuristic: str,
+    request_headers: Headers = (),
+    default_ttl: float = 60.0,
+) -> float | None:
+    """The freshness lifetime under a ``cache_heuristic`` mode; None: not stored."""
+    decision = decide(
+        response_headers, request_headers, default_ttl=default_ttl, heuristic=heuristic
+    )
     return None if decision is None else decision.freshness_lifetime
 
 
@@ -217,10 +234,75 @@ def test_http_date_parser_never_raises(value: bytes) -> None:
 # --------------------------------------------------------------------------- storing
 
 
-def test_plain_200_get_is_stored_with_default_ttl() -> None:
-    """RFC 9111 §3 and §4.2.2: 200 is heuristically cacheable; the configured lifetime is the
-    heuristic."""
+def test_plain_200_get_is_stored_with_default_ttl_when_the_heuristic_is_always() -> None:
+    """RFC 9111 §3 and §4.2.2: 200 is heuristically cacheable; with cache_heuristic "always"
+    the configured lifetime is the heuristic."""
     assert decide([(b"content-type", b"text/plain")]) == StorageDecision(60.0, 0.0)
+
+
+def test_by_default_a_response_without_freshness_or_last_modified_is_not_reused() -> None:
+    """cache_heuristic "last-modified" (the default): no explicit freshness and no
+    Last-Modified means no heuristic; without a validator such a response is not stored, with
+    an ETag it is stored for revalidation only."""
+    bare = [(b"content-type", b"text/html")]
+    assert policy.storage_decision(b"GET", 200, [], bare, 60.0, WALL, MONO, MONO) is None
+    for status in (204, 404):
+        assert decide([], status=status, heuristic="last-modified") is None
+    tagged = decide([(b"etag", b'"a"')], heuristic="last-modified")
+    assert tagged is not None and tagged.freshness_lifetime == 0.0
+
+
+def test_by_default_the_heuristic_is_a_tenth_of_the_age_of_last_modified() -> None:
+    """RFC 9111 §4.2.2: 10% of (Date - Last-Modified), at most cache_ttl."""
+    headers = [(b"date", http_date(WALL)), (b"last-modified", http_date(WALL - 300))]
+    assert lifetime_in(headers, "last-modified") == 30.0
+    assert lifetime_in(headers, "last-modified", default_ttl=12.0) == 12.0
+    assert lifetime_in(headers, "always") == 30.0
+
+
+@pytest.mark.parametrize("mode", ["last-modified", "always"])
+def test_the_heuristic_follows_the_date_the_origin_sent(mode: str) -> None:
+    """RFC 9111 §4.2.2: the time since Last-Modified is measured at the origin's Date."""
+    headers = [(b"date", http_date(WALL - 100)), (b"last-modified", http_date(WALL - 200))]
+    assert lifetime_in(headers, mode) == 10.0
+
+
+def test_heuristic_off_gives_only_explicit_freshness() -> None:
+    """cache_heuristic "off": Last-Modified alone gives no freshness (the entry is kept for
+    revalidation), a bare response is not stored, explicit freshness counts as ever."""
+    modified = [(b"last-modified", http_date(WALL - 10_000))]
+    assert lifetime_in(modified, "off") == 0.0
+    assert decide([], heuristic="off") is None
+    assert lifetime_in([(b"cache-control", b"max-age=7")], "off") == 7.0
+
+
+@pytest.mark.parametrize("mode", ["last-modified", "always", "off"])
+@pytest.mark.parametrize(
+    ("request_headers", "response_headers"),
+    [
+        ([(b"cookie", b"session=alice")], []),
+        ([(b"Cookie", b"session=alice")], []),
+        ([(b"authorization", b"Bearer t")], [(b"cache-control", b"public")]),
+        ([], [(b"set-cookie", b"session=alice"), (b"cache-control", b"public")]),
+    ],
+    ids=["cookie", "cookie-any-case", "authorization", "set-cookie"],
+)
+def test_personal_exchanges_never_get_heuristic_freshness(
+    mode: str, request_headers: Headers, response_headers: Headers
+) -> None:
+    """Whatever the mode, a request with Cookie or Authorization, or a response setting a
+    cookie, gets no heuristic lifetime (even with Last-Modified) and no default stale-if-error
+    window: such a page is reused only as long as the origin says."""
+    modified = [*response_headers, (b"last-modified", http_date(WALL - 10_000))]
+    decision = policy.storage_decision(
+        b"GET", 200, request_headers, modified, 60.0, WALL, MONO, MONO,
+        stale_if_error_default=300.0, heuristic=mode,
+    )
+    assert decision is not None  # stored for revalidation: it has a validator
+    assert decision.freshness_lifetime == 0.0 and decision.stale_if_error == 0.0
+    assert decide(response_headers, request_headers, heuristic=mode) is None
+    explicit = [*response_headers, (b"cache-control", b"s-maxage=30")]
+    assert lifetime_in(explicit, mode, request_headers) == 30.0
 
 
 @pytest.mark.parametrize("method", [b"HEAD", b"POST", b"PUT"])
@@ -283,7 +365,15 @@ def test_request_no_cache_still_allows_storing() -> None:
 
 @pytest.mark.parametrize(
     ("cache_control", "stored"),
-    [(b"", False), (b"max-age=60", False), (b"public", True), (b"s-maxage=60", True)],
+    [
+        (b"", False),
+        (b"max-age=60", False),
+        (b"public, max-age=60", True),
+        (b"s-maxage=60", True),
+        # public allows sharing, but an Authorization request gets no heuristic lifetime:
+        # without one, and without a validator, there is nothing to reuse.
+        (b"public", False),
+    ],
 )
 def test_authorization_needs_explicit_shared_permission(cache_control: bytes, stored: bool) -> None:
     """RFC 9111 §3.5: a response to a request with Authorization is stored by a shared cache
