@@ -632,7 +632,12 @@ class ClientConnection(Endpoint):
                 return "next"
             plan = _Plan(None, Forward.METHOD, request_headers=headers)
             return await self._forward(site, request, target, raw_headers, plan)
-        if not site.rules.uses_cache(method, request.target):
+        if (
+            not site.rules.uses_cache(method, request.target)
+            # A GET or HEAD with a body: the backend may answer what the body asks for, so
+            # that answer is no one else's ("fat GET" poisoning), and no stored one is its.
+            or framing.body_framing(raw_headers).has_body
+        ):
             plan = _Plan(None, Forward.BYPASS, request_headers=headers)
             return await self._forward(site, request, target, raw_headers, plan)
         cache = site.cache
@@ -764,19 +769,8 @@ class ClientConnection(Endpoint):
         plan: _Plan,
     ) -> str:
         method = request.method
-        # The framing facts, in one scan: is the body chunked, its Content-Length (the first).
-        body_chunked = False
-        length: bytes | None = None
-        for name, value in raw_headers:
-            lower = name.lower()
-            if lower == b"transfer-encoding":
-                if not body_chunked:
-                    body_chunked = any(
-                        t.strip().lower() == b"chunked" for t in value.split(b",")
-                    )
-            elif lower == b"content-length" and length is None:
-                length = value
-        has_body = body_chunked or length not in (None, b"0")
+        announced = framing.body_framing(raw_headers)
+        body_chunked, length = announced.chunked, announced.length
         limit = site.config.max_body_bytes
         if limit and length is not None and int(length) > limit:
             raise RequestRejected(413, f"request body larger than {limit} bytes")
@@ -806,7 +800,7 @@ class ClientConnection(Endpoint):
                     lambda upstream: self._stream_request_body(upstream, first, limit),
                     self.ctx.config.backend_timeout,
                 ),
-                retry=method in IDEMPOTENT and not has_body,
+                retry=method in IDEMPOTENT and not announced.has_body,
             )
         except BackendError as exc:
             self.in_flight = None

@@ -46,6 +46,7 @@ __all__ = [
     "RequestHead",
     "SimpleRequest",
     "SimpleResponse",
+    "body_framing",
     "check_head",
     "ends_with_bare_lf",
     "parse_simple",
@@ -253,6 +254,35 @@ def check_head(head: bytes, max_headers: int) -> RequestHead:
         _check_transfer_encoding(codings, version)
     _check_host(_values(fields, b"host"), version)
     return _check_target(method, target)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFraming:
+    """How a checked request's body is framed: ``chunked``, and its (first) Content-Length
+    value as sent, None without one."""
+
+    chunked: bool
+    length: bytes | None
+
+    @property
+    def has_body(self) -> bool:
+        """The request carries a body (RFC 9112 §6.3): chunked, or a Content-Length other
+        than 0. ("00" counts as a body: a strange spelling gets no benefit of the doubt.)"""
+        return self.chunked or self.length not in (None, b"0")
+
+
+def body_framing(headers: list[tuple[bytes, bytes]]) -> BodyFraming:
+    """The framing facts of a request that passed :func:`check_head`, in one scan of its
+    fields (names in any case)."""
+    chunked = False
+    length: bytes | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            chunked = chunked or any(t.strip().lower() == b"chunked" for t in value.split(b","))
+        elif lower == b"content-length" and length is None:
+            length = value
+    return BodyFraming(chunked, length)
 
 
 # -- the fast lane ----------------------------------------------------------------------------

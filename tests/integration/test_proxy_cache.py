@@ -6,7 +6,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import RawClient, async_test, cache_status, fetch, get, proxied, sha256
+from conftest import (
+    RawClient,
+    async_test,
+    build_request,
+    cache_status,
+    fetch,
+    get,
+    proxied,
+    sha256,
+)
 from origin import OriginRequest, Reply, payload, payload_chunks
 
 
@@ -302,3 +311,47 @@ async def test_invalidate_pattern_and_invalidate_all() -> None:
         assert proxy.cache.invalidate_all() == 0
         assert_miss(cache_status(await get(proxy.port, "/b")), stored=True)
         assert origin.requests["/b"] == 2
+
+
+@async_test()
+async def test_get_and_head_with_a_body_are_neither_stored_nor_answered_from_the_cache() -> None:
+    """Issue 11 item 2 ("fat GET" poisoning): a GET or HEAD carrying a body (Content-Length
+    above 0, or chunked) is forwarded with its body, and its answer, which may depend on that
+    body, is neither stored for others nor taken from what is stored; on a fresh connection
+    (where the fast lane reads first) and pipelined behind a fast-lane hit alike."""
+
+    def by_body(request: OriginRequest) -> Reply:
+        return Reply(
+            200,
+            [("Content-Type", "text/html"), ("Cache-Control", "max-age=60")],
+            b"page for [" + request.body + b"]",
+        )
+
+    async with proxied({"/p": by_body}) as (origin, proxy):
+        evil = b"<script src=//evil.example>"
+        poisoned = await fetch(proxy.port, "GET", "/p", body=evil)
+        assert poisoned.body == b"page for [" + evil + b"]"
+        assert cache_status(poisoned)[1].get("fwd") == "bypass"
+        clean = await get(proxy.port, "/p")
+        assert clean.body == b"page for []"
+        assert_miss(cache_status(clean), stored=True)
+        assert_hit(cache_status(await get(proxy.port, "/p")))
+
+        for method, kwargs in (
+            ("GET", {"body": b"x=1"}),
+            ("GET", {"chunks": [b"x=", b"2"]}),
+            ("HEAD", {"body": b"x=3"}),
+        ):
+            response = await fetch(proxy.port, method, "/p", **kwargs)
+            assert "hit" not in cache_status(response)[1], (method, kwargs)
+        async with await RawClient.connect(proxy.port) as client:
+            await client.send(
+                build_request("GET", "/p") + build_request("GET", "/p", body=b"x=4")
+            )
+            assert_hit(cache_status(await client.read_response()))
+            fat = await client.read_response()
+            assert fat.body == b"page for [x=4]" and "hit" not in cache_status(fat)[1]
+        assert [r.body for r in origin.requests_for("/p")] == [
+            evil, b"", b"x=1", b"x=2", b"x=3", b"x=4"
+        ]
+        assert_hit(cache_status(await get(proxy.port, "/p")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phantom.errors import RequestRejected
-from phantom.framing import HeadScanner, RequestHead, check_head
+from phantom.framing import HeadScanner, RequestHead, body_framing, check_head
 
 H = b"Host: example.test\r\n"
 
@@ -171,3 +171,22 @@ def test_scanner_head_limit_is_431(complete: bool) -> None:
     with pytest.raises(RequestRejected) as info:
         scanner.head()
     assert info.value.status == 431
+
+
+@pytest.mark.parametrize(
+    ("fields", "chunked", "length", "has_body"),
+    [
+        ([], False, None, False),
+        ([(b"Content-Length", b"0")], False, b"0", False),
+        ([(b"content-length", b"5")], False, b"5", True),
+        ([(b"Transfer-Encoding", b" Chunked ")], True, None, True),
+        ([(b"Content-Length", b"00")], False, b"00", True),  # no benefit of the doubt
+        ([(b"X-Length", b"5")], False, None, False),
+    ],
+)
+def test_body_framing(
+    fields: list[tuple[bytes, bytes]], chunked: bool, length: bytes | None, has_body: bool
+) -> None:
+    """RFC 9112 §6.3: a request has a body when chunked or with a Content-Length above 0."""
+    framing = body_framing(fields)
+    assert (framing.chunked, framing.length, framing.has_body) == (chunked, length, has_body)
