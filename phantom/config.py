@@ -121,6 +121,8 @@ class ServerConfig:
     cache_ttl: float = 60.0  # seconds: the most heuristic freshness a response gets
     # Which responses without explicit freshness get some: last-modified | always | off.
     cache_heuristic: str = "last-modified"
+    # Most seconds a miss waits for another request's identical miss before going itself.
+    coalesce_timeout: float = 5.0
     cache_max_entries: int = 10_000  # the three cache bounds: 0 = nothing is cached
     cache_max_bytes: int = 256 * 1024 * 1024
     cache_max_object_bytes: int = 8 * 1024 * 1024
@@ -609,6 +611,7 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "upgrade_protocols": _check_upgrade_protocols,
     "cache_ttl": _check_ttl,
     "cache_heuristic": lambda value: _check_choice(value, HEURISTIC_MODES),
+    "coalesce_timeout": _check_timeout,
     "cache_max_entries": _check_size,
     "cache_max_bytes": _check_size,
     "cache_max_object_bytes": _check_size,

@@ -653,7 +653,7 @@ class ClientConnection(Endpoint):
         if coalesce and key in site.inflight:
             # Another request for this key is on its way to the origin: wait for its result
             # rather than stampede the origin (request coalescing).
-            await self._await_flight(site.inflight[key])
+            await self._await_flight(site, site.inflight[key])
             state = policy.lookup(method, headers, cache.variants(key), cache.clock())
             collapsed = True
         if isinstance(state, (policy.Fresh, policy.ServeStale)):
@@ -719,10 +719,10 @@ class ClientConnection(Endpoint):
         )
         self._answer_from_cache(state.entry, body, state.age, status, headers, request.method)
 
-    async def _await_flight(self, flight: asyncio.Future[None]) -> None:
-        """Wait for another request's trip to the origin, at most as long as it may take."""
+    async def _await_flight(self, site: Site, flight: asyncio.Future[None]) -> None:
+        """Wait for another request's trip to the origin, at most ``coalesce_timeout``."""
         try:
-            await asyncio.wait_for(asyncio.shield(flight), self.ctx.config.backend_timeout)
+            await asyncio.wait_for(asyncio.shield(flight), site.config.coalesce_timeout)
         except asyncio.TimeoutError:
             pass  # the caller looks again and, finding nothing, forwards on its own
 
@@ -1078,8 +1078,10 @@ class ClientConnection(Endpoint):
                     site.uncacheable[key] = True
             else:
                 site.uncacheable.pop(key, None)
-        if decision is None:
-            plan.land(site)  # nothing to wait for: waiters forward on their own right away
+        if decision is None or length is None:
+            # Nothing to wait for, or no telling how long (a stream may never end): waiters
+            # forward on their own right away.
+            plan.land(site)
         sent = list(out_headers)
         if decision is not None and encoding.varies(site.config.compress_strategy, out_headers):
             # Hits of this response will depend on Accept-Encoding: say so from the start.

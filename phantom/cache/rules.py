@@ -31,6 +31,8 @@ _ASSET_TYPES: Final = frozenset(
     }
 )
 
+_EVENT_STREAM: Final = "text/event-stream"
+
 
 def compile_wildcard(pattern: str) -> Callable[[str], bool]:
     """A matcher for ``pattern``: ``*`` matches any run of characters (``/`` included), every
@@ -103,10 +105,13 @@ class CacheRules:
         return not self.include or any(rule.matches(name, path) for rule in self.include)
 
     def keeps(self, content_type: bytes | None) -> bool:
-        """Whether ``cache_strategy`` keeps a response of this Content-Type."""
+        """Whether ``cache_strategy`` keeps a response of this Content-Type. Server-sent
+        events never: each client must get its own live stream, not a finished one replayed."""
+        media = (content_type or b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+        if media == _EVENT_STREAM:
+            return False
         if self.strategy == "all":
             return True
-        media = (content_type or b"").split(b";", 1)[0].strip().lower().decode("latin-1")
         image = media.startswith("image/")
         if self.strategy == "no_images":
             return not image

@@ -369,6 +369,15 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
             "got 'br'",
         ),
         (
+            with_server(cache_heuristic="sometimes"),
+            "server.app.cache_heuristic: expected one of last-modified, always, off, "
+            "got 'sometimes'",
+        ),
+        (
+            with_server(coalesce_timeout=0),
+            "server.app.coalesce_timeout: must be greater than 0, got 0",
+        ),
+        (
             with_server(cache_storage_mode="disk"),
             "server.app.cache_storage_mode: expected one of memory, filesystem, got 'disk'",
         ),
@@ -644,6 +653,8 @@ def test_describe_round_trip_everything_set() -> None:
                     "backend_tls_verify": False,
                     "enable_websocket": False,
                     "cache_ttl": 0,
+                    "cache_heuristic": "off",
+                    "coalesce_timeout": 0.25,
                     "cache_max_entries": 1,
                     "cache_max_bytes": 123_456_789,
                     "cache_max_object_bytes": 1024,

@@ -78,3 +78,12 @@ def test_bad_path_rules(text: str) -> None:
 def test_path_rule_method_is_case_insensitive() -> None:
     rule = parse_path_rule("get /x")
     assert rule.method == "GET" and rule.matches("GET", "/x")
+
+
+@pytest.mark.parametrize("strategy", ["all", "no_images", "only_assets", "only_html"])
+@pytest.mark.parametrize(
+    "content_type", [b"text/event-stream", b"Text/Event-Stream; charset=utf-8"]
+)
+def test_server_sent_events_are_never_kept(strategy: str, content_type: bytes) -> None:
+    """A stream of events is live for each client: no strategy keeps one."""
+    assert rules(strategy=strategy).keeps(content_type) is False
