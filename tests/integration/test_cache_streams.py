@@ -24,22 +24,34 @@ async def endless_events() -> AsyncIterator[bytes]:
         await asyncio.sleep(0.05)
 
 
-async def first_events(port: int, needle: bytes = b"data: event 2\n") -> tuple[bytes, float]:
-    """Open a stream through phantom: its head, and how long until the third event came."""
+async def first_events(
+    port: int, clients: list[RawClient], needle: bytes = b"data: event 2\n"
+) -> tuple[bytes, float]:
+    """Open a stream through phantom, and keep it open (in ``clients``, for the caller to
+    close): its head, and how long until the third event came."""
     started = time.monotonic()
     client = await RawClient.connect(port)
+    clients.append(client)
+    await client.send(build_request("GET", "/events", [("Accept", "text/event-stream")]))
+    head = await client.read_head(timeout=FIRST_EVENTS_WITHIN)
+    received = b""
+    async with asyncio.timeout(FIRST_EVENTS_WITHIN):
+        while needle not in received:
+            data = await client.reader.read(65536)
+            assert data, f"the stream ended: {received!r}"
+            received += data
+    return head, time.monotonic() - started
+
+
+async def open_streams(port: int, count: int) -> list[tuple[bytes, float]]:
+    """``count`` clients open the stream at once, and all stay connected until each has had
+    its first events (a client that hung up would let the others go)."""
+    clients: list[RawClient] = []
     try:
-        await client.send(build_request("GET", "/events", [("Accept", "text/event-stream")]))
-        head = await client.read_head(timeout=FIRST_EVENTS_WITHIN)
-        received = b""
-        async with asyncio.timeout(FIRST_EVENTS_WITHIN):
-            while needle not in received:
-                data = await client.reader.read(65536)
-                assert data, f"the stream ended: {received!r}"
-                received += data
-        return head, time.monotonic() - started
+        return await asyncio.gather(*(first_events(port, clients) for _ in range(count)))
     finally:
-        await client.close()
+        for client in clients:
+            await client.close()
 
 
 @pytest.mark.parametrize(
@@ -65,10 +77,10 @@ async def test_three_clients_of_an_endless_stream_each_get_the_first_events_prom
         return Reply(200, list(headers), endless_events())
 
     async with proxied({"/events": stream}) as (origin, proxy):
-        results = await asyncio.gather(*(first_events(proxy.port) for _ in range(3)))
+        results = await open_streams(proxy.port, 3)
         assert all(elapsed < FIRST_EVENTS_WITHIN for _, elapsed in results), results
         assert origin.requests["/events"] == 3
-        head, _ = await first_events(proxy.port)
+        [(head, _)] = await open_streams(proxy.port, 1)
         assert b"hit" not in head
         assert origin.requests["/events"] == 4
 
