@@ -1417,7 +1417,8 @@ class ClientConnection(Endpoint):
             return "close"
         # An unread or broken request body means the connection can't be reused.
         close = close or self.h11.their_state in (h11.SEND_BODY, h11.ERROR)
-        self._respond_plain(exc.status, f"{exc}\n".encode(), close=close)
+        public = exc.public if isinstance(exc, BackendError) else str(exc)
+        self._respond_plain(exc.status, f"{public}\n".encode(), close=close)
         return "close" if close else "next"
 
 

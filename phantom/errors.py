@@ -53,8 +53,11 @@ class BackendError(PhantomError):
     status = 502
     kind = "unreachable"
 
-    def __init__(self, message: str, kind: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, kind: str | None = None, *, detail: str = "") -> None:
+        super().__init__(f"{message}: {detail}" if detail else message)
+        #: What a client may be told. ``detail`` (in ``str()``, for the log and the operator)
+        #: may quote the backend's bytes, which can belong to another client's response.
+        self.public = message
         if kind is not None:
             self.kind = kind
 

@@ -157,7 +157,9 @@ class UpstreamConnection(Endpoint):
             except h11.RemoteProtocolError as exc:
                 if self.at_eof:  # h11's complaint about a message cut short by the close
                     raise BackendError("backend closed the connection", "reset") from None
-                raise BackendError(f"invalid response from backend: {exc}", "protocol") from None
+                raise BackendError(
+                    "invalid response from backend", "protocol", detail=str(exc)
+                ) from None
             if event is h11.NEED_DATA:
                 try:
                     data = await self.read(timeout)
@@ -239,12 +241,19 @@ class UpstreamConnection(Endpoint):
 
     @property
     def reusable(self) -> bool:
-        if self.is_lost or self.at_eof:
+        """The exchange ended exactly where its response's framing said. A byte beyond it (in
+        h11's buffer or ours) means the backend and we disagree on where its answers end:
+        reused, the connection would hand that byte to the next, unrelated request."""
+        if self.is_lost or self.at_eof or self.has_unread:
             return False
         conn = self.h11
         if conn.our_state is h11.IDLE:  # a simple exchange
             return self.simple_done
-        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        return (
+            conn.our_state is h11.DONE
+            and conn.their_state is h11.DONE
+            and not conn.trailing_data[0]
+        )
 
     def park(self) -> None:
         """Start a new request cycle and wait in the pool."""

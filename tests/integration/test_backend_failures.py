@@ -4,11 +4,12 @@ serves on afterwards (issue 2, "Backend unreachable: 502 ...")."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
 from conftest import RawClient, async_test, fetch, get, running_proxy, sha256
-from origin import Reply, TestOrigin, payload, unused_port
+from origin import CannedBackend, RawAnswer, Reply, TestOrigin, payload, unused_port
 
 NO_STORE = ("Cache-Control", "no-store")
 
@@ -130,3 +131,59 @@ async def test_pooled_connection_dying_under_a_post_is_not_retried() -> None:
         assert origin.requests["/post"] == 1, "a POST was sent to the backend twice"
         # and the proxy serves on
         assert (await get(proxy.port, "/a")).body == b"/a"
+
+
+# -- a backend that sends more than its framing says (issue 11, item 5) ----------------------
+
+SECRET = b"alices-private-bytes-are-31-long"
+HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+OK = RawAnswer((b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",))
+OVERRUNS = {
+    # Content-Length 5, 36 bytes sent: the rest comes with the body...
+    "same-segment": RawAnswer((HELLO + SECRET,)),
+    # ... or afterwards, while the connection waits in the pool.
+    "while-idle": RawAnswer((HELLO, SECRET)),
+}
+# How the request reaches the backend: the request loop (h11; a Content-Length field takes a
+# request out of the fast lane), the fast lane on a new backend connection, the fast lane's
+# callback relay on a pooled one (warmed up by a first request).
+PATHS = {
+    "loop": [("Content-Length", "0")],
+    "fast-lane": [],
+    "relay": [],
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("overrun", list(OVERRUNS))
+@async_test()
+async def test_a_backend_connection_that_sent_more_than_its_response_is_never_reused(
+    overrun: str, path: str
+) -> None:
+    backend = CannedBackend({"/extra": OVERRUNS[overrun], "/ok": OK})
+    headers = PATHS[path]
+    async with backend, running_proxy(backend.port, cache_strategy="none") as proxy:
+        if path == "relay":
+            assert (await get(proxy.port, "/ok")).body == b"ok"  # now one connection is pooled
+        first = await fetch(proxy.port, "GET", "/extra", headers)
+        assert (first.status, first.body) == (200, b"hello")
+        await asyncio.sleep(0.2)  # the late bytes arrive while the connection is pooled
+        # Another client's request: its own answer, on a fresh backend connection.
+        second = await fetch(proxy.port, "GET", "/ok", headers)
+        assert (second.status, second.body) == (200, b"ok")
+    extra_on, ok_on = (connection for connection, _ in backend.heads[-2:])
+    assert ok_on == extra_on + 1, "the connection that overran was pooled again"
+
+
+@async_test()
+async def test_a_502_never_echoes_the_backends_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="phantom")
+    garbage = RawAnswer((SECRET + b" 200 OK\r\nContent-Length: 2\r\n\r\nok",))
+    backend = CannedBackend({"/garbage": garbage})
+    async with backend, running_proxy(backend.port, cache_strategy="none") as proxy:
+        for headers in PATHS["loop"], PATHS["fast-lane"]:
+            response = await fetch(proxy.port, "GET", "/garbage", headers)
+            assert response.status == 502 and response.complete
+            assert response.body == b"invalid response from backend\n"
+    # The operator's log keeps what the backend sent.
+    assert sum(SECRET.decode() in r.getMessage() for r in caplog.records) == 2
