@@ -45,6 +45,9 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 # The relay driven by callbacks takes answers up to this size whole; longer ones are streamed
 # by the request loop, with flow control.
 RELAY_LIMIT = 64 * 1024
+# Pipelined fast-lane hits are written together up to about this many bytes; then the
+# transport's flow control says whether more may follow (asyncio's default high-water mark).
+HITS_BATCH = 64 * 1024
 
 
 class ClientGone(Exception):
@@ -121,6 +124,20 @@ class ClientConnection(Endpoint):
                 return
         super().data_received(data)
 
+    # Flow control (uvicorn's): while the client does not read what it was answered (the
+    # transport's write buffer is over its high-water mark), it is not read from either, and
+    # nothing more is answered; its pipelined requests wait in the kernel, not in our memory.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._update_reading()
+
+    def _holds_reading(self) -> bool:
+        return self._write_paused or super()._holds_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.in_flight is not None:
@@ -166,6 +183,9 @@ class ClientConnection(Endpoint):
             return "close"
         if request is None:
             return "close"  # closed, or idle too long: the client is done with us.
+        # Every answer of the loop (cached, relayed, our own) waits for the client to read
+        # the ones before.
+        await self.drain()
         self.served += 1
         outcome = "close"
         if isinstance(request, _SimpleForward):
@@ -314,13 +334,14 @@ class ClientConnection(Endpoint):
 
     def _answer_simple_hits(self, data: bytes) -> bytes:
         """Answer the simple fresh cache hits at the start of ``data`` (pipelined ones in
-        order, in one write); returns the rest, from the first request that is not one, for
-        the request loop."""
+        order, written together up to ``HITS_BATCH`` bytes); returns the rest, from the first
+        request that is not one or once the client stopped reading, for the request loop."""
         config = self.config
         answers: list[bytes] = []
         exchanges: list[Exchange] = []
+        batch = 0
         start = 0
-        while start < len(data):
+        while start < len(data) and not self._write_paused:
             request = framing.parse_simple(
                 data, start, config.max_request_line, config.max_header_bytes, config.max_headers
             )
@@ -342,13 +363,26 @@ class ClientConnection(Endpoint):
             answers.append(answered[0])
             exchanges.append(answered[1])
             start = request.end
-        if answers:
-            self.served += len(answers)
-            self.idle_since = asyncio.get_running_loop().time()
-            self.transport.write(b"".join(answers))
-            for exchange in exchanges:
-                self.ctx.exchange_done(exchange)
+            batch += len(answered[0])
+            if batch >= HITS_BATCH:
+                # Out now, so that the transport can say (pause_writing) the client is not
+                # keeping up before more is answered.
+                self._write_hits(answers, exchanges)
+                batch = 0
+        self._write_hits(answers, exchanges)
         return data[start:]
+
+    def _write_hits(self, answers: list[bytes], exchanges: list[Exchange]) -> None:
+        """Send the fast lane's answers in one write, and count them; the lists are emptied."""
+        if not answers:
+            return
+        self.served += len(answers)
+        self.idle_since = asyncio.get_running_loop().time()
+        self.transport.write(b"".join(answers))
+        for exchange in exchanges:
+            self.ctx.exchange_done(exchange)
+        answers.clear()
+        exchanges.clear()
 
     def _simple_decision(
         self, request: framing.SimpleRequest

@@ -61,8 +61,7 @@ class Endpoint(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._inbox += data
         if len(self._inbox) > READ_HIGH_WATER and not self._read_paused:
-            self._read_paused = True
-            self.transport.pause_reading()
+            self._update_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -91,6 +90,22 @@ class Endpoint(asyncio.Protocol):
 
     # -- reading ----------------------------------------------------------------------------
 
+    def _holds_reading(self) -> bool:
+        """Whether the transport should stop reading: the unread bytes are over the mark."""
+        return len(self._inbox) > READ_HIGH_WATER
+
+    def _update_reading(self) -> None:
+        """Pause or resume the transport's reading as ``_holds_reading`` says (idempotent:
+        each reason to pause may change on its own)."""
+        hold = self._holds_reading()
+        if hold == self._read_paused or self._lost or self.transport.is_closing():
+            return
+        self._read_paused = hold
+        if hold:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -112,9 +127,8 @@ class Endpoint(asyncio.Protocol):
         """Everything received and not yet read, without waiting."""
         data = bytes(self._inbox)
         self._inbox.clear()
-        if self._read_paused and not self._lost:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if self._read_paused:
+            self._update_reading()
         return data
 
     def put_back(self, data: bytes) -> None:
