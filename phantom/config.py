@@ -191,6 +191,10 @@ class Config:
     keepalive_timeout: float = 15.0  # idle time between requests on a connection
     max_connections: int = 1024  # concurrent client connections, tunnels included; 0 = no limit
     max_tunnels: int = 512  # concurrent upgrade tunnels; 0 = no limit
+    # One client's share of those (connections: per peer address, trusted proxies exempt;
+    # tunnels: per client address after trusted_proxies); 0 = no limit.
+    max_connections_per_client: int = 256
+    max_tunnels_per_client: int = 64
     tunnel_idle_timeout: float = 0.0  # 0 = a quiet tunnel lives as long as both ends do
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-* are kept
     pid_file: str | None = None  # serve writes its pid here; `phantom reload` reads it
@@ -589,6 +593,8 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "keepalive_timeout": _check_timeout,
     "max_connections": _check_size,
     "max_tunnels": _check_size,
+    "max_connections_per_client": _check_size,
+    "max_tunnels_per_client": _check_size,
     "tunnel_idle_timeout": _check_ttl,
     "trusted_proxies": _check_networks,
     "pid_file": _check_secret,

@@ -17,7 +17,7 @@ loop as usual: h11 has seen none of the fast lane's bytes and is still at IDLE.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,12 +26,11 @@ from typing import cast
 
 import h11
 
-from . import framing, handshake, revalidation, webhooks
+from . import clients, framing, handshake, revalidation, webhooks
 from . import headers as hdr
 from .cache import encoding, policy
 from .cache.policy import Forward
 from .cache.store import CachedResponse, Key
-from .config import Network
 from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, PhantomError, RequestRejected
@@ -45,6 +44,10 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"
 # The relay driven by callbacks takes answers up to this size whole; longer ones are streamed
 # by the request loop, with flow control.
 RELAY_LIMIT = 64 * 1024
+# A connection turned away at once (max_connections_per_client) is read from and dropped for
+# at most this long after its 503, so that its unread request does not reset the connection
+# before the client has read the 503.
+LINGER_SECONDS = 2.0
 # Pipelined fast-lane hits are written together up to about this many bytes; then the
 # transport's flow control says whether more may follow (asyncio's default high-water mark).
 HITS_BATCH = 64 * 1024
@@ -74,6 +77,12 @@ class ClientConnection(Endpoint):
         self.trusted = False  # the peer is in trusted_proxies
         self.by = ""  # our address the client connected to, as Forwarded's "by" names it
         self.over_capacity = False  # accepted beyond max_connections: answered 503
+        # This connection's place in its client's share (None: a trusted proxy's, not
+        # counted), or it is turned away (the client holds max_connections_per_client).
+        self.hold: clients.Hold | None = None
+        self.turned_away = False
+        # An upgrade's place in its client's tunnels, from the check until the tunnel opens.
+        self.tunnel_hold: clients.Hold | None = None
         self.served = 0  # requests answered on this connection
         # The request being served: what metrics and the access log get when it ends.
         self.exchange = Exchange("-", b"-", b"-")
@@ -100,11 +109,17 @@ class ClientConnection(Endpoint):
         peer = self.transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
-            self.trusted = _is_trusted(self.client_ip, self.config.trusted_proxies)
+            self.trusted = clients.is_trusted(self.client_ip, self.config.trusted_proxies)
         local = self.transport.get_extra_info("sockname")
         if isinstance(local, tuple):
             self.by = hdr.node(str(local[0]), local[1])
         ctx = self.ctx
+        if not self.trusted:
+            self.hold = ctx.client_connections.take(
+                self.client_ip, self.config.max_connections_per_client
+            )
+            self.turned_away = self.hold is None
+            self.idle = not self.turned_away  # the fast lane answers it nothing
         limit = self.config.max_connections
         self.over_capacity = bool(limit) and len(ctx.connections) + len(ctx.tunnels) >= limit
         ctx.connections.add(self)
@@ -166,11 +181,16 @@ class ClientConnection(Endpoint):
             self.abort()
         finally:
             self.ctx.connections.discard(self)
-            if not handed_off:
+            if not handed_off:  # (a tunnel gives the hold back when it closes)
                 self.close()
+                if self.hold is not None:
+                    self.hold.release()
 
     async def _serve_one(self) -> str:
         """Serve one request; returns "next" (keep-alive), "close" or "tunnel"."""
+        if self.turned_away:
+            await self._turn_away()
+            return "close"
         try:
             request = await self._next_request()
         except (h11.RemoteProtocolError, RequestRejected) as exc:
@@ -194,7 +214,7 @@ class ClientConnection(Endpoint):
         else:
             self.exchange = exchange = Exchange.of_request(self.client_ip, request)
             if self.over_capacity:
-                self._reject(RequestRejected(503, "too many connections"))
+                self._reject(_over_limit("too many connections"))
                 self.ctx.exchange_done(exchange)
                 return outcome
             handling = self._handle(request)
@@ -215,9 +235,29 @@ class ClientConnection(Endpoint):
         finally:
             if outcome != "tunnel":  # a tunnel's exchange ends when the tunnel closes
                 self.ctx.exchange_done(exchange)
+                if self.tunnel_hold is not None:
+                    self.tunnel_hold.release()
+                    self.tunnel_hold = None
         if outcome != "next":
             return outcome
         return "next" if self._finish_cycle() else "close"
+
+    async def _turn_away(self) -> None:
+        """A 503 at once for a client that holds ``max_connections_per_client``: no request is
+        waited for, so its extra connections cost nothing while they trickle heads. Then a
+        lingering close: our side ends, and what the client sends is read and dropped until
+        it closes (``LINGER_SECONDS`` at most), so that its request, left unread, does not
+        turn our close into a reset that destroys the 503 before the client reads it."""
+        self.exchange = Exchange(self.client_ip, b"-", b"-")
+        self._reject(_over_limit("too many connections from this client"))
+        self.ctx.exchange_done(self.exchange)
+        if self.half_close and not self.is_lost:
+            self.transport.write_eof()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER_SECONDS
+        with contextlib.suppress(ReadTimeout):
+            while await self.read(max(deadline - loop.time(), 0.0)):
+                pass
 
     def _finish_cycle(self) -> bool:
         conn = self.h11
@@ -1193,7 +1233,8 @@ class ClientConnection(Endpoint):
         body = await self._read_body(keep=True, limit=site.config.max_body_bytes)
         limit = self.config.max_tunnels
         if limit and len(self.ctx.tunnels) >= limit:
-            raise RequestRejected(503, "too many tunnels")
+            raise _over_limit("too many tunnels")
+        self.tunnel_hold = self._take_tunnel_share(raw_headers)
         upstream = await site.upstream.connect()
         self.in_flight = upstream  # a client that leaves now aborts the handshake
         outgoing = self._backend_headers(
@@ -1242,11 +1283,24 @@ class ClientConnection(Endpoint):
         backend = upstream.detach()
         backend.unread = upstream.h11.trailing_data[0] + backend.unread
         label = f"{self.client_ip} {request.target.decode('latin-1')} -> {site.config.proxy_url}"
+        holds = [hold for hold in (self.hold, self.tunnel_hold) if hold is not None]
         self.ctx.open_tunnel(
-            client, backend, label, site.config.tunnel_idle_timeout, self.exchange
+            client, backend, label, site.config.tunnel_idle_timeout, self.exchange, holds
         )
         log.info("tunnel %s opened", label)
         return "tunnel"
+
+    def _take_tunnel_share(self, raw_headers: list[tuple[bytes, bytes]]) -> clients.Hold:
+        """A place among the tunnels of the client the request comes from (after
+        ``trusted_proxies``); 503 when it holds ``max_tunnels_per_client`` already."""
+        client = self.client_ip
+        if self.trusted:
+            chain = [v for n, v in raw_headers if n.lower() == b"x-forwarded-for"]
+            client = clients.client_address(client, chain, self.config.trusted_proxies)
+        hold = self.ctx.client_tunnels.take(client, self.config.max_tunnels_per_client)
+        if hold is None:
+            raise _over_limit("too many tunnels from this client")
+        return hold
 
     # -- responding -------------------------------------------------------------------------
 
@@ -1409,8 +1463,13 @@ class ClientConnection(Endpoint):
     def _reject(self, exc: RequestRejected) -> None:
         """Refuse a request: its status, a short body, and the connection closes."""
         log.info("client %s: request refused: %s -> %d", self.client_ip, exc.reason, exc.status)
+        headers = None
+        if exc.retry_after is not None:
+            headers = [_PLAIN_TEXT, (b"Retry-After", b"%d" % exc.retry_after)]
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._respond_plain(exc.status, f"{exc.reason}\n".encode(), close=True)
+            self._respond_plain(
+                exc.status, f"{exc.reason}\n".encode(), close=True, headers=headers
+            )
 
     def _reject_malformed(self, exc: h11.RemoteProtocolError) -> None:
         status = exc.error_status_hint
@@ -1576,11 +1635,6 @@ def _fills_cache(state: policy.Lookup[CachedResponse]) -> bool:
     return isinstance(state, policy.Revalidate) and state.reason is Forward.STALE
 
 
-def _is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
-    if not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+def _over_limit(reason: str) -> RequestRejected:
+    """A 503 for a capacity limit: the client may try again shortly."""
+    return RequestRejected(503, reason, retry_after=clients.RETRY_AFTER_SECONDS)

@@ -17,6 +17,7 @@ from .cache.disk import DiskBodies
 from .cache.policy import KeyFunction
 from .cache.rules import CacheRules, parse_path_rule
 from .cache.store import CachedResponse, CacheStore, Key
+from .clients import Hold, Shares
 from .config import Config, ServerConfig
 from .descriptors import DescriptorWatch, open_file_limit
 from .endpoint import DetachedState
@@ -180,6 +181,9 @@ class ProxyContext:
     router: Router
     connections: set[ClientConnection] = field(default_factory=set)
     tunnels: set[Tunnel] = field(default_factory=set)
+    # What each client holds of them (max_connections_per_client, max_tunnels_per_client).
+    client_connections: Shares = field(default_factory=Shares)
+    client_tunnels: Shares = field(default_factory=Shares)
     # Set by a graceful shutdown: every response from now on closes its connection.
     draining: bool = False
     metrics: Metrics = field(default_factory=Metrics)
@@ -213,9 +217,15 @@ class ProxyContext:
         label: str,
         idle_timeout: float,
         exchange: Exchange,
+        holds: Sequence[Hold] = (),
     ) -> Tunnel:
+        """Splice ``client`` and ``backend``; the ``holds`` (the client's shares the tunnel
+        takes up) are given back when it closes."""
+
         def closed(tunnel: Tunnel) -> None:
             self.tunnels.discard(tunnel)
+            for hold in holds:
+                hold.release()
             up, down = tunnel.client_to_backend, tunnel.backend_to_client
             self.metrics.tunnel_closed(up, down)
             exchange.tunnel_up, exchange.tunnel_down = up, down

@@ -95,7 +95,8 @@ class RequestRejected(PhantomError):
     The client gets ``status`` and ``Connection: close``; the backend never sees the request.
     """
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after  # seconds, sent as Retry-After (a 503 over a limit)

@@ -195,14 +195,18 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> RawClient:
-        """Connect to 127.0.0.1:port; with ``tls``, over TLS (server name "localhost")."""
+    async def connect(
+        cls, port: int, tls: ssl.SSLContext | None = None, source: str | None = None
+    ) -> RawClient:
+        """Connect to 127.0.0.1:port; with ``tls``, over TLS (server name "localhost"); from
+        the loopback address ``source`` (another client: "127.0.0.2") when given."""
         reader, writer = await asyncio.open_connection(
             LOCALHOST,
             port,
             limit=1024 * 1024,
             ssl=tls,
             server_hostname="localhost" if tls is not None else None,
+            local_addr=(source, 0) if source is not None else None,
         )
         return cls(reader, writer)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from conftest import (
     RawClient,
+    RawResponse,
     async_test,
     build_request,
     fetch,
@@ -189,3 +192,114 @@ async def test_an_upgrade_request_body_over_max_body_bytes_is_413() -> None:
         status, connection = await refused(proxy.port, raw)
         assert (status, connection) == (413, "close")
         assert backend.handshakes == []
+
+
+# -- each client's share (issue 11, item 10) ---------------------------------------------------
+
+OTHER_CLIENT = "127.0.0.2"  # a second loopback address: another client
+
+
+async def turned_away(port: int, source: str | None = None) -> RawResponse:
+    """A new connection's answer, read to the close, without sending anything first."""
+    async with await RawClient.connect(port, source=source) as client:
+        data = await client.read_until_eof()
+    return parse_head(data[: data.index(b"\r\n\r\n") + 4])
+
+
+@async_test()
+async def test_max_connections_per_client_turns_a_slowloris_away_and_serves_others() -> None:
+    async with proxied({"/": echo}, max_connections_per_client=3) as (_, proxy):
+        # One client holds its three connections with heads it never finishes...
+        dripping = [await RawClient.connect(proxy.port) for _ in range(3)]
+        try:
+            for client in dripping:
+                await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            # ... its fourth is answered at once, not after header_timeout, and closed,
+            started = time.monotonic()
+            refused_now = await turned_away(proxy.port)
+            assert time.monotonic() - started < 1.0
+            assert (refused_now.status, refused_now.get("connection")) == (503, "close")
+            assert refused_now.get("retry-after") == "5"
+            # and so is one that sends its request (it gets the 503, not a reset).
+            refused_request = await refused(proxy.port, build_request("GET", "/"))
+            assert refused_request == (503, "close")
+            # Another client is served meanwhile.
+            async with await RawClient.connect(proxy.port, source=OTHER_CLIENT) as other:
+                assert (await other.request("GET", "/")).status == 200
+            # The held connections were not touched: they finish their requests.
+            await dripping[0].send(b"\r\n")
+            assert (await dripping[0].read_response()).status == 200
+        finally:
+            for client in dripping:
+                await client.close()
+        # Once the client's connections close, it is served again.
+        await asyncio.sleep(0.2)
+        assert (await fetch(proxy.port, "GET", "/")).status == 200
+
+
+@async_test()
+async def test_max_connections_per_client_does_not_count_a_trusted_proxys_connections() -> None:
+    async with proxied(
+        {"/": echo}, max_connections_per_client=1, trusted_proxies=["127.0.0.1"]
+    ) as (_, proxy):
+        first = await RawClient.connect(proxy.port)
+        try:
+            assert (await fetch(proxy.port, "GET", "/")).status == 200
+        finally:
+            await first.close()
+
+
+def forwarded_for(address: str) -> bytes:
+    return build_request(
+        "GET", "/tunnel",
+        [("Connection", "Upgrade"), ("Upgrade", "x-echo"), ("X-Forwarded-For", address)],
+    )
+
+
+@asynccontextmanager
+async def tunnel_for(port: int, address: str) -> AsyncIterator[RawClient]:
+    """An upgraded connection through the trusted proxy on 127.0.0.1 for client ``address``."""
+    async with await RawClient.connect(port) as client:
+        await client.send(forwarded_for(address))
+        response = await client.read_response()
+        assert response.status == 101, response.head
+        yield client
+
+
+@async_test()
+async def test_max_tunnels_per_client_gives_503_to_one_client_and_tunnels_for_another() -> None:
+    async with UpgradeBackend() as backend, running_proxy(
+        backend.port, max_tunnels_per_client=2, trusted_proxies=["127.0.0.1"]
+    ) as proxy:
+        # Through a trusted proxy (127.0.0.1), each client is its X-Forwarded-For address.
+        async with tunnel_for(proxy.port, "203.0.113.7"), tunnel_for(proxy.port, "203.0.113.7"):
+            async with await RawClient.connect(proxy.port) as client:
+                await client.send(forwarded_for("203.0.113.7"))
+                answer = await client.read_response()
+                assert (answer.status, answer.get("retry-after")) == (503, "5")
+                assert await client.is_closed_by_peer()
+            # A client's own X-Forwarded-For entries, left of the trusted proxy's, are not it.
+            async with await RawClient.connect(proxy.port) as client:
+                await client.send(forwarded_for("198.51.100.1, 203.0.113.7"))
+                assert (await client.read_response()).status == 503
+            async with tunnel_for(proxy.port, "203.0.113.8") as other:
+                await other.send(b"still here")
+                assert await other.read_exactly(10) == b"still here"
+            assert len(backend.legs) == 3, "the refused upgrades never reached the backend"
+        # Its tunnels closed, the first client may open new ones.
+        await asyncio.sleep(0.2)
+        async with tunnel_for(proxy.port, "203.0.113.7") as again:
+            await again.send(b"back")
+            assert await again.read_exactly(4) == b"back"
+
+
+@async_test()
+async def test_max_tunnels_per_client_counts_the_peer_address_without_a_trusted_proxy() -> None:
+    async with UpgradeBackend() as backend, running_proxy(
+        backend.port, max_tunnels_per_client=1
+    ) as proxy:
+        async with upgraded(backend, proxy):
+            assert await refused(proxy.port, upgrade_request()) == (503, "close")
+            async with await RawClient.connect(proxy.port, source=OTHER_CLIENT) as other:
+                await other.send(upgrade_request())
+                assert (await other.read_response()).status == 101
