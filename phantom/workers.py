@@ -83,19 +83,29 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
     workers: list[_Worker] = []
     stopping = False
 
-    def spawn(index: int) -> _Worker:
+    def spawn(index: int) -> None:
+        """Start worker ``index`` in its slot of ``workers``."""
         process = context.Process(
             target=_worker_entry, args=(worker_main, config, reserved), name=f"phantom-{index}"
         )
-        # Signals wait until the child has its own handlers: a stop signal arriving during the
-        # fork would otherwise run the parent's forwarding handler inside the child.
+        # Signals wait until the child has its own handlers (a stop signal arriving during the
+        # fork would otherwise run the parent's forwarding handler inside the child) and until
+        # the child is in ``workers``: a stop signal forwarded before that would miss the new
+        # worker, and the supervisor would wait for it until the drain bound ran out. For the
+        # same reason no worker starts once a stop signal has been forwarded.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         try:
+            if stopping:
+                return
             process.start()
+            worker = _Worker(index, process)
+            if index < len(workers):
+                workers[index] = worker
+            else:
+                workers.append(worker)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         log.info("worker %d started (pid %s)", index, process.pid)
-        return _Worker(index, process)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -111,11 +121,12 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        workers.extend(spawn(i) for i in range(config.workers))
+        for index in range(config.workers):
+            spawn(index)
         early_exits = 0
         while not stopping:
             time.sleep(POLL_SECONDS)
-            for slot, worker in enumerate(workers):
+            for worker in workers:
                 code = worker.process.exitcode
                 if code is None or stopping:
                     continue
@@ -129,7 +140,7 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
                     raise WorkersFailed(
                         f"workers keep exiting right after starting (last exit code {code})"
                     )
-                workers[slot] = spawn(worker.index)
+                spawn(worker.index)
         return _wait_all(workers, config.shutdown_timeout + EXIT_GRACE_SECONDS)
     except BaseException:
         for worker in workers:

@@ -95,6 +95,54 @@ def test_workers_share_the_port_and_a_killed_worker_is_replaced(tmp_path: Path) 
     assert "Traceback" not in log
 
 
+# A stop signal that reaches the supervisor while it forks a worker: the runner wraps
+# multiprocessing's start() so that the signal arrives right after the fork of the Nth worker,
+# the moment a Ctrl-C or a test's SIGTERM can hit by chance (the cause of a flaky exit).
+SIGNAL_DURING_FORK = """
+import multiprocessing.process, os, signal, sys
+from phantom.cli import main
+start, forks, nth, config = multiprocessing.process.BaseProcess.start, [], *sys.argv[1:]
+def start_and_signal(self):
+    start(self)
+    forks.append(self.pid)
+    if len(forks) == int(nth):
+        os.kill(os.getpid(), signal.SIGTERM)
+multiprocessing.process.BaseProcess.start = start_and_signal
+sys.argv = ["phantom", "serve", "--workers", "2", "--config", config]
+main()
+"""
+
+
+@linux_only
+@pytest.mark.parametrize("fork", [1, 3], ids=["first-worker", "replacement-worker"])
+def test_a_stop_signal_during_a_worker_fork_stops_every_worker(tmp_path: Path, fork: int) -> None:
+    """The worker being started is told too (it used to be missed, and the supervisor waited
+    for it until shutdown_timeout plus the exit grace ran out); none starts after it."""
+    port = unused_port()
+    config = write_config(tmp_path, port, "shutdown_timeout = 5")
+    log = tmp_path / "phantom.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SIGNAL_DURING_FORK, str(fork), str(config)],
+            cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        if fork == 3:
+            wait_for(lambda: len(children(proc.pid)) == 2 and answers(port), "two workers")
+            os.kill(min(children(proc.pid)), signal.SIGKILL)
+        assert proc.wait(WAIT / 2) == 0
+    finally:
+        if proc.poll() is None:
+            for pid in children(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait(WAIT)
+    text = log.read_text()
+    assert text.count("started (pid") == fork
+    assert "still running; killing it" not in text
+    assert "Traceback" not in text
+
+
 # What each loop says at the open-file limit: asyncio reports failed accepts to the loop's
 # exception handler, so the line is written when they fail; uvloop sheds what it cannot accept
 # without a word, so phantom warns as accepted clients bring the descriptors near the limit.
