@@ -310,7 +310,10 @@ async def _serve(config: Config, stop: asyncio.Event, loader: ConfigLoader) -> N
             if not serving.cancelled() and serving.exception() is not None:
                 log.debug("serve_forever failed after close", exc_info=serving.exception())
     except asyncio.CancelledError:
-        # Forced (second signal): no waiting for the drain; the runner cancels what is left.
+        # Forced (a second signal): what is still open is closed at once, the execute
+        # commands stopped, and the runner ends.
+        proxy.hurry()
+        await proxy.close()
         raise
     except BaseException:
         await proxy.close()

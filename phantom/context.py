@@ -250,6 +250,20 @@ class ProxyContext:
             access_log=AccessLog.from_config(config),
         )
 
+    def close_quiet_tunnels(self, moved: Mapping[Tunnel, int]) -> dict[Tunnel, int]:
+        """Close the tunnels that moved no byte since ``moved`` (what the previous call
+        returned; ``{}`` the first time) was taken. Returns the bytes each open tunnel has moved
+        so far, for the next call."""
+        now: dict[Tunnel, int] = {}
+        for tunnel in list(self.tunnels):
+            total = tunnel.client_to_backend + tunnel.backend_to_client
+            if moved.get(tunnel) == total:
+                log.info("shutdown: tunnel %s is quiet; closing it", tunnel.label)
+                tunnel.close()
+            else:
+                now[tunnel] = total
+        return now
+
     async def wait_idle(self) -> None:
         """Return once no connection and no tunnel is left."""
         while self.connections or self.tunnels:

@@ -32,6 +32,13 @@ log = logging.getLogger("phantom")
 #: Re-reads the configuration for a reload; raises ConfigError when the new one is invalid.
 ConfigLoader = Callable[[], Config]
 
+# During a graceful shutdown a tunnel that moves no byte for this long is closed. phantom can't
+# see a WebSocket's messages, so a pause is the only sign that none is half-way through; and a
+# session that is merely open (an idle WebSocket, a dev server's HMR socket) never ends on its
+# own, so waiting for it would hold every Ctrl-C for the whole shutdown_timeout. A tunnel that
+# keeps moving bytes is given the full shutdown_timeout, as a request in flight is.
+TUNNEL_QUIET_SECONDS = 1.0
+
 # Keys a reload cannot change: the sockets are already bound.
 _RESTART_KEYS = (
     "listen",
@@ -67,6 +74,7 @@ class Proxy:
         self._tls_server: asyncio.Server | None = None
         self._closed: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by hurry(): the drain stops waiting
         self.port: int | None = None
         # The servers' execute commands, by server name; the environment wins over .env.
         environ = {**dict(config.dotenv_vars), **os.environ}
@@ -254,13 +262,19 @@ class Proxy:
         await self._closed.wait()
 
     async def close(self) -> None:
-        """Stop accepting, let in-flight requests and tunnels finish within
-        ``shutdown_timeout``, then close whatever is left. Safe to call more than once."""
+        """Stop accepting, let in-flight requests and busy tunnels finish within
+        ``shutdown_timeout`` (a tunnel quiet for ``TUNNEL_QUIET_SECONDS`` is closed), then
+        close whatever is left. Safe to call more than once."""
         if self._server is None:
             return
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._shutdown(self._server))
         await asyncio.shield(self._closing)
+
+    def hurry(self) -> None:
+        """Cut the drain of a graceful close short (a second Ctrl-C): whatever is still open
+        is closed at once. Before ``close()`` it makes the close skip the drain."""
+        self._hurry.set()
 
     async def _shutdown(self, server: asyncio.Server) -> None:
         ctx = self._ctx
@@ -271,14 +285,13 @@ class Proxy:
         for conn in list(ctx.connections):
             if conn.idle:
                 conn.close()
-        try:
-            await asyncio.wait_for(ctx.wait_idle(), self.config.shutdown_timeout)
-        except asyncio.TimeoutError:
+        if not await self._drain():
             log.warning(
-                "shutdown: %d connections and %d tunnels still open after %gs; closing them",
+                "shutdown: %s; closing what is left now (connections: %d, tunnels: %d)",
+                "forced" if self._hurry.is_set()
+                else f"not done after shutdown_timeout ({self.config.shutdown_timeout:g}s)",
                 len(ctx.connections),
                 len(ctx.tunnels),
-                self.config.shutdown_timeout,
             )
         cancelled: list[asyncio.Task[None]] = []
         for site in ctx.sites.values():
@@ -306,6 +319,32 @@ class Proxy:
         await self._stop_launchers()
         assert self._closed is not None
         self._closed.set()
+
+    async def _drain(self) -> bool:
+        """Wait until no connection and no tunnel is left (True), closing the tunnels that go
+        quiet; False when ``shutdown_timeout`` ran out or ``hurry()`` was called first."""
+        ctx = self._ctx
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_timeout
+        idle = asyncio.ensure_future(ctx.wait_idle())
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        moved = ctx.close_quiet_tunnels({})
+        try:
+            while True:
+                step = min(deadline - loop.time(), TUNNEL_QUIET_SECONDS)
+                if step <= 0:
+                    return False
+                done, _ = await asyncio.wait(
+                    {idle, hurry}, timeout=step, return_when=asyncio.FIRST_COMPLETED
+                )
+                if idle in done:
+                    return True
+                if done or step < TUNNEL_QUIET_SECONDS:
+                    return False  # hurried, or shutdown_timeout is over
+                moved = ctx.close_quiet_tunnels(moved)  # a whole quiet period has passed
+        finally:
+            idle.cancel()
+            hurry.cancel()
 
     def _add_control_routes(self, control: ControlServer) -> None:
         async def healthz(_: ControlRequest) -> ControlResponse:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import signal
@@ -15,8 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from origin import LOCALHOST, unused_port
+from conftest import async_test
+from origin import LOCALHOST, UpgradeBackend, unused_port
 from test_cli import REPO, child_env
+
+from phantom.proxy import TUNNEL_QUIET_SECONDS
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 WAIT = 10.0
@@ -216,3 +220,122 @@ def test_serve_with_only_a_backend_flag_needs_no_config_file(tmp_path: Path) -> 
             proc.kill()
             proc.wait(WAIT)
     assert f"-> default: {backend}" in log.read_text()
+
+
+# -- shutdown: quiet tunnels, and a second signal -----------------------------------------------
+
+
+async def wait_until_answering(port: int) -> None:
+    await asyncio.to_thread(wait_for, lambda: answers(port), "the proxy")
+
+
+async def exit_code(proc: subprocess.Popen[bytes], within: float) -> int | None:
+    """The process's exit code once it exits, or None if it is still running after ``within``."""
+    deadline = time.monotonic() + within
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return proc.poll()
+
+
+async def open_tunnel(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A custom-upgrade tunnel through phantom to an echoing UpgradeBackend, checked to echo."""
+    reader, writer = await asyncio.open_connection(LOCALHOST, port)
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    return reader, writer
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), 2) == b""
+    except ConnectionError:
+        return True
+
+
+@async_test(timeout=30)
+async def test_an_idle_tunnel_does_not_hold_a_graceful_shutdown(tmp_path: Path) -> None:
+    """Ctrl-C with an idle WebSocket open: phantom exits within about TUNNEL_QUIET_SECONDS,
+    not after shutdown_timeout (30 s by default)."""
+    async with UpgradeBackend() as backend:
+        port = unused_port()
+        config = tmp_path / "phantom.toml"
+        config.write_text(
+            f'http_port = {port}\n[server.app]\nproxy_url = "http://{LOCALHOST}:{backend.port}"\n'
+        )
+        with serve(config) as proc:
+            await wait_until_answering(port)
+            reader, writer = await open_tunnel(port)
+            proc.send_signal(signal.SIGINT)
+            assert await exit_code(proc, 2 * TUNNEL_QUIET_SECONDS + 2) == 0
+            assert await closed_by_peer(reader)
+            writer.close()
+    log = config.with_suffix(".log").read_text()
+    assert "tunnel 127.0.0.1 /ws -> " in log and "is quiet; closing it" in log
+    assert "Traceback" not in log
+
+
+# An execute command that holds every connection without answering: the request in flight.
+HANG = """
+import os, socket, sys, time
+open(sys.argv[2], "w").write(str(os.getpid()))
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+held = []
+while True:
+    held.append(server.accept())
+"""
+
+
+@async_test(timeout=30)
+async def test_a_second_signal_closes_what_is_left_at_once(tmp_path: Path) -> None:
+    """The first SIGINT waits for a busy tunnel and a request in flight; the second one closes
+    both at once, stops the execute command, and says so."""
+    hang_port = unused_port()
+    tmp_path.joinpath("hang.py").write_text(HANG)
+    pid_file = tmp_path / "hang.pid"
+    async with UpgradeBackend() as backend:
+        port = unused_port()
+        config = tmp_path / "phantom.toml"
+        config.write_text(
+            f"http_port = {port}\n"
+            f'[server.app]\nproxy_url = "http://{LOCALHOST}:{backend.port}"\n'
+            f'[server.slow]\nproxy_url = "http://{LOCALHOST}:{hang_port}"\nbind_to = "/slow"\n'
+            f'execute = "{sys.executable} hang.py {hang_port} {pid_file}"\n'
+        )
+        with serve(config) as proc:
+            await wait_until_answering(port)
+            reader, writer = await open_tunnel(port)
+
+            async def chatter() -> None:
+                while True:  # never quiet for long
+                    writer.write(b"tick")
+                    await reader.readexactly(4)
+                    await asyncio.sleep(TUNNEL_QUIET_SECONDS / 5)
+
+            busy = asyncio.ensure_future(chatter())
+            slow_reader, slow_writer = await asyncio.open_connection(LOCALHOST, port)
+            slow_writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            await asyncio.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            # Graceful: both are waited for (shutdown_timeout is 30 s).
+            assert await exit_code(proc, 3 * TUNNEL_QUIET_SECONDS) is None
+            assert not busy.done()
+            proc.send_signal(signal.SIGINT)
+            assert await exit_code(proc, 3) == 1
+            assert await closed_by_peer(slow_reader)
+            busy.cancel()
+            assert await closed_by_peer(reader)
+            writer.close()
+            slow_writer.close()
+    log = config.with_suffix(".log").read_text()
+    assert "received SIGINT again, forcing shutdown" in log
+    assert "shutdown: forced; closing what is left now (connections: 1, tunnels: 1)" in log
+    assert "Traceback" not in log
+    hang = int(pid_file.read_text())
+    try:
+        os.kill(hang, 0)
+    except ProcessLookupError:
+        return  # the execute command was stopped
+    os.kill(hang, signal.SIGKILL)
+    raise AssertionError("the execute command was left running")
