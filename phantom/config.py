@@ -456,6 +456,11 @@ def check_snapshot_path(value: object) -> str:
     text = _check_str(value)
     if not text.startswith("/") or "#" in text or not text.isprintable() or " " in text:
         raise _Invalid(f'expected a path starting with "/", got {text!r}')
+    # A ".." segment (or "%2e%2e", which backends decode) would climb out of bind_to and out of
+    # proxy_url's base path on the backend.
+    segments = text.partition("?")[0].split("/")
+    if any(segment.lower().replace("%2e", ".") == ".." for segment in segments):
+        raise _Invalid(f"a path with a .. segment is not allowed, got {text!r}")
     return text
 
 

@@ -3,6 +3,8 @@
 Off unless ``control_port`` is set. One request per connection (``Connection: close``): control
 calls are rare and a short-lived connection keeps this server trivially correct. Every call but
 ``GET /healthz`` needs ``Authorization: Bearer <control_auth>`` when ``control_auth`` is set.
+Without ``control_auth``, a state-changing call must come from a program, not from a web page
+(``check_not_from_a_page``).
 
 Endpoints are registered by the parts of phantom that own them (``ControlServer.route``); a
 handler gets the parsed request and returns a :class:`ControlResponse`.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +25,7 @@ import h11
 
 from .config import host_port
 from .messages import MessageTooLarge, read_message
+from .routing import request_host
 
 log = logging.getLogger("phantom.control")
 
@@ -92,6 +96,46 @@ def check_bearer(headers: list[tuple[bytes, bytes]], token: str) -> None:
         raise ControlError(403, "wrong token")
 
 
+def check_not_from_a_page(headers: list[tuple[bytes, bytes]]) -> None:
+    """Without ``control_auth`` the port is the only key, and any web page open in a browser on
+    a machine that can reach it holds that key too. Such a page can POST across sites without a
+    CORS preflight only with a form's or text/plain's Content-Type, always sends ``Origin``
+    when it does, and after rebinding its own DNS name to this address (which defeats the
+    browser's same-origin check) still sends that name as ``Host``. So a state-changing call
+    needs ``Content-Type: application/json`` (415), no ``Origin`` and a ``Host`` that is an IP
+    literal or ``localhost`` (403); phantom's own commands, curl and scripts send just that."""
+    host = origin = content_type = None
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"origin":
+            origin = value
+        elif name == b"content-type":
+            content_type = value
+    hint = "set control_auth to call the control API from elsewhere"
+    if not _is_address(request_host(host)):
+        shown = "none" if host is None else repr(host.decode("latin-1"))
+        raise ControlError(
+            403, f"Host must be an IP address or localhost without control_auth (got {shown}); "
+            + hint
+        )
+    if origin is not None:
+        raise ControlError(403, f"calls from web pages (Origin) are refused; {hint}")
+    media_type = (content_type or b"").partition(b";")[0].strip().lower()
+    if media_type != b"application/json":
+        raise ControlError(415, "send the call with Content-Type: application/json")
+
+
+def _is_address(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name, which a web page's DNS may point here
+    return True
+
+
 class ControlServer:
     def __init__(self, host: str, port: int, auth: str | None) -> None:
         self.host = host
@@ -148,6 +192,8 @@ class ControlServer:
             raise ControlError(405, f"use {allow.decode()}", [(b"Allow", allow)])
         if self.auth is not None and request.path not in self._public:
             check_bearer(request.headers, self.auth)
+        elif self.auth is None and request.method not in ("GET", "HEAD"):
+            check_not_from_a_page(request.headers)
         try:
             return await handler(request)
         except ControlError:

@@ -83,8 +83,16 @@ def cached(body: bytes) -> Reply:
     return Reply(200, [("Cache-Control", "max-age=60")], body)
 
 
+def local_program(port: int) -> list[tuple[str, str]]:
+    """What a program on this machine sends with a control call (phantom's own commands, curl
+    with -H 'Content-Type: application/json'): no web page can send all of it."""
+    return [("Host", f"127.0.0.1:{port}"), ("Content-Type", "application/json")]
+
+
 async def call(port: int, path: str, body: object = None, token: str | None = None) -> Any:
-    headers = [("Authorization", f"Bearer {token}")] if token else []
+    headers = local_program(port)
+    if token:
+        headers.append(("Authorization", f"Bearer {token}"))
     data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
     response = await fetch(port, "POST", path, headers, data)
     return response.status, json.loads(response.body)
@@ -154,3 +162,86 @@ async def test_bad_requests_are_400_and_unknown_servers_404() -> None:
         assert (status, answer) == (404, {"error": "no server named 'nope'"})
         status, answer = await call(port, "/add_snapshot", {"path": "/"})
         assert status == 400 and "pre_generate" in answer["error"]
+
+
+# -- without control_auth: calls a web page could make are refused ---------------------------------
+
+
+@async_test()
+async def test_without_a_token_a_web_page_cannot_change_state() -> None:
+    """A cross-site form or text/plain POST, a fetch() that sends Origin, and a DNS-rebound page
+    (Host: its own name) are refused before any handler runs; the cache stays."""
+    async with proxied({"/a": cached(b"A")}, control_port=0) as (origin, proxy):
+        port = proxy.control_port
+        await get(proxy.port, "/a")
+        good = dict(local_program(port))
+        refused = [
+            (403, {**good, "Host": "evil.example"}, "Host must be an IP address or localhost"),
+            (403, {**good, "Host": f"evil.example:{port}"}, "(got 'evil.example:"),
+            (403, {**good, "Origin": "https://evil.example"}, "calls from web pages"),
+            (403, {**good, "Origin": "null"}, "calls from web pages"),
+            (415, {**good, "Content-Type": "text/plain"}, "Content-Type: application/json"),
+            (415, {**good, "Content-Type": "application/x-www-form-urlencoded"}, "application/"),
+            (415, {"Host": good["Host"]}, "Content-Type: application/json"),
+        ]
+        for path in ("/invalidate_all", "/reload"):
+            for status, headers, error in refused:
+                response = await fetch(port, "POST", path, list(headers.items()), b"{}")
+                assert response.status == status, (path, headers)
+                assert error in json.loads(response.body)["error"], (path, headers)
+        json_only = [("Content-Type", "application/json")]
+        no_host = await fetch(port, "POST", "/invalidate_all", json_only, host=None,
+                              version="HTTP/1.0")
+        assert no_host.status == 403
+        assert len(proxy.cache) == 1  # nothing ran
+        for host in (f"localhost:{port}", "[::1]", "LOCALHOST", f"127.0.0.1:{port}"):
+            headers = [("Host", host), ("Content-Type", "application/json; charset=utf-8")]
+            response = await fetch(port, "POST", "/invalidate_all", headers)
+            assert response.status == 200, host
+        assert len(proxy.cache) == 0
+        # Reading is not changing state: /metrics and /healthz answer as before.
+        assert (await get(port, "/metrics")).status == 200
+        assert (await get(port, "/healthz")).status == 200
+
+
+@async_test()
+async def test_with_a_token_the_token_is_what_counts() -> None:
+    async with proxied({}, control_port=0, control_auth=TOKEN) as (_, proxy):
+        headers = [
+            ("Host", "phantom.internal"),
+            ("Origin", "https://ops.example"),
+            ("Content-Type", "text/plain"),
+            ("Authorization", f"Bearer {TOKEN}"),
+        ]
+        response = await fetch(proxy.control_port, "POST", "/invalidate_all", headers)
+        assert response.status == 200
+
+
+@async_test()
+async def test_snapshot_paths_with_dot_dot_segments_are_400() -> None:
+    """A ".." segment (plain or percent-encoded) would climb out of bind_to on the backend."""
+    async with TestOrigin({"/p/a": Reply(200, [], b"a")}) as origin:
+        servers = {
+            "ssg": {
+                "proxy_url": origin.url,
+                "bind_to": "/p",
+                "strip_prefix": False,
+                "proxy_mode": "pre_generate",
+            }
+        }
+        async with create_proxy(servers_config(servers, control_port=0)) as proxy:
+            port = proxy.control_port
+            for path in ("/p/../admin", "/p/%2e%2E/admin", "/p/..", "/p/x/../../admin?q"):
+                status, answer = await call(port, "/add_snapshot", {"path": path})
+                assert status == 400, path
+                assert "a path with a .. segment is not allowed" in answer["error"], path
+            status, answer = await call(port, "/bulk_add_snapshot", {"paths": ["/p/a", "/p/.."]})
+            assert status == 200
+            assert [(r["ok"], r.get("status")) for r in answer["results"]] == [
+                (True, None),
+                (False, 400),
+            ]
+            # Dots inside a segment or in the query are no segment of their own.
+            status, answer = await call(port, "/add_snapshot", {"path": "/p/a..b?x=.."})
+            assert ".. segment" not in answer.get("error", "")
+            assert set(origin.requests) == {"/p/a", "/p/a..b"}

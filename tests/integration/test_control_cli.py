@@ -89,3 +89,18 @@ async def test_a_clear_error_when_nothing_is_running(tmp_path: Path) -> None:
         1,
         "phantom: phantom.toml: control_port is not set, so the control API is off\n",
     )
+
+
+@async_test(timeout=40)
+async def test_the_commands_work_without_a_token() -> None:
+    """Without control_auth the control API takes only calls a web page can't make; phantom's
+    own client makes them (JSON, no Origin, the address as Host)."""
+    routes = {"/x": Reply(200, [("Cache-Control", "max-age=60")], b"x")}
+    async with TestOrigin(routes) as origin:
+        config = servers_config({"web": {"proxy_url": origin.url}}, control_port=0)
+        async with create_proxy(config) as proxy:
+            for host in ("127.0.0.1", "localhost"):
+                await get(proxy.port, "/x")
+                url = f"http://{host}:{proxy.control_port}"
+                code, out, err = await phantom("invalidate", "GET:/x", "--control", url)
+                assert (code, out, err) == (0, "invalidated 1 entries\n", ""), host

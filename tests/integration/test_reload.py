@@ -141,13 +141,14 @@ async def test_control_post_reload(tmp_path: Path) -> None:
         write_config(config, one.port, control_port=0, max_body_bytes=5)
         async with create_proxy(config) as proxy:
             assert proxy.control_port is not None
+            json_call = [("Host", "127.0.0.1"), ("Content-Type", "application/json")]
             write_config(config, two.port, control_port=0, max_body_bytes=5)
-            response = await fetch(proxy.control_port, "POST", "/reload")
+            response = await fetch(proxy.control_port, "POST", "/reload", json_call)
             assert response.status == 200, response.body
             assert (await fetch(proxy.port, "GET", "/who")).body == b"two"
 
             config.write_text("nonsense = 1\n")
-            response = await fetch(proxy.control_port, "POST", "/reload")
+            response = await fetch(proxy.control_port, "POST", "/reload", json_call)
             assert response.status == 400
             assert "nonsense: unknown key" in json.loads(response.body)["error"]
             assert (await fetch(proxy.port, "GET", "/who")).body == b"two"
