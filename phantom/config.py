@@ -154,6 +154,7 @@ class ServerConfig:
     compress_strategy: str = "brotli"  # none|brotli|gzip|deflate: how stored bodies are kept
     cache_storage_mode: str = "memory"  # memory|filesystem (bodies on disk)
     cache_directory: str = ""  # where filesystem mode keeps bodies (required there)
+    cache_status_header: bool = True  # false: answers carry no Cache-Status (the log keeps it)
 
     backend_ca: str | None = None  # extra CA file (PEM) trusted for an https:// backend
     backend_tls_verify: bool = True  # false: accept any backend certificate (logged at start)
@@ -649,6 +650,7 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "compress_strategy": lambda value: _check_choice(value, COMPRESS_STRATEGIES),
     "cache_storage_mode": lambda value: _check_choice(value, STORAGE_MODES),
     "cache_directory": _check_str,
+    "cache_status_header": _check_bool,
     "max_body_bytes": _check_size,
     "tunnel_idle_timeout": _check_ttl,
     "backend_ca": _check_path,

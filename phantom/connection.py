@@ -35,6 +35,7 @@ from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, PhantomError, RequestRejected
 from .exchange import Exchange
+from .reasons import reason_phrase
 from .upstream import SIMPLE_MAX_HEADERS, UpstreamConnection
 
 log = logging.getLogger("phantom")
@@ -476,7 +477,7 @@ class ClientConnection(Endpoint):
         exchange.status = status
         exchange.cache_status = cache_status
         exchange.body_bytes = len(body)
-        tail = _age_and_status(state.age, cache_status)
+        tail = _age_and_status(state.age, cache_status, site.config.cache_status_header)
         return b"".join((head, wire_headers, tail, body)), exchange
 
     # -- the fast lane's relay ---------------------------------------------------------------
@@ -664,7 +665,9 @@ class ClientConnection(Endpoint):
                 # A snapshot never expires: its hit carries no ttl.
                 status = policy.cache_status(hit=True)
                 headers = list(request.headers)
-                self._answer_from_cache(entry, entry.body, age, status, headers, request.method)
+                self._answer_from_cache(
+                    site, entry, entry.body, age, status, headers, request.method
+                )
                 return "next"
         if site.config.pre_generate_fallthrough:
             return None
@@ -791,7 +794,9 @@ class ClientConnection(Endpoint):
             ttl=state.ttl,
             detail=detail,
         )
-        self._answer_from_cache(state.entry, body, state.age, status, headers, request.method)
+        self._answer_from_cache(
+            site, state.entry, body, state.age, status, headers, request.method
+        )
 
     async def _await_flight(self, site: Site, flight: asyncio.Future[None]) -> None:
         """Wait for another request's trip to the origin, at most ``coalesce_timeout``."""
@@ -860,7 +865,9 @@ class ClientConnection(Endpoint):
             drop=(b"expect",) if expects_continue else (),
         )
         if expects_continue:
-            self._send(h11.InformationalResponse(status_code=100, headers=[]))
+            self._send(
+                h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            )
         # Parse the start of the body before any backend hears of the request: a broken first
         # chunk is answered 400 with nothing forwarded.
         first = await self._body_event() if self.h11.their_state is h11.SEND_BODY else None
@@ -916,7 +923,7 @@ class ClientConnection(Endpoint):
             detail="stale-if-error",
         )
         self._answer_from_cache(
-            entry, body, age, cache_status, list(request.headers), request.method
+            site, entry, body, age, cache_status, list(request.headers), request.method
         )
         return True
 
@@ -987,7 +994,10 @@ class ClientConnection(Endpoint):
             forward.request.headers,
             (forward.request_time, site.cache.clock()),
         )
-        return self._relayed_head(response.status, sent, response.reason), filling
+        head = self._relayed_head(
+            response.status, sent, response.reason, site.config.cache_status_header
+        )
+        return head, filling
 
     def _outgoing_head(self, forward: _SimpleForward) -> bytes:
         """The head a fast-lane request goes to the backend with, serialised once, straight
@@ -1091,7 +1101,12 @@ class ClientConnection(Endpoint):
                         (b"Cache-Status", policy.cache_status(fwd=plan.reason, fwd_status=200))
                     )
                     self._write_head(
-                        self._relayed_head(status_code, out_headers, response.reason)
+                        self._relayed_head(
+                            status_code,
+                            out_headers,
+                            response.reason,
+                            site.config.cache_status_header,
+                        )
                     )
                     self._send(h11.EndOfMessage())
                     return "next"
@@ -1104,7 +1119,7 @@ class ClientConnection(Endpoint):
                     ttl=refreshed.decision.freshness_lifetime - age,
                 )
                 self._answer_from_cache(
-                    refreshed, refreshed.body, age, cache_status, request_headers, method
+                    site, refreshed, refreshed.body, age, cache_status, request_headers, method
                 )
                 return "next"
             if status_code >= 500 and self._serve_stale_on_error(
@@ -1118,7 +1133,9 @@ class ClientConnection(Endpoint):
             site, plan, method, status_code, response.reason, out_headers, request_headers,
             (request_time, response_time),
         )
-        head = self._relayed_head(status_code, sent, response.reason)
+        head = self._relayed_head(
+            status_code, sent, response.reason, site.config.cache_status_header
+        )
         parts = upstream.body_parts(timeout)
         return await self._relay_body(site, upstream, method, request.target, head, parts, filling)
 
@@ -1333,31 +1350,36 @@ class ClientConnection(Endpoint):
         if not self._outside_h11:
             self._send(h11.EndOfMessage())
 
-    def _start_response(
-        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes = b""
-    ) -> None:
+    def _start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the head of a response of our own (h11 validates and frames it)."""
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
+        reason = reason_phrase(status)
         self._send(h11.Response(status_code=status, headers=headers, reason=reason))
         cache_status = next((v for n, v in reversed(headers) if n == b"Cache-Status"), None)
         self._head_sent(status, cache_status)
 
     def _relayed_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], reason: bytes
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        reason: bytes,
+        show_cache_status: bool,
     ) -> bytes:
         """The head of a relayed response, for the caller to write. Its fields are a
         backend's (validated when they were parsed) plus phantom's own constants, so h11 is
         sent only the framing fields, which it may rewrite (Content-Length, chunked,
         Connection: close), and the others are appended verbatim instead of being validated
         and rebuilt a second time. Outside h11 every field goes out as is: the fast lane's
-        responses are framed by one Content-Length, the backend's."""
+        responses are framed by one Content-Length, the backend's. Our Cache-Status (the
+        last one) is left out unless ``show_cache_status``; the access log still gets it."""
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
         by_h11 = () if self._outside_h11 else _FRAMING_FIELDS
         frame_fields: list[tuple[bytes, bytes]] = []
         lines: list[bytes] = [b""]  # the status line (and h11's framing fields) go first
         cache_status = None  # the last Cache-Status field, ours
+        ours = 0  # its line
         for n, v in headers:
             if by_h11 and n.lower() in by_h11:
                 frame_fields.append((n, v))
@@ -1365,6 +1387,9 @@ class ClientConnection(Endpoint):
                 lines.append(b"%s: %s\r\n" % (n, v))
                 if n == b"Cache-Status":
                     cache_status = v
+                    ours = len(lines) - 1
+        if ours and not show_cache_status:
+            del lines[ours]
         if by_h11:
             framed = h11.Response(status_code=status, headers=frame_fields, reason=reason)
             lines[0] = self.h11.send(framed)[:-2]  # up to, not including, the blank line
@@ -1405,6 +1430,7 @@ class ClientConnection(Endpoint):
 
     def _answer_from_cache(
         self,
+        site: Site,
         entry: CachedResponse,
         body: bytes,
         age: float,
@@ -1412,9 +1438,13 @@ class ClientConnection(Endpoint):
         request_headers: list[tuple[bytes, bytes]],
         method: bytes,
     ) -> None:
-        """A stored response (see ``_cached_answer``)."""
+        """A stored response of ``site`` (see ``_cached_answer``)."""
         self._respond_cached(
-            *_cached_answer(entry, body, request_headers), age, cache_status, method
+            *_cached_answer(entry, body, request_headers),
+            age,
+            cache_status,
+            method,
+            site.config.cache_status_header,
         )
 
     def _respond_cached(
@@ -1426,6 +1456,7 @@ class ClientConnection(Endpoint):
         age: float,
         cache_status: bytes,
         method: bytes,
+        show_cache_status: bool,
     ) -> None:
         """The cache-hit hot path: a stored response in one write, with no per-hit header
         validation.
@@ -1445,7 +1476,7 @@ class ClientConnection(Endpoint):
         parts = [
             head[:-2],  # up to, not including, the blank line that ends the head
             wire_headers,
-            _age_and_status(age, cache_status),
+            _age_and_status(age, cache_status, show_cache_status),
         ]
         if method != b"HEAD" and body:
             # Passthrough: h11 counts the bytes against Content-Length and hands back the body
@@ -1510,8 +1541,7 @@ class ClientConnection(Endpoint):
             return "close"
         # An unread or broken request body means the connection can't be reused.
         close = close or self.h11.their_state in (h11.SEND_BODY, h11.ERROR)
-        public = exc.public if isinstance(exc, BackendError) else str(exc)
-        self._respond_plain(exc.status, f"{public}\n".encode(), close=close)
+        self._respond_plain(exc.status, f"{exc.public}\n".encode(), close=close)
         return "close" if close else "next"
 
 
@@ -1618,12 +1648,15 @@ def _cached_answer(
         wire_headers = entry.identity_wire_headers
         body = encoding.decompress(entry.coding, body)  # HEAD too: its Content-Length
     if policy.not_modified_for(request_headers, entry.decision):
-        return 304, b"", wire_headers, b""
+        return 304, b"Not Modified", wire_headers, b""
     return entry.status, entry.reason, wire_headers, body
 
 
-def _age_and_status(age: float, cache_status: bytes) -> bytes:
-    """The per-hit end of a cached response's head, blank line included."""
+def _age_and_status(age: float, cache_status: bytes, shown: bool) -> bytes:
+    """The per-hit end of a cached response's head, blank line included; Cache-Status only
+    when ``shown`` (``cache_status_header``)."""
+    if not shown:
+        return b"Age: %s\r\n\r\n" % policy.format_age(age)
     return b"Age: %s\r\nCache-Status: %s\r\n\r\n" % (policy.format_age(age), cache_status)
 
 

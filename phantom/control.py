@@ -25,6 +25,7 @@ import h11
 
 from .config import host_port
 from .messages import MessageTooLarge, read_message
+from .reasons import reason_phrase
 from .routing import request_host
 
 log = logging.getLogger("phantom.control")
@@ -230,7 +231,10 @@ def _serialise(conn: h11.Connection, response: ControlResponse) -> bytes:
         (b"Cache-Control", b"no-store"),
         *response.headers,
     ]
-    data = conn.send(h11.Response(status_code=response.status, headers=headers)) or b""
+    head = h11.Response(
+        status_code=response.status, headers=headers, reason=reason_phrase(response.status)
+    )
+    data = conn.send(head) or b""
     return data + (conn.send(h11.Data(data=response.body)) or b"") + (
         conn.send(h11.EndOfMessage()) or b""
     )

@@ -24,6 +24,11 @@ class PhantomError(Exception):
     #: The HTTP status a client sees when this error ends a request.
     status: int = 500
 
+    @property
+    def public(self) -> str:
+        """What a client is told; the log line gets ``str(self)``."""
+        return str(self)
+
 
 class ConfigError(PhantomError):
     """A configuration problem, located by source (file name) and dotted key.
@@ -54,12 +59,28 @@ class BackendError(PhantomError):
     kind = "unreachable"
 
     def __init__(self, message: str, kind: str | None = None, *, detail: str = "") -> None:
+        # ``detail`` (in ``str()``, for the log and the operator) may quote the backend's
+        # bytes, which can belong to another client's response.
         super().__init__(f"{message}: {detail}" if detail else message)
-        #: What a client may be told. ``detail`` (in ``str()``, for the log and the operator)
-        #: may quote the backend's bytes, which can belong to another client's response.
-        self.public = message
         if kind is not None:
             self.kind = kind
+
+    @property
+    def public(self) -> str:
+        """The failure in general words: the message names the backend's address (and the
+        operating system's words), and the detail may quote the backend's bytes; both are the
+        operator's business, not every client's."""
+        return _PUBLIC.get(self.kind, _PUBLIC["unreachable"])
+
+
+_PUBLIC = {
+    "refused": "The backend refused the connection.",
+    "timeout": "The backend did not answer in time.",
+    "reset": "The backend closed the connection.",
+    "tls": "The TLS connection to the backend failed.",
+    "protocol": "The backend sent an invalid response.",
+    "unreachable": "The backend could not be reached.",
+}
 
 
 class BackendTimeout(BackendError):

@@ -176,4 +176,4 @@ async def test_a_backend_closing_before_answering_is_reported_as_closed() -> Non
     async with ScriptedBackend(hang_up) as backend, running_proxy(backend.port) as proxy:
         answer = await fetch(proxy.port, "GET", "/")
         assert answer.status == 502
-        assert answer.body.startswith(b"backend closed the connection")
+        assert answer.body == b"The backend closed the connection.\n"
