@@ -34,7 +34,7 @@ from .cache.store import CachedResponse, Key
 from .context import ProxyContext, Site
 from .endpoint import Endpoint, EndpointClosed, ReadTimeout
 from .errors import BackendError, PhantomError, RequestRejected
-from .exchange import Exchange
+from .exchange import CLIENT_CLOSED, Exchange
 from .reasons import reason_phrase
 from .upstream import SIMPLE_MAX_HEADERS, UpstreamConnection
 
@@ -221,6 +221,12 @@ class ClientConnection(Endpoint):
             handling = self._handle(request)
         try:
             outcome = await handling
+        except (ClientGone, EndpointClosed):
+            # The client hung up before its answer was complete: nginx's 499 says so in the
+            # access log. Nothing is wrong with the backend, so there is no warning either.
+            exchange.status = CLIENT_CLOSED
+            log.debug("client %s: left before the answer was complete", self.client_ip)
+            raise
         except RequestRejected as exc:
             self._reject(exc)
             return "close"
@@ -1222,6 +1228,10 @@ class ClientConnection(Endpoint):
                 await self.drain()
             self._end_body()
         except BackendError as exc:
+            if self.is_lost:
+                # The client hung up and its backend request was abandoned (connection_lost):
+                # that, not the backend, cut the response short.
+                raise ClientGone() from None
             # The head is out: all we can do is end the connection so the client sees a
             # truncated response, never one that looks complete.
             self.exchange.error_kind = exc.kind

@@ -5,8 +5,10 @@ test_backend_failures.py; tunnel legs vanishing in test_tunnel.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from conftest import RawClient, async_test, build_request, fetch, running_proxy
@@ -177,3 +179,44 @@ async def test_a_backend_closing_before_answering_is_reported_as_closed() -> Non
         answer = await fetch(proxy.port, "GET", "/")
         assert answer.status == 502
         assert answer.body == b"The backend closed the connection.\n"
+
+
+@pytest.mark.parametrize("how", ["rst", "fin"])
+@pytest.mark.parametrize("path", ["fast lane", "request loop"])
+@async_test()
+async def test_a_client_hanging_up_mid_response_is_a_499_not_a_backend_warning(
+    how: str, path: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The backend is streaming a body when the client goes: the access log says 499 (the
+    client left), with no error=reset, and nothing is logged as a backend failure."""
+    caplog.set_level(logging.INFO, logger="phantom")
+    started = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        started.set()
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            yield b"y" * 1000
+
+    log_path = tmp_path / "access.log"
+    routes = {"/stream": lambda _: Reply(200, [("Cache-Control", "no-store")], chunks())}
+    async with TestOrigin(routes) as origin, running_proxy(
+        origin.port, access_log=str(log_path)
+    ) as proxy:
+        client = await RawClient.connect(proxy.port)
+        version = "HTTP/1.1" if path == "fast lane" else "HTTP/1.0"
+        await client.send(build_request("GET", "/stream", version=version))
+        await client.read_head()
+        await started.wait()
+        if how == "rst":
+            client.vanish()
+        else:
+            await client.close()
+        while proxy.open_connections:
+            await asyncio.sleep(0.01)
+        assert (await fetch(proxy.port, "GET", "/ok")).status == 404  # and it serves on
+    [line] = [x for x in log_path.read_text().splitlines() if "/stream" in x]
+    assert '"GET /stream HTTP/' in line and '" 499 ' in line
+    assert "error=" not in line
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
