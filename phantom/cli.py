@@ -36,6 +36,7 @@ from phantom.config import (
 )
 from phantom.descriptors import AcceptFailureLog
 from phantom.errors import ConfigError, PhantomError
+from phantom.throttle import RepeatedWarnings
 
 if TYPE_CHECKING:
     from phantom.proxy import ConfigLoader, Proxy
@@ -200,6 +201,8 @@ def _reason(exc: OSError) -> str:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=_LOG_LEVELS[level], stream=sys.stderr, format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatedWarnings())
 
 
 def _load(

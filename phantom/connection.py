@@ -1530,7 +1530,9 @@ class ClientConnection(Endpoint):
         self.abort()
 
     def _log_backend(self, site: Site, method: bytes, target: bytes, what: str) -> None:
-        """One warning line saying what happened to whom: client, request, backend."""
+        """One warning line saying what happened to whom: client, request, backend. Lines
+        about one backend failing the same way are one kind (``RepeatedWarnings``), whoever
+        the client and whatever the path."""
         log.warning(
             "client %s: %s %s -> %s: %s",
             self.client_ip,
@@ -1538,6 +1540,7 @@ class ClientConnection(Endpoint):
             target.decode("latin-1"),
             site.config.proxy_url,
             what,
+            extra={"repeat_key": ("backend", site.config.proxy_url, what)},
         )
 
     def _backend_failed(

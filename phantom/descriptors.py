@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .throttle import LOG_INTERVAL, Throttle
+
 __all__ = [
     "EXHAUSTED",
     "LOG_INTERVAL",
@@ -40,8 +42,6 @@ log = logging.getLogger(__name__)
 
 # Out of descriptors (or socket memory): accept() fails until some close.
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-# At most one line of each kind this often: enough to see it is still happening, not a flood.
-LOG_INTERVAL = 5.0
 # Warn from here: at 95% of 20,000 that leaves 1,000 descriptors (500 tunnels with their
 # backend legs) of headroom to act on the warning, and a busy proxy rarely sits this high.
 WARN_FRACTION = 0.95
@@ -51,26 +51,6 @@ def open_file_limit() -> int:
     """The soft ``RLIMIT_NOFILE`` of this process; 0 when it is unlimited."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 0 if soft == resource.RLIM_INFINITY else soft
-
-
-class Throttle:
-    """Says yes at most once per ``interval`` seconds: one log line stands for a burst."""
-
-    __slots__ = ("_clock", "_interval", "_next")
-
-    def __init__(
-        self, interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._interval = interval
-        self._clock = clock
-        self._next = -math.inf
-
-    def __call__(self) -> bool:
-        now = self._clock()
-        if now < self._next:
-            return False
-        self._next = now + self._interval
-        return True
 
 
 class DescriptorWatch:

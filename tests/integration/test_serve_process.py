@@ -147,6 +147,22 @@ def test_a_stop_signal_during_a_worker_fork_stops_every_worker(tmp_path: Path, f
     assert "Traceback" not in text
 
 
+def test_a_backend_down_under_load_is_one_warning_not_one_per_request(tmp_path: Path) -> None:
+    """200 requests to a server whose backend is down: 200 access log lines with 502, and
+    one warning (the next, five seconds on, would say how many were left out)."""
+    port = unused_port()
+    with serve(write_config(tmp_path, port)) as proc:
+        wait_for(lambda: answers(port), "the proxy")
+        for _ in range(199):
+            assert answers(port)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+    log = tmp_path.joinpath("phantom.log").read_text()
+    assert log.count('"GET / HTTP/1.1" 502 ') == 200
+    assert log.count("WARNING") == 1
+    assert "cannot connect to 127.0.0.1:" in log
+
+
 # What each loop says at the open-file limit: asyncio reports failed accepts to the loop's
 # exception handler, so the line is written when they fail; uvloop sheds what it cannot accept
 # without a word, so phantom warns as accepted clients bring the descriptors near the limit.
