@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from conftest import async_test, fetch, get, servers_config
 from origin import Reply, TestOrigin
+from test_control import local_program
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -37,7 +38,7 @@ def ssg(origin: TestOrigin, **server: Any) -> dict[str, Any]:
 
 async def control(proxy: Any, path: str, body: dict[str, Any] | None = None) -> Any:
     data = b"" if body is None else json.dumps(body).encode()
-    return await fetch(proxy.control_port, "POST", path, body=data)
+    return await fetch(proxy.control_port, "POST", path, local_program(proxy.control_port), data)
 
 
 @async_test()
