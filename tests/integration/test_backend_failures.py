@@ -184,6 +184,6 @@ async def test_a_502_never_echoes_the_backends_bytes(caplog: pytest.LogCaptureFi
         for headers in PATHS["loop"], PATHS["fast-lane"]:
             response = await fetch(proxy.port, "GET", "/garbage", headers)
             assert response.status == 502 and response.complete
-            assert response.body == b"invalid response from backend\n"
+            assert response.body == b"The backend sent an invalid response.\n"
     # The operator's log keeps what the backend sent.
     assert sum(SECRET.decode() in r.getMessage() for r in caplog.records) == 2
