@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cachetools import TTLCache
 
@@ -30,9 +30,6 @@ from .tls import backend_context
 from .tunnel import Tunnel
 from .upstream import Upstream
 from .webhooks import Webhooks
-
-if TYPE_CHECKING:
-    from .connection import ClientConnection
 
 log = logging.getLogger("phantom")
 
@@ -174,12 +171,24 @@ def _open_disk(server: ServerConfig) -> DiskBodies | None:
     return disk
 
 
+class LiveConnection(Protocol):
+    """What the proxy needs of a client connection it holds (``ProxyContext.connections``):
+    a shutdown closes the idle ones, and waits for, or cancels, the others."""
+
+    idle: bool
+    finished: asyncio.Task[None]
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @dataclass(slots=True)
 class ProxyContext:
     config: Config
     sites: dict[str, Site]  # by server name, in config order
     router: Router
-    connections: set[ClientConnection] = field(default_factory=set)
+    connections: set[LiveConnection] = field(default_factory=set)
     tunnels: set[Tunnel] = field(default_factory=set)
     # What each client holds of them (max_connections_per_client, max_tunnels_per_client).
     client_connections: Shares = field(default_factory=Shares)
