@@ -1,0 +1,114 @@
+"""Upgrades: the handshake replayed on a fresh backend connection (the pure checks are
+:mod:`phantom.handshake`), the backend's 101 checked, then both connections handed over to a
+:class:`~phantom.tunnel.Tunnel`. A backend that declines answers an ordinary response.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+
+from . import clients, handshake
+from . import headers as hdr
+from .answers import over_limit
+from .cache.policy import Forward
+from .context import ProxyContext, Site
+from .errors import BackendError
+from .forward import Forwarding
+from .relay import Plan
+
+log = logging.getLogger("phantom")
+
+
+class Upgrading(Forwarding):
+    """A client connection's upgrades."""
+
+    # This connection's place in its client's share (None: a trusted proxy's, not counted),
+    # set when it is made (:mod:`phantom.connection`); an open tunnel holds it from then on.
+    hold: clients.Hold | None
+
+    def __init__(self, ctx: ProxyContext, *, tls: bool = False) -> None:
+        super().__init__(ctx, tls=tls)
+        # An upgrade's place in its client's tunnels, from the check until the tunnel opens.
+        self.tunnel_hold: clients.Hold | None = None
+
+    async def _upgrade(
+        self,
+        site: Site,
+        request: h11.Request,
+        target: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+    ) -> str:
+        """Replay the handshake on a fresh backend connection; on 101, splice the sockets."""
+        body = await self._read_body(keep=True, limit=site.config.max_body_bytes)
+        limit = self.config.max_tunnels
+        if limit and len(self.ctx.tunnels) >= limit:
+            raise over_limit("too many tunnels")
+        self.tunnel_hold = self._take_tunnel_share(raw_headers)
+        upstream = await site.upstream.connect()
+        self.in_flight = upstream  # a client that leaves now aborts the handshake
+        outgoing = self._backend_headers(
+            site,
+            hdr.upgrade_request_headers(
+                raw_headers,
+                client_ip=self.client_ip,
+                proto=self.proto,
+                trusted=self.trusted,
+                by=self.by,
+            ),
+            upgrade=True,
+        )
+        try:
+            upstream.send(h11.Request(method=request.method, target=target, headers=outgoing))
+            for part in body:
+                upstream.send(h11.Data(data=part))
+            upstream.send(h11.EndOfMessage())
+            head, response = await upstream.upgrade_head(self.config.backend_timeout)
+        except BaseException:
+            upstream.abort()
+            raise
+        finally:
+            self.in_flight = None
+        if isinstance(response, h11.Response):
+            # The backend declined: an ordinary response, and keep-alive may go on.
+            return await self._relay_response(
+                site, upstream, request, response, Plan(None, Forward.REQUEST),
+                site.cache.clock(),
+            )
+        problem = handshake.switch_problem(outgoing, response.headers.raw_items())
+        if problem is not None:
+            # Not the switch that was asked for: splicing would hand the client a connection
+            # to something no rule has seen. Neither leg is usable any more.
+            upstream.abort()
+            error = BackendError(f"invalid response from backend: {problem}", "protocol")
+            return self._backend_failed(site, request, error, close=True)
+        if self.is_lost:
+            # The client left during the handshake: nobody to tunnel for.
+            upstream.abort()
+            return "close"
+        self.write(head)
+        self.exchange.status = 101
+        client = self.detach()
+        client.unread = self.h11.trailing_data[0] + client.unread
+        backend = upstream.detach()
+        backend.unread = upstream.h11.trailing_data[0] + backend.unread
+        label = f"{self.client_ip} {request.target.decode('latin-1')} -> {site.config.proxy_url}"
+        holds = [hold for hold in (self.hold, self.tunnel_hold) if hold is not None]
+        self.ctx.open_tunnel(
+            client, backend, label, site.config.tunnel_idle_timeout, self.exchange, holds
+        )
+        log.info("tunnel %s opened", label)
+        return "tunnel"
+
+    def _take_tunnel_share(self, raw_headers: list[tuple[bytes, bytes]]) -> clients.Hold:
+        """A place among the tunnels of the client the request comes from (after
+        ``trusted_proxies``); 503 when it holds ``max_tunnels_per_client`` already."""
+        client = self.client_ip
+        if self.trusted:
+            chain = [v for n, v in raw_headers if n.lower() == b"x-forwarded-for"]
+            client = clients.client_address(client, chain, self.config.trusted_proxies)
+        hold = self.ctx.client_tunnels.take(client, self.config.max_tunnels_per_client)
+        if hold is None:
+            raise over_limit("too many tunnels from this client")
+        return hold
