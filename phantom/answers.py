@@ -13,6 +13,7 @@ import logging
 import h11
 
 from . import clients
+from . import headers as hdr
 from .cache import encoding, policy
 from .cache.store import CachedResponse
 from .context import ProxyContext, Site
@@ -20,6 +21,7 @@ from .endpoint import Endpoint
 from .errors import BackendError, PhantomError, RequestRejected
 from .exchange import Exchange
 from .reasons import reason_phrase
+from .stages import Answer, RequestView, Stored
 
 log = logging.getLogger("phantom")
 
@@ -146,13 +148,24 @@ class Answers(Endpoint):
     ) -> None:
         """A response of our own; ``headers`` replace the default text/plain Content-Type."""
         if headers is None:
-            headers = [PLAIN_TEXT]
+            headers = [hdr.PLAIN_TEXT]
         headers = [*headers, (b"Content-Length", b"%d" % len(body))]
         if close:
             headers.append((b"Connection", b"close"))
         self._start_response(status, headers)
         self._send(h11.Data(data=body))
         self._send(h11.EndOfMessage())
+
+    def _answer(self, site: Site, answer: Answer | Stored, view: RequestView) -> None:
+        """What a stage answered instead of letting the request go on."""
+        if isinstance(answer, Stored):
+            entry = answer.entry
+            self._answer_from_cache(
+                site, entry, entry.body, answer.age, answer.cache_status, view.headers,
+                view.method,
+            )
+        else:
+            self._respond_plain(answer.status, answer.body, headers=answer.headers)
 
     def _answer_from_cache(
         self,
@@ -222,7 +235,7 @@ class Answers(Endpoint):
         log.info("client %s: request refused: %s -> %d", self.client_ip, exc.reason, exc.status)
         headers = None
         if exc.retry_after is not None:
-            headers = [PLAIN_TEXT, (b"Retry-After", b"%d" % exc.retry_after)]
+            headers = [hdr.PLAIN_TEXT, (b"Retry-After", b"%d" % exc.retry_after)]
         if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._respond_plain(
                 exc.status, f"{exc.reason}\n".encode(), close=True, headers=headers
@@ -273,8 +286,6 @@ class Answers(Endpoint):
         self._respond_plain(exc.status, f"{exc.public}\n".encode(), close=close)
         return "close" if close else "next"
 
-
-PLAIN_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 
 #: What h11 reads and rewrites in a response head it sends.
 _FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})

@@ -21,16 +21,16 @@ import logging
 
 import h11
 
-from . import clients, framing, handshake, webhooks
+from . import clients, framing, handshake
 from . import headers as hdr
 from .answers import ClientGone, over_limit
-from .cache import policy
 from .context import ProxyContext, Site
 from .endpoint import EndpointClosed, ReadTimeout
 from .errors import PhantomError, RequestRejected
 from .exchange import CLIENT_CLOSED, Exchange
 from .fastlane import FastLane, SimpleForward
 from .lookup import CacheLookup
+from .stages import RequestView
 from .upgrade import Upgrading
 
 log = logging.getLogger("phantom")
@@ -288,6 +288,8 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
         return self.idle_since + wait
 
     async def _handle(self, request: h11.Request) -> str:
+        """Route the request to its server, ask the server's stages, and go on to the cache
+        or the backend."""
         raw_headers = request.headers.raw_items()
         route = self.router.route(hdr.get_header(raw_headers, b"host"), request.target)
         if route is None:
@@ -300,69 +302,45 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
         site = self.sites[route.server.name]
         self.exchange.server = site.config.name
         self.exchange.backend = site.config.proxy_url
-        cache_key = None
-        if site.webhooks:
-            payload = webhooks.request_payload(request.method, request.target, raw_headers)
-            denial, cache_key = await site.webhooks.run(payload)
-            if denial is not None:
-                await self._read_body()
-                self._respond_plain(denial.status, denial.body, headers=denial.headers)
-                return "next"
-        # The protocols this request may be tunnelled to. enable_websocket = false refuses
-        # every upgrade; otherwise offers of protocols not allowed are ignored (RFC 9110 §7.8),
-        # and a request left with none is an ordinary one: its Upgrade is hop-by-hop.
-        tunnel = handshake.offered(raw_headers)
-        if site.config.enable_websocket:
-            tunnel = handshake.permitted(tunnel, site.config.upgrade_protocols)
-        if site.config.pre_generate:
-            outcome = await self._serve_snapshot(site, request, raw_headers, bool(tunnel))
-            if outcome is not None:
-                return outcome
+        decided = self.decided
+        if decided is not None:  # the fast lane read this request and asked the stages
+            self.decided = None
+            view, answer = decided
+        else:
+            view = RequestView(
+                request.method,
+                request.target,
+                list(request.headers),
+                self.client_ip,
+                self._tunnel_offer(site, raw_headers),
+            )
+            stages = site.stages
+            answer = stages.check(view) if stages.sync else await stages.run(view)
+        if answer is not None:
+            await self._read_body()
+            self._answer(site, answer, view)
+            return "next"
         try:
-            if tunnel:
-                if not site.config.enable_websocket:
-                    await self._read_body()
-                    self._respond_plain(501, b"Upgrade requests are not enabled on this server.\n")
-                    return "next"
+            if view.upgrade:
                 return await self._upgrade(
-                    site, request, route.target, handshake.offering_only(raw_headers, tunnel)
+                    site, request, route.target, handshake.offering_only(raw_headers, view.upgrade)
                 )
-            return await self._serve_http(site, request, route.target, raw_headers, cache_key)
+            return await self._serve_http(site, request, route.target, raw_headers, view)
         except RequestRejected:
             raise
         except PhantomError as exc:
             return self._backend_failed(site, request, exc)
 
-    async def _serve_snapshot(
-        self,
-        site: Site,
-        request: h11.Request,
-        raw_headers: list[tuple[bytes, bytes]],
-        upgrade: bool,
-    ) -> str | None:
-        """A pre-generate server answers from its snapshots; None: fall through (only with
-        ``pre_generate_fallthrough``) to the cache and the backend."""
-        if not upgrade and request.method in (b"GET", b"HEAD"):
-            entry = site.snapshots.get(request.target)
-            if entry is not None:
-                await self._read_body()
-                age = entry.age(site.cache.clock())
-                # A snapshot never expires: its hit carries no ttl.
-                status = policy.cache_status(hit=True)
-                headers = list(request.headers)
-                self._answer_from_cache(
-                    site, entry, entry.body, age, status, headers, request.method
-                )
-                return "next"
-        if site.config.pre_generate_fallthrough:
-            return None
-        await self._read_body()
-        if upgrade:
-            self._respond_plain(501, b"Upgrades are not served by a pre-generated site.\n")
-        else:
-            self._respond_plain(404, b"Not found: no snapshot of this path.\n")
-        return "next"
-
+    @staticmethod
+    def _tunnel_offer(site: Site, raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """The protocols this request may be tunnelled to. With enable_websocket = false,
+        every offer (a stage refuses them); otherwise offers of protocols not allowed are
+        ignored (RFC 9110 §7.8), and a request left with none is an ordinary one: its Upgrade
+        is hop-by-hop."""
+        offered = handshake.offered(raw_headers)
+        if not site.config.enable_websocket:
+            return offered
+        return handshake.permitted(offered, site.config.upgrade_protocols)
 
 def _with_target(
     request: h11.Request, target: bytes, headers: list[tuple[bytes, bytes]]

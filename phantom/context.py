@@ -26,6 +26,7 @@ from .exchange import Exchange
 from .metrics import Metrics
 from .routing import Router
 from .snapshots import Snapshots, gather_each
+from .stages import Stages
 from .tls import backend_context
 from .tunnel import Tunnel
 from .upstream import Upstream
@@ -70,9 +71,12 @@ class Site:
     inflight: dict[Key, asyncio.Future[None]] = field(default_factory=dict)
     uncacheable: TTLCache[Key, bool] = field(init=False)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    # Its guards, in the one order of stages.ORDER.
+    stages: Stages = field(init=False)
 
     def __post_init__(self) -> None:
         self.uncacheable = TTLCache(UNCACHEABLE_KEYS, UNCACHEABLE_SECONDS, timer=self.cache.clock)
+        self.stages = Stages.build(self)
 
     @classmethod
     def build(

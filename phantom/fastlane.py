@@ -30,6 +30,8 @@ from .exchange import Exchange
 from .forward import Forwarding
 from .lookup import fills_cache
 from .relay import Filling, Plan
+from .routing import Route
+from .stages import RequestView, Result
 from .upstream import SIMPLE_MAX_HEADERS, UpstreamConnection
 
 # The relay driven by callbacks takes answers up to this size whole; longer ones are streamed
@@ -62,6 +64,9 @@ class FastLane(Forwarding):
         # loop waits on ``_relay_waiter`` if something wakes it meanwhile.
         self.relay: SimpleForward | None = None
         self._relay_waiter: asyncio.Future[None] | None = None
+        # A request the fast lane read and asked the stages about, and what they said, for
+        # the loop to go on from (a stage is asked once per request).
+        self.decided: tuple[RequestView, Result] | None = None
 
     def _answer_simple_hits(self, data: bytes) -> bytes:
         """Answer the simple fresh cache hits at the start of ``data`` (pipelined ones in
@@ -119,10 +124,11 @@ class FastLane(Forwarding):
         self, request: framing.SimpleRequest
     ) -> tuple[bytes, Exchange] | SimpleForward | None:
         """What becomes of a simple request, decided as the request loop decides it (route,
-        cache rules, key, RFC 9111 lookup): a fresh hit's whole answer; a forward that fills
-        no shared entry (the cache is bypassed, or the URL's last answer was not storable);
-        None for anything else (no route, webhooks, snapshots, a stale entry, a miss others
-        may wait for): the loop takes it through h11."""
+        stages, cache rules, key, RFC 9111 lookup): a fresh hit's whole answer; a forward that
+        fills no shared entry (the cache is bypassed, or the URL's last answer was not
+        storable); None for anything else (no route, a stage that waits or answers, a stale
+        entry, a miss others may wait for): the loop takes it through h11, from what the
+        stages said (``decided``)."""
         try:
             route = self.router.route(request.host, request.target)
         except RequestRejected:
@@ -130,8 +136,24 @@ class FastLane(Forwarding):
         if route is None:
             return None
         site = self.sites[route.server.name]
-        if site.webhooks or site.config.pre_generate:
-            return None
+        stages = site.stages
+        if not stages.all:
+            return self._cache_decision(request, route, site)
+        if not stages.sync:
+            return None  # the loop waits for them
+        view = RequestView(request.method, route.path, request.headers, self.client_ip)
+        answer = stages.check(view)
+        decision = None
+        if answer is None:
+            decision = self._cache_decision(request, route, site)
+        if decision is None:
+            self.decided = (view, answer)
+        return decision
+
+    def _cache_decision(
+        self, request: framing.SimpleRequest, route: Route, site: Site
+    ) -> tuple[bytes, Exchange] | SimpleForward | None:
+        """The cache's part of ``_simple_decision``, for a request the stages let through."""
         method, target, headers = request.method, route.path, request.headers
         if not site.rules.uses_cache(method, target):
             plan = Plan(None, Forward.BYPASS, request_headers=headers)

@@ -280,3 +280,7 @@ def with_backend_host(headers: HeaderList, netloc: bytes, *, origin: bool) -> He
             value = b"http://" + netloc
         out.append((name, value))
     return out
+
+
+#: The Content-Type of phantom's own plain-text answers.
+PLAIN_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")

@@ -10,13 +10,13 @@ import asyncio
 import h11
 
 from . import framing, revalidation
-from .answers import PLAIN_TEXT
 from .cache import policy
 from .cache.policy import Forward
 from .cache.store import CachedResponse, Key
 from .context import Site
 from .forward import Forwarding
 from .relay import Plan
+from .stages import RequestView
 
 
 class CacheLookup(Forwarding):
@@ -26,20 +26,13 @@ class CacheLookup(Forwarding):
         request: h11.Request,
         target: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        cache_key: str | None,
+        view: RequestView,
     ) -> str:
         """Look the request up in the cache (RFC 9111 §4) and act on the policy's answer."""
         method = request.method
-        headers = list(request.headers)
+        headers = view.headers
+        cache_key = view.cache_key
         if method not in policy.LOOKUP_METHODS:
-            if site.config.forward_get_only:
-                await self._read_body()
-                self._respond_plain(
-                    405,
-                    b"Only GET and HEAD are forwarded.\n",
-                    headers=[PLAIN_TEXT, (b"Allow", b"GET, HEAD")],
-                )
-                return "next"
             plan = Plan(None, Forward.METHOD, request_headers=headers)
             return await self._forward(site, request, target, raw_headers, plan)
         if (

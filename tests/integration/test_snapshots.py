@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import async_test, fetch, get, servers_config
+from conftest import RawClient, async_test, build_request, fetch, get, servers_config
 from origin import Reply, TestOrigin
 from test_control import local_program
 from websockets.asyncio.client import connect
@@ -63,6 +63,22 @@ async def test_snapshots_are_fetched_at_startup_and_served_without_the_backend()
                 pass
         assert info.value.response.status_code == 501
         assert len(origin.log) == 3
+
+
+@async_test()
+async def test_pipelined_requests_to_a_pre_generated_site_are_answered_in_order() -> None:
+    """The fast lane asks the snapshot stage and leaves what it answers to the request loop,
+    which goes on from that answer: hits and 404s come back in order, none from the backend."""
+    state = {"v": 1}
+    routes = {p: versioned(state) for p in ("/site/", "/site/a", "/site/b")}
+    async with TestOrigin(routes) as origin, create_proxy(ssg(origin)) as proxy:
+        burst = [build_request("GET", path, ()) for path in ("/a", "/b", "/", "/b", "/a")]
+        async with await RawClient.connect(proxy.port) as client:
+            await client.send(b"".join(burst))
+            answers = [await client.read_response() for _ in burst]
+        assert [a.status for a in answers] == [200, 404, 200, 404, 200]
+        assert [a.body for a in answers[::2]] == [b"/site/a v1", b"/site/ v1", b"/site/a v1"]
+        assert origin.requests["/site/b"] == 0 and len(origin.log) == 3
 
 
 @async_test()
