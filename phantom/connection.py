@@ -28,7 +28,8 @@ from .context import ProxyContext, Site
 from .endpoint import EndpointClosed, ReadTimeout
 from .errors import PhantomError, RequestRejected
 from .exchange import CLIENT_CLOSED, Exchange
-from .fastlane import FastLane, SimpleForward
+from .fastlane import FastLane
+from .fastrelay import SimpleForward
 from .lookup import CacheLookup
 from .stages import RequestView
 from .upgrade import Upgrading
