@@ -161,7 +161,7 @@ class Answers(Endpoint):
         if isinstance(answer, Stored):
             entry = answer.entry
             self._answer_from_cache(
-                site, entry, entry.body, answer.age, answer.cache_status, view.headers,
+                site, entry, entry.body, answer.age, answer.cache_status, list(view.headers),
                 view.method,
             )
         else:

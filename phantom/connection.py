@@ -311,7 +311,7 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
             view = RequestView(
                 request.method,
                 request.target,
-                list(request.headers),
+                request.headers,
                 self.client_ip,
                 self._tunnel_offer(site, raw_headers),
             )

@@ -30,7 +30,7 @@ class CacheLookup(Forwarding):
     ) -> str:
         """Look the request up in the cache (RFC 9111 §4) and act on the policy's answer."""
         method = request.method
-        headers = view.headers
+        headers = list(view.headers)
         cache_key = view.cache_key
         if method not in policy.LOOKUP_METHODS:
             plan = Plan(None, Forward.METHOD, request_headers=headers)

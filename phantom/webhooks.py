@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h11
@@ -92,7 +93,9 @@ async def _call(hook: WebhookConfig, payload: bytes) -> tuple[h11.Response, byte
     return answer
 
 
-def request_payload(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+def request_payload(
+    method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> bytes:
     path, _, query = target.decode("latin-1").partition("?")
     fields: dict[str, str] = {}
     for name, value in headers:

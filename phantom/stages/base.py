@@ -18,7 +18,8 @@ class RequestView:
 
     method: bytes
     target: bytes  # in its normal form, as routing left it: what the backend will be sent
-    headers: list[tuple[bytes, bytes]]  # names lowercased (as h11 gives them)
+    # Its fields, names lowercased: h11's Headers as they are, or the fast lane's list.
+    headers: Sequence[tuple[bytes, bytes]]
     client_ip: str  # the peer's address
     upgrade: Sequence[bytes] = ()  # the protocols it asks to switch to (empty: none)
     # Set by a stage for the steps after it: the cache key a cache_key webhook chose.
