@@ -207,9 +207,12 @@ def phantom_config(port: int, origin_port: int, workers: int) -> str:
         # nginx runs with `access_log off` and HAProxy has no `log` line: compare like for like.
         'access_log = "off"',
         # The idle-tunnel figure holds up to 5,000 tunnels (nginx and HAProxy are configured
-        # for that many too): lift the default caps of 1,024 connections and 512 tunnels.
+        # for that many too), all from one client: lift the default caps of 1,024 connections
+        # and 512 tunnels, and the per-client ones of 256 connections and 64 tunnels.
         "max_connections = 0",
         "max_tunnels = 0",
+        "max_connections_per_client = 0",
+        "max_tunnels_per_client = 0",
         f"workers = {workers}" if workers > 1 else "",
         "",
         "[server.bench]",
