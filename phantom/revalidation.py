@@ -3,7 +3,7 @@
 The policy (:mod:`phantom.cache.policy`) decides; this module applies its decisions to a
 site's store: it builds the entry a hit will serve, merges a 304 into the entry it validated
 (RFC 9111 §4.3.4), and runs the one background refresh that ``stale-while-revalidate`` asks
-for (RFC 5861 §3). The client-facing side stays in :mod:`phantom.connection`.
+for (RFC 5861 §3). The client-facing side is in :mod:`phantom.lookup` and :mod:`phantom.relay`.
 """
 
 from __future__ import annotations
