@@ -1,4 +1,5 @@
-"""Command line: ``phantom serve``, ``phantom check`` and ``phantom reload``.
+"""Command line: ``phantom serve``, ``phantom check``, ``phantom reload``, ``phantom relay``
+and ``phantom expose``.
 
 Also the small runner every long-running command uses: :func:`run` picks the event loop
 (asyncio or uvloop) and turns SIGINT/SIGTERM into a graceful stop (first signal) or a forced
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,6 +32,7 @@ from phantom.config import (
     host_port,
     load_config,
     parse_host,
+    parse_backend_url,
     parse_log_level,
     parse_port,
     with_overrides,
@@ -445,6 +448,13 @@ def serve(
                 )
 
             config = loader()
+            if not config.servers:
+                raise ConfigError(
+                    config.source,
+                    "server",
+                    "at least one [server.NAME] table is required "
+                    "(this file configures a relay: run `phantom relay`)",
+                )
             _setup_logging(config.log_level)
             with _pid_file(config.pid_file):
                 if config.workers > 1:
@@ -453,6 +463,186 @@ def serve(
                     code = run(lambda stop: _serve(config, stop, loader), loop_choice)
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
+    except CLIError as err:
+        _fail(err.message, err.exit_code)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if code != EXIT_OK:
+        raise SystemExit(code)
+
+
+# --------------------------------------------------------------------------- relay
+
+
+async def _relay(config: Config, stop: asyncio.Event) -> None:
+    from phantom.relay.front import RelayServer
+
+    server = RelayServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        await server.close()
+        where = host_port(config.listen, config.http_port)
+        raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+    log.info("relay stopped")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    metavar="PATH",
+    help="Configuration file with a [relay] table.",
+)
+@click.option(
+    "--loop",
+    "loop_choice",
+    type=click.Choice(LOOP_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto = uvloop when installed.",
+)
+def relay(config_path: str, loop_choice: str) -> None:
+    """Run a public relay that `phantom expose` agents register with (see docs/relay.md)."""
+    try:
+        config = load_config(config_path)
+        if config.relay is None:
+            raise ConfigError(
+                config.source, "relay", "missing: `phantom relay` needs a [relay] table"
+            )
+        _setup_logging(config.log_level)
+        code = run(lambda stop: _relay(config, stop), loop_choice)
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    except CLIError as err:
+        _fail(err.message, err.exit_code)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if code != EXIT_OK:
+        raise SystemExit(code)
+
+
+@main.command()
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.option(
+    "--relay",
+    "relay_url",
+    required=True,
+    metavar="URL",
+    help="The relay, e.g. https://relay.example.com.",
+)
+@click.option("--name", required=True, metavar="NAME", help="The name to claim: NAME.relay_domain.")
+@click.option(
+    "--token",
+    required=True,
+    envvar="PHANTOM_RELAY_TOKEN",
+    metavar="TOKEN",
+    help="The agent token (default: $PHANTOM_RELAY_TOKEN, which keeps it out of `ps`).",
+)
+@click.option(
+    "--relay-ca", metavar="PATH", help="Also trust this CA (PEM) for the relay's certificate."
+)
+@click.option(
+    "--warm",
+    type=click.IntRange(0, 16),
+    default=2,
+    show_default=True,
+    metavar="N",
+    help="Data connections kept open ahead of public connections.",
+)
+@click.option(
+    "--host",
+    "app_host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="The local app's address.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    metavar="LEVEL",
+    help="debug, info, warning or error.",
+)
+@click.option(
+    "--loop",
+    "loop_choice",
+    type=click.Choice(LOOP_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto = uvloop when installed.",
+)
+def expose(
+    port: int,
+    relay_url: str,
+    name: str,
+    token: str,
+    relay_ca: str | None,
+    warm: int,
+    app_host: str,
+    log_level: str,
+    loop_choice: str,
+) -> None:
+    """Make the app on local PORT reachable through a relay, until Ctrl-C."""
+    from phantom.relay.agent import Agent, AgentOptions, Refusal, relay_tls
+
+    def option(key: str, parse: Callable[[object], Any], value: object) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError("<command line>", key, str(exc)) from None
+
+    try:
+        url = option("--relay", parse_backend_url, relay_url)
+        if url.base_path:
+            raise ConfigError(
+                "<command line>", "--relay", "expected no path, just scheme://host[:port]"
+            )
+        level = option("--log-level", parse_log_level, log_level)
+        try:
+            tls = relay_tls(relay_ca) if url.scheme == "https" else None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("<command line>", "--relay-ca", f"{relay_ca}: {exc}") from None
+        options = AgentOptions(
+            relay=url,
+            name=name,
+            token=token,
+            port=port,
+            host=option("--host", parse_host, app_host),
+            warm=warm,
+            tls=tls,
+        )
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    app = f"http://{host_port(options.host, port)}"
+    shown = False
+
+    def ready(public_url: str) -> None:
+        nonlocal shown
+        if not shown:
+            click.echo(f"{public_url} -> {app}")
+            shown = True
+        log.info("registered as %s", public_url)
+
+    async def agent_main(stop: asyncio.Event) -> None:
+        agent = Agent(options, ready)
+        try:
+            await _until_stopped(agent.run(), stop)
+        except Refusal as exc:
+            raise CLIError(f"{exc.reason} ({exc.status})") from None
+        finally:
+            agent.close()
+
+    _setup_logging(level)
+    try:
+        code = run(agent_main, loop_choice)
     except CLIError as err:
         _fail(err.message, err.exit_code)
     except KeyboardInterrupt:

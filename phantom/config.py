@@ -43,6 +43,7 @@ __all__ = [
     "LOG_LEVELS",
     "BackendURL",
     "Config",
+    "RelayConfig",
     "ServerConfig",
     "WebhookConfig",
     "config_from_dict",
@@ -164,6 +165,20 @@ class ServerConfig:
         return self.proxy_mode == "pre_generate"
 
 
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """The ``[relay]`` table: what ``phantom relay`` needs beyond the listener keys."""
+
+    # Agents are reached at NAME.relay_domain (the Host header decides).
+    relay_domain: str
+    # token -> the name patterns it may claim ("alice-*"); never shown by describe().
+    tokens: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), repr=False)
+    relay_name_grace: float = 60.0  # a lost agent's name stays reserved for its token
+    relay_max_agents: int = 100  # agents registered at once; 0 = no limit
+    relay_ping_interval: float = 15.0  # 2 unanswered pings close the control connection
+    max_connections: int = 100  # public connections per agent at once; 0 = no limit
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -204,6 +219,7 @@ class Config:
     key_path: str | None = None  # PEM private key of the TLS listener
     access_log: str = "-"  # "-" = stderr, "off" = none, else a file path (appended to)
     access_log_format: str = "combined"  # combined | json
+    relay: RelayConfig | None = None  # the [relay] table: this file configures a relay
     source: str = "<config>"
     # What the .env file set and the environment did not (the environment wins): "$env:NAME"
     # values were resolved with these, and execute commands get them. Not shown: secrets.
@@ -549,6 +565,33 @@ def _check_table(value: object) -> Mapping[str, Any]:
     return value
 
 
+# A relay name is one DNS label (RFC 1035 §2.3.1, lowercase); a pattern may add "*" anywhere.
+_RELAY_NAME_PATTERN: Final = re.compile(r"[a-z0-9*](?:[a-z0-9*-]{0,61}[a-z0-9*])?")
+# An agent token shorter than this could be guessed; generate one with `openssl rand -hex 24`.
+RELAY_TOKEN_MIN_LENGTH: Final = 16
+
+
+def _check_relay_domain(value: object) -> str:
+    text = _check_str(value).lower().rstrip(".")
+    if not text or ":" in text or not _is_host(text):
+        raise _Invalid(f"expected a host name such as relay.example.com, got {value!r}")
+    return text
+
+
+def _check_name_patterns(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid('expected a non-empty array of names such as ["alice-*"]')
+    patterns = []
+    for item in value:
+        text = _check_str(item)
+        if not _RELAY_NAME_PATTERN.fullmatch(text):
+            raise _Invalid(
+                f"{text!r} is not a DNS label (a-z, 0-9 and '-', at most 63; '*' as a wildcard)"
+            )
+        patterns.append(text)
+    return tuple(patterns)
+
+
 # --------------------------------------------------------------------------- tables
 
 ENV_PREFIX: Final = "$env:"
@@ -655,6 +698,14 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "tunnel_idle_timeout": _check_ttl,
     "backend_ca": _check_path,
     "backend_tls_verify": _check_bool,
+}
+
+_RELAY_CHECKS: Final[dict[str, _Check]] = {
+    "relay_domain": _check_relay_domain,
+    "relay_name_grace": _check_ttl,
+    "relay_max_agents": _check_size,
+    "relay_ping_interval": _check_timeout,
+    "max_connections": _check_size,
 }
 
 # Server keys that default to the root key of the same name.
@@ -769,9 +820,11 @@ class _Reader:
         self.environ = {**dict(added), **self.environ}
         root = dict(self.from_env(root, ()))
         servers_raw = root.pop("server", None)
+        relay = self.relay(root.pop("relay")) if "relay" in root else None
         values = self.table(root, _ROOT_CHECKS, ())
         inherited = {key: values[key] for key in _INHERITED if key in values}
-        servers = self.servers(servers_raw, inherited)
+        # A relay's backends are its agents: its file may have no [server.NAME] at all.
+        servers = () if relay and servers_raw is None else self.servers(servers_raw, inherited)
         if values.get("workers", 1) > 1:
             self.check_single_process(values.get("control_port"), servers, "workers")
         self.tls_listener(values)
@@ -781,8 +834,57 @@ class _Reader:
         if values.get("access_log", "-") not in ("-", "off"):
             values["access_log"] = os.path.abspath(self.path(values["access_log"]))
         return Config(
-            servers=servers, source=self.source, dotenv=dotenv, dotenv_vars=added, **values
+            servers=servers,
+            source=self.source,
+            dotenv=dotenv,
+            dotenv_vars=added,
+            relay=relay,
+            **values,
         )
+
+    def relay(self, raw: object) -> RelayConfig:
+        body = dict(self.check("relay", _check_table, raw))
+        tokens = self.relay_tokens(body.pop("tokens", None))
+        values = self.table(body, _RELAY_CHECKS, ("relay",))
+        if "relay_domain" not in values:
+            raise self.error(
+                "relay.relay_domain",
+                'missing: agents get NAME.relay_domain, e.g. "relay.example.com"',
+            )
+        return RelayConfig(tokens=tokens, **values)
+
+    def relay_tokens(self, raw: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """``[relay.tokens]``: token = [name patterns]. A token (the key) may be ``"$env:NAME"``;
+        its variable must be set, as for every secret."""
+        if raw is None:
+            raise self.error(
+                "relay.tokens", 'missing: e.g. [relay.tokens] "$env:ALICE" = ["alice-*"]'
+            )
+        table = self.check("relay.tokens", _check_table, raw)
+        tokens = []
+        for index, (key, value) in enumerate(table.items()):
+            token = str(key)
+            # A message names the variable, or the entry's place: never the token itself.
+            where = (
+                _dotted("relay", "tokens", key)
+                if token.startswith(ENV_PREFIX)
+                else f"relay.tokens (entry {index + 1})"
+            )
+            if token.startswith(ENV_PREFIX):
+                name = token[len(ENV_PREFIX) :]
+                if name not in self.environ:
+                    raise self.error(where, f"environment variable {name} is not set")
+                token = self.environ[name]
+            if len(token) < RELAY_TOKEN_MIN_LENGTH or not token.isprintable() or " " in token:
+                raise self.error(
+                    where,
+                    f"a token must be at least {RELAY_TOKEN_MIN_LENGTH} printable characters "
+                    "without spaces (e.g. from `openssl rand -hex 24`)",
+                )
+            tokens.append((token, self.check(where, _check_name_patterns, value)))
+        if not tokens:
+            raise self.error("relay.tokens", "no token: no agent could register")
+        return tuple(tokens)
 
     def tls_listener(self, values: Mapping[str, Any]) -> None:
         """https_port, cert_path and key_path come together (readability is checked at start)."""
@@ -1025,8 +1127,17 @@ def describe(config: Config) -> str:
     source = " ".join(config.source.splitlines())
     lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
     for f in fields(Config):
-        if f.name not in ("servers", "source", "dotenv_vars"):
+        if f.name not in ("servers", "source", "dotenv_vars", "relay"):
             lines.append(_describe_field(f.name, getattr(config, f.name)))
+    if config.relay is not None:
+        lines.append("")
+        lines.append("[relay]")
+        for f in fields(RelayConfig):
+            if f.name != "tokens":
+                lines.append(_describe_field(f.name, getattr(config.relay, f.name)))
+        lines.append("")
+        lines.append("[relay.tokens]")
+        lines.append(f"# {len(config.relay.tokens)} token(s) set (not shown)")
     for server in config.servers:
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")

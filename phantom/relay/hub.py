@@ -1,0 +1,292 @@
+"""The relay's agent-facing side: control sessions, data connections, the warm pool.
+
+An agent's control connection, once upgraded, is driven by :class:`ControlLink` (control
+messages in and out, heartbeats). :class:`AgentSession` is what the public side asks for a
+backend connection: ``await session.open()`` gives a data connection from that agent, taken
+from its warm pool or dialled on request (OPEN), ready to be spliced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ..config import RelayConfig
+from ..endpoint import DetachedState, Endpoint
+from . import protocol
+from .protocol import Kind, Message
+from .registry import Claim, Refused, Registry, TokenRules
+
+log = logging.getLogger("phantom.relay")
+
+# The most idle data connections an agent may keep ready (--warm): each is a descriptor here.
+MAX_WARM = 16
+# A control connection must say nothing but control messages: missing two pings ends it.
+MISSED_PINGS = 2
+
+
+class AgentUnavailable(Exception):
+    """No data connection for a public connection; ``status`` for the answer to it."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ControlLink(asyncio.Protocol):
+    """The control connection after its 101: decodes messages, sends pings."""
+
+    def __init__(self, session: AgentSession, transport: asyncio.Transport) -> None:
+        self.session = session
+        self.transport = transport
+        self.decoder = protocol.Decoder()
+        self.unanswered = 0
+        self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, unread: bytes, interval: float) -> None:
+        self.interval = interval
+        self.transport.set_protocol(self)
+        self._timer = asyncio.get_running_loop().call_later(interval, self._ping)
+        if unread:
+            self.data_received(unread)
+
+    def send(self, message: Message) -> None:
+        if not self.closed:
+            self.transport.write(protocol.encode(message))
+
+    def _ping(self) -> None:
+        if self.unanswered >= MISSED_PINGS:
+            log.warning(
+                "agent %s: %d pings unanswered: closing its control connection",
+                self.session.name,
+                self.unanswered,
+            )
+            self.close()
+            return
+        self.unanswered += 1
+        self.send(Message(Kind.PING, int(time.monotonic() * 1000)))
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._ping)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except protocol.ProtocolError as exc:
+            log.warning("agent %s: %s: closing its control connection", self.session.name, exc)
+            self.close()
+            return
+        for message in messages:
+            if message.kind is Kind.PONG:
+                self.unanswered = 0
+            elif message.kind is Kind.ERROR:
+                self.session.open_failed(message.number, message.text)
+            elif message.kind is Kind.CLOSE:
+                log.info("agent %s: said goodbye: %s", self.session.name, message.text or "-")
+                self.session.goodbye = True
+                self.close()
+            else:
+                log.warning(
+                    "agent %s: unexpected %s: closing its control connection",
+                    self.session.name,
+                    message.kind.name,
+                )
+                self.close()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost ends the session
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.session.ended()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+class AgentSession:
+    """One registered agent: its control link, warm pool and connections waiting for it."""
+
+    def __init__(self, hub: Hub, claim: Claim, warm: int) -> None:
+        self.hub = hub
+        self.claim = claim
+        self.name = claim.name
+        self.key = secrets.token_urlsafe(24)  # every data connection shows it
+        self.warm_wanted = warm
+        self.goodbye = False
+        self.link: ControlLink | None = None
+        self.active = 0  # public connections spliced to this agent now
+        self._warm: deque[Endpoint] = deque()
+        self._waiting: dict[int, asyncio.Future[Endpoint]] = {}
+        self._next_id = 1
+        self.alive = True
+
+    # -- the public side ---------------------------------------------------------------------
+
+    async def open(self, timeout: float) -> Endpoint:
+        """A data connection for one public connection (counted in ``active`` until ``done``
+        is called). Raises AgentUnavailable."""
+        limit = self.hub.config.max_connections
+        if limit and self.active + len(self._waiting) >= limit:
+            raise AgentUnavailable(503, f"agent {self.name} has {limit} connections open")
+        conn = self._take_warm()
+        if conn is None:
+            conn = await self._dial(timeout)
+        self.active += 1
+        return conn
+
+    def _take_warm(self) -> Endpoint | None:
+        while self._warm:
+            conn = self._warm.popleft()
+            if not conn.is_lost and not conn.at_eof:
+                return conn
+            conn.close()
+        return None
+
+    async def _dial(self, timeout: float) -> Endpoint:
+        """Ask the agent for a data connection (OPEN) and wait for it."""
+        if self.link is None or not self.alive:
+            raise AgentUnavailable(502, "agent offline")
+        number = self._next_id
+        self._next_id += 1
+        waiter: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
+        self._waiting[number] = waiter
+        self.link.send(Message(Kind.OPEN, number))
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise AgentUnavailable(
+                504, f"agent {self.name} did not connect back within {timeout:g}s"
+            ) from None
+        finally:
+            del self._waiting[number]
+
+    def done(self) -> None:
+        """A public connection opened with ``open`` has ended."""
+        self.active -= 1
+
+    # -- the agent side ----------------------------------------------------------------------
+
+    def data_arrived(self, conn: Endpoint, which: bytes) -> str | None:
+        """A data connection's handshake named this session: take it, or say why not."""
+        if which == protocol.WARM:
+            if len(self._warm) >= self.warm_wanted:
+                return f"already {self.warm_wanted} warm connections"
+            self._warm.append(conn)
+            return None
+        try:
+            number = int(which)
+        except ValueError:
+            return "bad connection id"
+        waiter = self._waiting.get(number)
+        if waiter is None or waiter.done():
+            return f"no public connection {number} is waiting"
+        waiter.set_result(conn)
+        return None
+
+    def open_failed(self, number: int, reason: str) -> None:
+        waiter = self._waiting.get(number)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(AgentUnavailable(502, f"agent {self.name}: {reason}"))
+
+    def ended(self) -> None:
+        """The control connection is gone: fail what waits, drop the pool, free the name."""
+        if not self.alive:
+            return
+        self.alive = False
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(AgentUnavailable(502, "agent offline"))
+        while self._warm:
+            self._warm.popleft().close()
+        self.hub.session_ended(self)
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.send(Message(Kind.CLOSE, 0, "relay shutting down"))
+            self.link.close()
+
+
+class Hub:
+    """Every agent session of a relay, by name."""
+
+    def __init__(
+        self, config: RelayConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.registry = Registry(
+            TokenRules(config.tokens),
+            grace=config.relay_name_grace,
+            max_agents=config.relay_max_agents,
+        )
+        self.sessions: dict[str, AgentSession] = {}
+
+    def public_url(self, name: str, scheme: str, port: int) -> str:
+        default = {"http": 80, "https": 443}[scheme]
+        suffix = "" if port == default else f":{port}"
+        return f"{scheme}://{name}.{self.config.relay_domain}{suffix}"
+
+    def register(
+        self, token: str, name: str, warm: int, peer: str
+    ) -> AgentSession | Refused:
+        now = self.clock()
+        self.registry.forget_expired(now)
+        claim = self.registry.claim(token, name.lower(), now)
+        if isinstance(claim, Refused):
+            log.warning("agent from %s refused for name %r: %s", peer, name, claim.reason)
+            return claim
+        session = AgentSession(self, claim, min(max(warm, 0), MAX_WARM))
+        self.sessions[claim.name] = session
+        log.info("agent %s registered from %s", claim.name, peer)
+        return session
+
+    def attach(
+        self, session: AgentSession, state: DetachedState, unread: bytes, url: str
+    ) -> None:
+        """Drive the upgraded control connection of ``session`` (``unread``: what the agent
+        sent after its handshake); tell the agent it is ready."""
+        if state.lost or state.eof:
+            session.ended()
+            state.transport.close()
+            return
+        link = ControlLink(session, state.transport)
+        session.link = link
+        interval = self.config.relay_ping_interval
+        link.send(Message(Kind.READY, int(interval * 1000), url))
+        link.start(unread + state.unread, interval)
+
+    def session_for_data(self, name: bytes, key: bytes) -> AgentSession | None:
+        session = self.sessions.get(name.decode("latin-1").lower())
+        if session is None or not hmac.compare_digest(session.key.encode(), key):
+            return None
+        return session
+
+    def session_ended(self, session: AgentSession) -> None:
+        if self.sessions.get(session.name) is session:
+            del self.sessions[session.name]
+        self.registry.release(session.claim, self.clock(), goodbye=session.goodbye)
+        kept = "" if session.goodbye else f"; name kept for {self.config.relay_name_grace:g}s"
+        log.info("agent %s disconnected%s", session.name, kept)
+
+    def lookup(self, name: str) -> AgentSession | None:
+        return self.sessions.get(name)
+
+    def reserved(self, name: str) -> bool:
+        """Whether ``name`` is held for an agent that is gone (within its grace period)."""
+        self.registry.forget_expired(self.clock())
+        return name not in self.sessions and self.registry.known(name)
+
+    def close(self) -> None:
+        for session in list(self.sessions.values()):
+            session.goodbye = True
+            session.close()

@@ -1,0 +1,180 @@
+"""The relay protocol, as bytes: the two upgrade handshakes and the control messages.
+
+Pure: no sockets. Both handshakes are ordinary HTTP/1.1 upgrade requests, so they pass through
+HTTP proxies and load balancers:
+
+- control: ``GET /.phantom-relay/control`` with ``Authorization: Bearer TOKEN``,
+  ``Phantom-Relay-Name: NAME`` (and ``-Warm``, ``-Cache``); the 101 carries
+  ``Phantom-Relay-Session``, the key every data connection of this agent must show.
+- data: ``GET /.phantom-relay/data`` with ``Phantom-Relay-Name``, ``Phantom-Relay-Session``
+  and ``Phantom-Relay-Connection`` (the id of an OPEN, or ``warm`` for the pool).
+
+A control message is ``length (2 bytes) | kind (1) | number (8) | text (UTF-8)``, big-endian,
+``length`` counting what follows it. ``number`` is a connection id (OPEN, ERROR) or a ping
+nonce (PING, PONG) or the ping interval in milliseconds (READY).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "CONTROL_PATH",
+    "DATA_PATH",
+    "UPGRADE_TOKEN",
+    "Decoder",
+    "Kind",
+    "Message",
+    "ProtocolError",
+    "encode",
+]
+
+UPGRADE_TOKEN: Final = b"phantom-relay/1"
+CONTROL_PATH: Final = b"/.phantom-relay/control"
+DATA_PATH: Final = b"/.phantom-relay/data"
+
+NAME_HEADER: Final = b"phantom-relay-name"
+SESSION_HEADER: Final = b"phantom-relay-session"
+CONNECTION_HEADER: Final = b"phantom-relay-connection"
+WARM_HEADER: Final = b"phantom-relay-warm"
+CACHE_HEADER: Final = b"phantom-relay-cache"
+URL_HEADER: Final = b"phantom-relay-url"
+WARM: Final = b"warm"  # Phantom-Relay-Connection of a pooled data connection
+
+# Control messages are small by design: a longer text is a protocol error, not a buffer.
+MAX_TEXT: Final = 1024
+_HEAD: Final = struct.Struct("!HBQ")
+_LENGTH: Final = struct.Struct("!H")
+_MAX_NUMBER: Final = (1 << 64) - 1
+
+
+class Kind(enum.IntEnum):
+    OPEN = 1  # relay -> agent: dial a data connection for public connection ``number``
+    READY = 2  # relay -> agent: registered; text = the public URL, number = ping interval (ms)
+    PING = 3  # relay -> agent: answer with PONG of the same number
+    PONG = 4  # agent -> relay
+    CLOSE = 5  # either way: the session ends on purpose (text = why); no grace period
+    ERROR = 6  # agent -> relay: connection ``number`` could not be opened (text = why)
+
+
+class ProtocolError(ValueError):
+    """The peer sent something that is not a control message; the session must end."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: Kind
+    number: int = 0
+    text: str = ""
+
+
+def reconnect_delay(attempt: int, draw: float, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds an agent waits before its reconnect ``attempt`` (0 = the first): exponential
+    from ``base`` up to ``cap``, with "equal jitter" (``draw`` uniform in [0, 1)), so agents
+    cut off together do not come back in step, and none retries at once."""
+    delay = min(cap, base * (1 << min(attempt, 32)))
+    return delay / 2 + delay / 2 * draw
+
+
+def encode(message: Message) -> bytes:
+    text = message.text.encode("utf-8")
+    if len(text) > MAX_TEXT:
+        # Cut on a character boundary: messages are for people and logs.
+        text = text[:MAX_TEXT].decode("utf-8", "ignore").encode("utf-8")
+    if not 0 <= message.number <= _MAX_NUMBER:
+        raise ValueError(f"message number out of range: {message.number}")
+    return _HEAD.pack(_HEAD.size - _LENGTH.size + len(text), message.kind, message.number) + text
+
+
+class Decoder:
+    """Turns received bytes into messages, however the stream was cut."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if not _HEAD.size - _LENGTH.size <= length <= _HEAD.size - _LENGTH.size + MAX_TEXT:
+                raise ProtocolError(f"control message of {length} bytes")
+            end = _LENGTH.size + length
+            if len(self._buffer) < end:
+                break
+            _, kind, number = _HEAD.unpack_from(self._buffer)
+            try:
+                text = self._buffer[_HEAD.size : end].decode("utf-8")
+                messages.append(Message(Kind(kind), number, text))
+            except UnicodeDecodeError:
+                raise ProtocolError("control message text is not UTF-8") from None
+            except ValueError:
+                raise ProtocolError(f"unknown control message kind {kind}") from None
+            del self._buffer[:end]
+        return messages
+
+
+_REASONS = {
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    408: b"Request Timeout",
+    409: b"Conflict",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+def answer(status: int, text: str, *, html: bool = False) -> bytes:
+    """A complete response that ends the connection: a page for browsers (``html``, the
+    text being escaped already) or one line of text for agents and scripts."""
+    if html:
+        body = (
+            f"<!doctype html><meta charset=utf-8><title>{status} {text}</title>"
+            f"<h1>{text}</h1><p>phantom relay</p>\n"
+        ).encode()
+        kind = b"text/html; charset=utf-8"
+    else:
+        body = text.encode() + b"\n"
+        kind = b"text/plain; charset=utf-8"
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+            b"Content-Type: %s\r\nContent-Length: %d\r\n" % (kind, len(body)),
+            b"Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            body,
+        )
+    )
+
+
+def switching(*headers: tuple[bytes, bytes]) -> bytes:
+    extra = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "
+        + UPGRADE_TOKEN
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+def upgrade_request(path: bytes, host: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """An agent's handshake: ``GET path`` upgrading to ``phantom-relay/1``."""
+    lines = [b"GET %s HTTP/1.1" % path, b"Host: " + host, b"Connection: Upgrade"]
+    lines.append(b"Upgrade: " + UPGRADE_TOKEN)
+    lines.extend(b"%s: %s" % pair for pair in headers)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The value of the one ``name`` field (lowercase name); None when absent or repeated."""
+    values = [value for field, value in headers if field.lower() == name]
+    return values[0].strip() if len(values) == 1 else None
