@@ -244,18 +244,28 @@ class Agent:
             except (Refusal, OSError, ConnectionError, asyncio.TimeoutError) as exc:
                 log.debug("warm data connection: %s", exc)
                 return  # the session is ending; the next one starts its own
-            await data.wait_readable()  # the first byte of a public connection
-            if data.at_eof:
-                data.close()
-                continue
             try:
-                local = await self._local()
-            except (OSError, asyncio.TimeoutError) as exc:
-                log.warning("cannot connect to %s: %s", self._app, _reason(exc))
-                data.write(protocol.answer(502, f"the app on {self._app} is not reachable"))
-                data.close()
-                continue
-            self._splice(data, local)
+                local = await self._serve_warm(data)
+            except BaseException:
+                data.abort()  # cancelled with the session: nothing was spliced yet
+                raise
+            if local is not None:
+                self._splice(data, local)
+
+    async def _serve_warm(self, data: Endpoint) -> Endpoint | None:
+        """Wait for the relay to use ``data``; then the connection to the local app for it
+        (None when there is none: the public client got a 502 from us)."""
+        await data.wait_readable()  # the first byte of a public connection
+        if data.at_eof:
+            data.close()
+            return None
+        try:
+            return await self._local()
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.warning("cannot connect to %s: %s", self._app, _reason(exc))
+            data.write(protocol.answer(502, f"the app on {self._app} is not reachable"))
+            data.close()
+            return None
 
     @property
     def _app(self) -> str:

@@ -25,6 +25,7 @@ from .registry import Refused, name_from_host
 
 log = logging.getLogger("phantom.relay")
 
+
 class RelayConnection(Endpoint):
     """One accepted connection: a public client, or an agent's control or data connection."""
 
@@ -96,10 +97,10 @@ class RelayConnection(Endpoint):
         scheme, _, token = authorization.partition(b" ")
         name = protocol.header(headers, protocol.NAME_HEADER)
         if scheme.lower() != b"bearer" or not token.strip():
-            self._refuse(401, "missing Authorization: Bearer TOKEN")
+            self._refuse_agent(401, "missing Authorization: Bearer TOKEN")
             return
         if name is None:
-            self._refuse(400, "missing Phantom-Relay-Name")
+            self._refuse_agent(400, "missing Phantom-Relay-Name")
             return
         warm = protocol.header(headers, protocol.WARM_HEADER) or b"0"
         hub = self.server.hub
@@ -121,6 +122,10 @@ class RelayConnection(Endpoint):
         )
         self.server.forget(self)
         hub.attach(session, self.detach(), unread, url)
+
+    def _refuse_agent(self, status: int, reason: str) -> None:
+        log.warning("agent from %s refused: %s", self.peer, reason)
+        self._refuse(status, reason)
 
     def _data(self, headers: list[tuple[bytes, bytes]]) -> None:
         name = protocol.header(headers, protocol.NAME_HEADER) or b""

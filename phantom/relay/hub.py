@@ -219,9 +219,7 @@ class AgentSession:
 class Hub:
     """Every agent session of a relay, by name."""
 
-    def __init__(
-        self, config: RelayConfig, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, config: RelayConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
         self.registry = Registry(
@@ -236,9 +234,7 @@ class Hub:
         suffix = "" if port == default else f":{port}"
         return f"{scheme}://{name}.{self.config.relay_domain}{suffix}"
 
-    def register(
-        self, token: str, name: str, warm: int, peer: str
-    ) -> AgentSession | Refused:
+    def register(self, token: str, name: str, warm: int, peer: str) -> AgentSession | Refused:
         now = self.clock()
         self.registry.forget_expired(now)
         claim = self.registry.claim(token, name.lower(), now)
@@ -250,9 +246,7 @@ class Hub:
         log.info("agent %s registered from %s", claim.name, peer)
         return session
 
-    def attach(
-        self, session: AgentSession, state: DetachedState, unread: bytes, url: str
-    ) -> None:
+    def attach(self, session: AgentSession, state: DetachedState, unread: bytes, url: str) -> None:
         """Drive the upgraded control connection of ``session`` (``unread``: what the agent
         sent after its handshake); tell the agent it is ready."""
         if state.lost or state.eof:

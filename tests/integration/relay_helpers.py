@@ -1,0 +1,100 @@
+"""A relay and its agents in the test's own event loop, on 127.0.0.1 port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from origin import LOCALHOST
+
+from phantom.config import config_from_dict, parse_backend_url
+from phantom.relay.agent import Agent, AgentOptions
+from phantom.relay.front import RelayServer
+
+DOMAIN = "relay.test"
+TOKEN = "alice-token-0123456789"
+BOB_TOKEN = "bob-token-0123456789xx"
+
+
+def host(name: str) -> str:
+    return f"{name}.{DOMAIN}"
+
+
+@asynccontextmanager
+async def running_relay(
+    root: dict[str, Any] | None = None, **relay: Any
+) -> AsyncIterator[RelayServer]:
+    data = {
+        "listen": LOCALHOST,
+        "http_port": 0,
+        **(root or {}),
+        "relay": {
+            "relay_domain": DOMAIN,
+            "tokens": {TOKEN: ["alice-*"], BOB_TOKEN: ["bob", "alice-shared"]},
+            **relay,
+        },
+    }
+    server = RelayServer(config_from_dict(data, environ={}))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+class RunningAgent:
+    def __init__(self, agent: Agent, task: asyncio.Task[None]) -> None:
+        self.agent = agent
+        self.task = task
+        self.urls: list[str] = []
+        self.registered = asyncio.Event()
+
+    def ready(self, url: str) -> None:
+        self.urls.append(url)
+        self.registered.set()
+
+    async def stop(self) -> None:
+        """Ctrl-C: the agent says goodbye."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.agent.close()
+
+
+@asynccontextmanager
+async def running_agent(
+    relay_port: int,
+    app_port: int,
+    name: str = "alice-demo",
+    token: str = TOKEN,
+    *,
+    warm: int = 2,
+    wait: bool = True,
+) -> AsyncIterator[RunningAgent]:
+    options = AgentOptions(
+        relay=parse_backend_url(f"http://{LOCALHOST}:{relay_port}"),
+        name=name,
+        token=token,
+        port=app_port,
+        warm=warm,
+    )
+    holder: list[RunningAgent] = []
+    agent = Agent(options, lambda url: holder[0].ready(url))
+    running = RunningAgent(agent, asyncio.ensure_future(agent.run()))
+    holder.append(running)
+    try:
+        if wait:
+            await asyncio.wait_for(running.registered.wait(), 5)
+        yield running
+    finally:
+        await running.stop()
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll ``predicate()`` until true (the loop keeps running meanwhile)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

@@ -1,0 +1,343 @@
+"""phantom relay and its agents over real loopback sockets, in one event loop: registration,
+control messages, refusals, and public traffic through relay and agent to a local app (HTTP,
+a large streamed body, WebSocket, a custom upgrade, many connections at once). The killed
+agent process is in test_relay_process.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import pytest
+from conftest import RawClient, async_test
+from origin import (
+    LOCALHOST,
+    TestOrigin,
+    UpgradeBackend,
+    WebSocketBackend,
+    echo,
+    payload,
+    unused_port,
+)
+from relay_helpers import BOB_TOKEN, DOMAIN, TOKEN, host, running_agent, running_relay, until
+from websockets.asyncio.client import connect
+
+from phantom.relay import protocol
+from phantom.relay.protocol import Kind, Message
+
+ALICE = host("alice-demo")
+
+
+async def handshake(
+    port: int, path: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[RawClient, int, bytes]:
+    """A raw agent handshake: the client, the answer's status and its head and body."""
+    client = await RawClient.connect(port)
+    await client.send(protocol.upgrade_request(path, DOMAIN.encode(), headers))
+    response = await client.read_response()
+    return client, response.status, response.head + response.body
+
+
+def control_headers(name: str = "alice-demo", token: str = TOKEN) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"Authorization", b"Bearer " + token.encode()),
+        (b"Phantom-Relay-Name", name.encode()),
+    ]
+
+
+async def read_message(client: RawClient, decoder: protocol.Decoder) -> Message:
+    pending: list[Message] = []
+    while not pending:
+        data = await asyncio.wait_for(client.reader.read(4096), 5)
+        assert data, "the relay closed the control connection"
+        pending = decoder.feed(data)
+    assert len(pending) == 1
+    return pending[0]
+
+
+# -- registration and control messages ------------------------------------------------------
+
+
+@async_test()
+async def test_an_agent_registers_and_is_told_its_public_url() -> None:
+    async with running_relay() as relay, TestOrigin() as app:
+        async with running_agent(relay.port or 0, app.port) as agent:
+            assert agent.urls == [f"http://alice-demo.{DOMAIN}:{relay.port}"]
+            assert list(relay.hub.sessions) == ["alice-demo"]
+            # The warm pool fills: the relay holds two idle data connections for it.
+            session = relay.hub.sessions["alice-demo"]
+            await until(lambda: len(session._warm) == 2)
+
+
+@async_test()
+async def test_control_messages_ready_ping_pong_and_two_missed_pings_close() -> None:
+    async with running_relay(relay_ping_interval=0.2) as relay:
+        client, status, head = await handshake(
+            relay.port or 0, protocol.CONTROL_PATH, control_headers()
+        )
+        assert status == 101 and b"Phantom-Relay-Session: " in head
+        decoder = protocol.Decoder()
+        ready = await read_message(client, decoder)
+        assert ready == Message(Kind.READY, 200, f"http://alice-demo.{DOMAIN}:{relay.port}")
+        for _ in range(3):  # answered pings keep the session
+            ping = await read_message(client, decoder)
+            assert ping.kind is Kind.PING
+            await client.send(protocol.encode(Message(Kind.PONG, ping.number)))
+        assert "alice-demo" in relay.hub.sessions
+        started = time.monotonic()
+        assert (await read_message(client, decoder)).kind is Kind.PING  # left unanswered
+        assert (await read_message(client, decoder)).kind is Kind.PING
+        assert await client.is_closed_by_peer(timeout=1.0)
+        assert 0.3 < time.monotonic() - started < 0.8
+        assert "alice-demo" not in relay.hub.sessions
+        await client.close()
+        # The name is kept for the token: public requests get the "agent offline" page.
+        async with await RawClient.connect(relay.port or 0) as public:
+            response = await public.request("GET", "/", host=ALICE)
+        assert response.status == 502 and b"agent offline" in response.body
+
+
+@async_test()
+async def test_garbage_on_the_control_connection_ends_the_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_relay() as relay:
+        client, status, _ = await handshake(
+            relay.port or 0, protocol.CONTROL_PATH, control_headers()
+        )
+        assert status == 101
+        await client.send(b"GET / HTTP/1.1\r\n\r\n")
+        await client.read_until_eof()
+        assert "alice-demo" not in relay.hub.sessions
+        assert "control message of" in caplog.text
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "reason"),
+    [
+        (control_headers(token="wrong-token-0123456789"), 401, "unknown token"),
+        (control_headers(name="bob"), 403, "the token may not claim the name 'bob'"),
+        (control_headers(name="alice_x"), 400, "'alice_x' is not a DNS label"),
+        (control_headers(name="alice-" + "a" * 60), 400, "is not a DNS label"),
+        ([(b"Phantom-Relay-Name", b"alice-x")], 401, "missing Authorization: Bearer TOKEN"),
+        ([(b"Authorization", b"Bearer " + TOKEN.encode())], 400, "missing Phantom-Relay-Name"),
+    ],
+)
+@async_test()
+async def test_refused_registrations_are_answered_and_logged(
+    headers: list[tuple[bytes, bytes]], status: int, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_relay() as relay:
+        client, got, text = await handshake(relay.port or 0, protocol.CONTROL_PATH, headers)
+        await client.close()
+        assert got == status and reason.encode() in text
+        assert "refused" in caplog.text and reason in caplog.text
+        assert not relay.hub.sessions
+
+
+@async_test()
+async def test_a_second_agent_claiming_a_live_name_is_refused_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_relay() as relay, TestOrigin() as app:
+        async with running_agent(relay.port or 0, app.port):
+            client, status, text = await handshake(
+                relay.port or 0, protocol.CONTROL_PATH, control_headers()
+            )
+            await client.close()
+            assert status == 409 and b"in use by another agent" in text
+            assert "refused for name 'alice-demo': the name 'alice-demo' is in use" in caplog.text
+
+
+@async_test()
+async def test_a_name_reserved_for_one_token_is_refused_to_another_through_the_grace() -> None:
+    async with running_relay() as relay:
+        client, status, _ = await handshake(
+            relay.port or 0, protocol.CONTROL_PATH, control_headers("alice-shared")
+        )
+        assert status == 101
+        client.vanish()  # lost, not a goodbye
+        await until(lambda: not relay.hub.sessions)
+        other, status, text = await handshake(
+            relay.port or 0, protocol.CONTROL_PATH, control_headers("alice-shared", BOB_TOKEN)
+        )
+        await other.close()
+        assert status == 409 and b"reserved for another token" in text
+
+
+@async_test()
+async def test_relay_max_agents() -> None:
+    async with running_relay(relay_max_agents=1) as relay, TestOrigin() as app:
+        async with running_agent(relay.port or 0, app.port):
+            client, status, text = await handshake(
+                relay.port or 0, protocol.CONTROL_PATH, control_headers("bob", BOB_TOKEN)
+            )
+            await client.close()
+            assert status == 503 and b"maximum of 1 agents" in text
+
+
+@async_test()
+async def test_a_data_connection_needs_the_session_key(caplog: pytest.LogCaptureFixture) -> None:
+    async with running_relay() as relay, TestOrigin() as app:
+        async with running_agent(relay.port or 0, app.port):
+            headers = [
+                (b"Phantom-Relay-Name", b"alice-demo"),
+                (b"Phantom-Relay-Session", b"guessed"),
+                (b"Phantom-Relay-Connection", b"warm"),
+            ]
+            client, status, _ = await handshake(relay.port or 0, protocol.DATA_PATH, headers)
+            await client.close()
+            assert status == 403 and "unknown session" in caplog.text
+
+
+@async_test()
+async def test_a_goodbye_frees_the_name_at_once() -> None:
+    async with running_relay() as relay, TestOrigin() as app:
+        async with running_agent(relay.port or 0, app.port) as agent:
+            await agent.stop()
+            await until(lambda: not relay.hub.sessions)
+            assert not relay.hub.reserved("alice-demo")
+            async with await RawClient.connect(relay.port or 0) as public:
+                response = await public.request("GET", "/", host=ALICE)
+            assert response.status == 404
+
+
+# -- public traffic ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("warm", [2, 0])
+@async_test()
+async def test_http_keep_alive_through_relay_and_agent(warm: int) -> None:
+    async with running_relay() as relay, TestOrigin({"/echo": echo}) as app:
+        async with running_agent(relay.port or 0, app.port, warm=warm):
+            async with await RawClient.connect(relay.port or 0) as public:
+                first = await public.request("POST", "/echo?a=1", body=b"hello", host=ALICE)
+                second = await public.request("GET", "/echo", host=ALICE)
+            assert (first.status, first.body, first.get("x-echo-target")) == (
+                200,
+                b"hello",
+                "/echo?a=1",
+            )
+            assert second.status == 200 and second.get("x-echo-method") == "GET"
+            assert app.connections_accepted == 1  # one public connection, one app connection
+            assert app.last.get("host") == ALICE  # the request arrives as the browser sent it
+
+
+@async_test(timeout=30)
+async def test_a_large_streamed_body_both_ways() -> None:
+    size = 16 * 1024 * 1024
+    body = payload(size)
+    step = 1024 * 1024
+    async with running_relay() as relay, TestOrigin({"/echo": echo}) as app:
+        async with running_agent(relay.port or 0, app.port):
+            async with await RawClient.connect(relay.port or 0) as public:
+                chunks = [body[i : i + step] for i in range(0, size, step)]
+                response = await public.request("POST", "/echo", chunks=chunks, host=ALICE)
+            assert response.status == 200 and response.complete
+            assert len(response.body) == size
+            assert response.sha256 == hashlib.sha256(body).hexdigest()
+
+
+@async_test()
+async def test_websocket_echo_through_the_relay() -> None:
+    async with running_relay() as relay, WebSocketBackend() as app:
+        async with running_agent(relay.port or 0, app.port):
+            url = f"ws://{ALICE}:{relay.port}/socket"
+            async with connect(url, host=LOCALHOST, port=relay.port) as ws:
+                for message in ("hello", b"\x00\x01binary", "x" * 200_000):
+                    await ws.send(message)
+                    assert await ws.recv() == message
+            assert app.paths == ["/socket"]
+
+
+@async_test()
+async def test_a_custom_upgrade_through_the_relay() -> None:
+    async with running_relay() as relay, UpgradeBackend(greeting=b"hi!") as app:
+        async with running_agent(relay.port or 0, app.port):
+            async with await RawClient.connect(relay.port or 0) as public:
+                await public.send(
+                    b"GET /raw HTTP/1.1\r\nHost: "
+                    + ALICE.encode()
+                    + b"\r\nConnection: Upgrade\r\nUpgrade: my-proto/2\r\n\r\n"
+                )
+                response = await public.read_response()
+                assert response.status == 101 and response.get("upgrade") == "my-proto/2"
+                assert await public.read_exactly(3) == b"hi!"
+                await public.send(b"ping over my-proto")
+                assert await public.read_exactly(18) == b"ping over my-proto"
+
+
+@async_test(timeout=30)
+async def test_100_concurrent_public_connections() -> None:
+    async with running_relay() as relay, TestOrigin({"/echo": echo}) as app:
+        async with running_agent(relay.port or 0, app.port):
+
+            async def one(index: int) -> bytes:
+                async with await RawClient.connect(relay.port or 0) as public:
+                    body = f"request {index}".encode()
+                    response = await public.request("POST", "/echo", body=body, host=ALICE)
+                    assert response.status == 200
+                    return response.body
+
+            bodies = await asyncio.gather(*(one(i) for i in range(100)))
+            assert bodies == [f"request {i}".encode() for i in range(100)]
+            session = relay.hub.sessions["alice-demo"]
+            await until(lambda: session.active == 0 and not relay.tunnels)
+
+
+@async_test()
+async def test_unknown_names_and_the_relay_itself_are_404() -> None:
+    async with running_relay() as relay:
+        for name in (host("nobody"), DOMAIN, "127.0.0.1", host("a.b")):
+            async with await RawClient.connect(relay.port or 0) as public:
+                response = await public.request("GET", "/", host=name)
+            assert response.status == 404 and b"no such agent" in response.body
+
+
+@async_test()
+async def test_the_app_down_is_a_502_from_the_relay_with_the_reason_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_relay() as relay:
+        async with running_agent(relay.port or 0, unused_port(), warm=0):
+            async with await RawClient.connect(relay.port or 0) as public:
+                response = await public.request("GET", "/", host=ALICE)
+            assert response.status == 502
+            assert "cannot connect to 127.0.0.1:" in caplog.text
+
+
+@async_test()
+async def test_the_app_down_behind_a_warm_connection_is_a_502_from_the_agent() -> None:
+    async with running_relay() as relay:
+        async with running_agent(relay.port or 0, unused_port(), warm=1):
+            session = relay.hub.sessions["alice-demo"]
+            await until(lambda: len(session._warm) == 1)
+            async with await RawClient.connect(relay.port or 0) as public:
+                response = await public.request("GET", "/", host=ALICE)
+            assert response.status == 502 and b"is not reachable" in response.body
+
+
+@async_test()
+async def test_per_agent_max_connections(caplog: pytest.LogCaptureFixture) -> None:
+    async with running_relay(max_connections=2) as relay, UpgradeBackend() as app:
+        async with running_agent(relay.port or 0, app.port):
+            held = [await RawClient.connect(relay.port or 0) for _ in range(2)]
+            for client in held:
+                await client.send(
+                    b"GET / HTTP/1.1\r\nHost: "
+                    + ALICE.encode()
+                    + b"\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
+                )
+                assert (await client.read_response()).status == 101
+            async with await RawClient.connect(relay.port or 0) as third:
+                response = await third.request("GET", "/", host=ALICE)
+            assert response.status == 503
+            assert "has 2 connections open" in caplog.text
+            for client in held:
+                await client.close()
+            session = relay.hub.sessions["alice-demo"]
+            await until(lambda: session.active == 0)
+            async with await RawClient.connect(relay.port or 0) as again:
+                assert (await again.request("GET", "/", host=ALICE)).status == 200
