@@ -194,6 +194,14 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
+def _command_line_value(key: str, parse: Callable[[object], Any], value: object) -> Any:
+    """``parse(value)``; its ValueError is a usage error naming the option ``key``."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError("<command line>", key, str(exc)) from None
+
+
 def _reason(exc: OSError) -> str:
     """A short reason: "Address already in use" rather than asyncio's long wrapping."""
     if exc.errno is not None and exc.errno > 0:
@@ -351,14 +359,7 @@ def _serve_workers(config: Config, loader: ConfigLoader, loop_choice: str) -> in
 
 
 def _serve_demo(host: str | None, port: int | None, log_level: str | None, loop: str) -> int:
-    source = "<command line>"
-
-    def option(key: str, parse: Callable[[object], Any], value: object) -> Any:
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise ConfigError(source, key, str(exc)) from None
-
+    option = _command_line_value
     demo_host: str = "127.0.0.1" if host is None else option("--host", parse_host, host)
     demo_port: int | None = None if port is None else option("--port", parse_port, port)
     level: str = "info" if log_level is None else option("--log-level", parse_log_level, log_level)
@@ -379,6 +380,30 @@ def _serve_demo(host: str | None, port: int | None, log_level: str | None, loop:
 
 
 # --------------------------------------------------------------------------- commands
+
+_loop_option = click.option(
+    "--loop",
+    "loop_choice",
+    type=click.Choice(LOOP_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto = uvloop when installed.",
+)
+
+
+def _exit_with(command: Callable[[], int]) -> None:
+    """Run a long-running command's body; its expected failures become one line and an exit
+    code (2 for configuration and usage, the error's own for the others)."""
+    try:
+        code = command()
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    except CLIError as err:
+        _fail(err.message, err.exit_code)
+    except KeyboardInterrupt:
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if code != EXIT_OK:
+        raise SystemExit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -403,14 +428,7 @@ def main() -> None:
 @click.option(
     "--workers", type=int, metavar="N", help="Worker processes sharing the port (`workers`)."
 )
-@click.option(
-    "--loop",
-    "loop_choice",
-    type=click.Choice(LOOP_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Event loop; auto = uvloop when installed.",
-)
+@_loop_option
 @click.option(
     "--demo",
     is_flag=True,
@@ -427,7 +445,8 @@ def serve(
     demo: bool,
 ) -> None:
     """Run the proxy until SIGINT/SIGTERM (a second signal forces the exit)."""
-    try:
+
+    def serving() -> int:
         if demo:
             if config_path is not None or backend is not None:
                 _fail(
@@ -461,14 +480,9 @@ def serve(
                     code = _serve_workers(config, loader, loop_choice)
                 else:
                     code = run(lambda stop: _serve(config, stop, loader), loop_choice)
-    except ConfigError as err:
-        _fail(str(err), EXIT_USAGE)
-    except CLIError as err:
-        _fail(err.message, err.exit_code)
-    except KeyboardInterrupt:
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    if code != EXIT_OK:
-        raise SystemExit(code)
+        return code
+
+    _exit_with(serving)
 
 
 # --------------------------------------------------------------------------- relay
@@ -500,32 +514,20 @@ async def _relay(config: Config, stop: asyncio.Event) -> None:
     metavar="PATH",
     help="Configuration file with a [relay] table.",
 )
-@click.option(
-    "--loop",
-    "loop_choice",
-    type=click.Choice(LOOP_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Event loop; auto = uvloop when installed.",
-)
+@_loop_option
 def relay(config_path: str, loop_choice: str) -> None:
     """Run a public relay that `phantom expose` agents register with (see docs/relay.md)."""
-    try:
+
+    def relaying() -> int:
         config = load_config(config_path)
         if config.relay is None:
             raise ConfigError(
                 config.source, "relay", "missing: `phantom relay` needs a [relay] table"
             )
         _setup_logging(config.log_level)
-        code = run(lambda stop: _relay(config, stop), loop_choice)
-    except ConfigError as err:
-        _fail(str(err), EXIT_USAGE)
-    except CLIError as err:
-        _fail(err.message, err.exit_code)
-    except KeyboardInterrupt:
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    if code != EXIT_OK:
-        raise SystemExit(code)
+        return run(lambda stop: _relay(config, stop), loop_choice)
+
+    _exit_with(relaying)
 
 
 @main.command()
@@ -571,14 +573,7 @@ def relay(config_path: str, loop_choice: str) -> None:
     metavar="LEVEL",
     help="debug, info, warning or error.",
 )
-@click.option(
-    "--loop",
-    "loop_choice",
-    type=click.Choice(LOOP_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Event loop; auto = uvloop when installed.",
-)
+@_loop_option
 def expose(
     port: int,
     relay_url: str,
@@ -593,46 +588,43 @@ def expose(
     """Make the app on local PORT reachable through a relay, until Ctrl-C."""
     from phantom.relay.agent import Agent, AgentOptions, Refusal, relay_tls
 
-    def option(key: str, parse: Callable[[object], Any], value: object) -> Any:
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise ConfigError("<command line>", key, str(exc)) from None
-
-    try:
-        url = option("--relay", parse_backend_url, relay_url)
+    def options() -> AgentOptions:
+        url = _command_line_value("--relay", parse_backend_url, relay_url)
         if url.base_path:
             raise ConfigError(
                 "<command line>", "--relay", "expected no path, just scheme://host[:port]"
             )
-        level = option("--log-level", parse_log_level, log_level)
         try:
             tls = relay_tls(relay_ca) if url.scheme == "https" else None
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError("<command line>", "--relay-ca", f"{relay_ca}: {exc}") from None
-        options = AgentOptions(
+        return AgentOptions(
             relay=url,
             name=name,
             token=token,
             port=port,
-            host=option("--host", parse_host, app_host),
+            host=_command_line_value("--host", parse_host, app_host),
             warm=warm,
             tls=tls,
         )
-    except ConfigError as err:
-        _fail(str(err), EXIT_USAGE)
-    app = f"http://{host_port(options.host, port)}"
-    shown = False
 
-    def ready(public_url: str) -> None:
-        nonlocal shown
-        if not shown:
-            click.echo(f"{public_url} -> {app}")
-            shown = True
-        log.info("registered as %s", public_url)
+    def exposing() -> int:
+        agent_options = options()
+        app = f"http://{host_port(agent_options.host, port)}"
+        registrations = 0
 
-    async def agent_main(stop: asyncio.Event) -> None:
-        agent = Agent(options, ready)
+        def ready(public_url: str) -> None:
+            nonlocal registrations
+            if not registrations:  # stdout says it once; the log says every registration
+                click.echo(f"{public_url} -> {app}")
+            registrations += 1
+            log.info("registered as %s", public_url)
+
+        agent = Agent(agent_options, ready)
+        _setup_logging(_command_line_value("--log-level", parse_log_level, log_level))
+        return run(lambda stop: agent_main(agent, stop), loop_choice)
+
+    async def agent_main(agent: Agent, stop: asyncio.Event) -> None:
         try:
             await _until_stopped(agent.run(), stop)
         except Refusal as exc:
@@ -640,15 +632,7 @@ def expose(
         finally:
             agent.close()
 
-    _setup_logging(level)
-    try:
-        code = run(agent_main, loop_choice)
-    except CLIError as err:
-        _fail(err.message, err.exit_code)
-    except KeyboardInterrupt:
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    if code != EXIT_OK:
-        raise SystemExit(code)
+    _exit_with(exposing)
 
 
 def _config_file_option(help_text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:

@@ -1127,7 +1127,9 @@ def describe(config: Config) -> str:
     source = " ".join(config.source.splitlines())
     lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
     for f in fields(Config):
-        if f.name not in ("servers", "source", "dotenv_vars", "relay"):
+        if f.name not in ("servers", "source", "dotenv_vars") and (
+            f.name != "relay" or config.relay is None  # a relay follows as its own table
+        ):
             lines.append(_describe_field(f.name, getattr(config, f.name)))
     if config.relay is not None:
         lines.append("")

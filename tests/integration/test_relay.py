@@ -10,7 +10,7 @@ import hashlib
 import time
 
 import pytest
-from conftest import RawClient, async_test
+from conftest import RawClient, RawResponse, async_test
 from origin import (
     LOCALHOST,
     TestOrigin,
@@ -56,6 +56,12 @@ async def read_message(client: RawClient, decoder: protocol.Decoder) -> Message:
     return pending[0]
 
 
+async def public_get(port: int | None, name: str = ALICE) -> RawResponse:
+    """``GET /`` on a public connection of its own, for ``name``."""
+    async with await RawClient.connect(port or 0) as public:
+        return await public.request("GET", "/", host=name)
+
+
 # -- registration and control messages ------------------------------------------------------
 
 
@@ -93,8 +99,7 @@ async def test_control_messages_ready_ping_pong_and_two_missed_pings_close() -> 
         assert "alice-demo" not in relay.hub.sessions
         await client.close()
         # The name is kept for the token: public requests get the "agent offline" page.
-        async with await RawClient.connect(relay.port or 0) as public:
-            response = await public.request("GET", "/", host=ALICE)
+        response = await public_get(relay.port, ALICE)
         assert response.status == 502 and b"agent offline" in response.body
 
 
@@ -199,8 +204,7 @@ async def test_a_goodbye_frees_the_name_at_once() -> None:
             await agent.stop()
             await until(lambda: not relay.hub.sessions)
             assert not relay.hub.reserved("alice-demo")
-            async with await RawClient.connect(relay.port or 0) as public:
-                response = await public.request("GET", "/", host=ALICE)
+            response = await public_get(relay.port, ALICE)
             assert response.status == 404
 
 
@@ -291,8 +295,7 @@ async def test_100_concurrent_public_connections() -> None:
 async def test_unknown_names_and_the_relay_itself_are_404() -> None:
     async with running_relay() as relay:
         for name in (host("nobody"), DOMAIN, "127.0.0.1", host("a.b")):
-            async with await RawClient.connect(relay.port or 0) as public:
-                response = await public.request("GET", "/", host=name)
+            response = await public_get(relay.port, name)
             assert response.status == 404 and b"no such agent" in response.body
 
 
@@ -302,8 +305,7 @@ async def test_the_app_down_is_a_502_from_the_relay_with_the_reason_logged(
 ) -> None:
     async with running_relay() as relay:
         async with running_agent(relay.port or 0, unused_port(), warm=0):
-            async with await RawClient.connect(relay.port or 0) as public:
-                response = await public.request("GET", "/", host=ALICE)
+            response = await public_get(relay.port, ALICE)
             assert response.status == 502
             assert "cannot connect to 127.0.0.1:" in caplog.text
 
@@ -314,8 +316,7 @@ async def test_the_app_down_behind_a_warm_connection_is_a_502_from_the_agent() -
         async with running_agent(relay.port or 0, unused_port(), warm=1):
             session = relay.hub.sessions["alice-demo"]
             await until(lambda: len(session._warm) == 1)
-            async with await RawClient.connect(relay.port or 0) as public:
-                response = await public.request("GET", "/", host=ALICE)
+            response = await public_get(relay.port, ALICE)
             assert response.status == 502 and b"is not reachable" in response.body
 
 
@@ -331,8 +332,7 @@ async def test_per_agent_max_connections(caplog: pytest.LogCaptureFixture) -> No
                     + b"\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
                 )
                 assert (await client.read_response()).status == 101
-            async with await RawClient.connect(relay.port or 0) as third:
-                response = await third.request("GET", "/", host=ALICE)
+            response = await public_get(relay.port, ALICE)
             assert response.status == 503
             assert "has 2 connections open" in caplog.text
             for client in held:

@@ -17,7 +17,7 @@ import pytest
 from conftest import RawClient, async_test
 from origin import LOCALHOST, TestOrigin, UpgradeBackend, echo, unused_port
 from relay_helpers import DOMAIN, TOKEN, host
-from test_cli import REPO, child_env
+from test_cli import REPO, assert_one_line_error, child_env, phantom
 
 ALICE = host("alice-demo")
 IDLE_TUNNELS = 200
@@ -159,3 +159,50 @@ async def test_the_relay_s_memory_per_idle_public_tunnel(tmp_path: Path) -> None
     print(f"relay RSS per idle public tunnel: {per_tunnel:.1f} KiB")
     # Two sockets, a Tunnel and its two directions: a few KiB, not a buffer per tunnel.
     assert per_tunnel < 64
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("relay", "--config", "plain.toml"),
+            "plain.toml: relay: missing: `phantom relay` needs a [relay] table",
+        ),
+        (
+            ("serve", "--config", "only-relay.toml"),
+            "only-relay.toml: server: at least one [server.NAME] table is required "
+            "(this file configures a relay: run `phantom relay`)",
+        ),
+        (
+            ("expose", "8000", "--relay", "ftp://r.example", "--name", "a", "--token", TOKEN),
+            "<command line>: --relay: expected http[s]://host[:port][/path], got 'ftp://r.example'",
+        ),
+        (
+            ("expose", "8000", "--relay", "https://r.example/x", "--name", "a", "--token", TOKEN),
+            "<command line>: --relay: expected no path, just scheme://host[:port]",
+        ),
+        (
+            (
+                "expose",
+                "8000",
+                "--relay",
+                "https://r.example",
+                "--name",
+                "a",
+                "--token",
+                TOKEN,
+                "--relay-ca",
+                "missing.pem",
+            ),
+            "<command line>: --relay-ca: missing.pem: [Errno 2] No such file or directory",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line(args: tuple[str, ...], line: str, tmp_path: Path) -> None:
+    (tmp_path / "plain.toml").write_text('[server.app]\nproxy_url = "http://127.0.0.1:1"\n')
+    (tmp_path / "only-relay.toml").write_text(
+        f'[relay]\nrelay_domain = "r.example"\n[relay.tokens]\n"{TOKEN}" = ["a"]\n'
+    )
+    result = phantom(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert_one_line_error(result, line)

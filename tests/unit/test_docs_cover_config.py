@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from phantom.config import Config, ServerConfig, WebhookConfig
+from phantom.config import Config, RelayConfig, ServerConfig, WebhookConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 # Structure and derived values, not TOML keys.
-NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars"}
+NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars", "relay"}
 KEYS = sorted(
-    {f.name for cls in (Config, ServerConfig, WebhookConfig) for f in dataclasses.fields(cls)}
+    {
+        f.name
+        for cls in (Config, ServerConfig, WebhookConfig, RelayConfig)
+        for f in dataclasses.fields(cls)
+    }
     - NOT_KEYS
 )
 
@@ -26,3 +30,4 @@ def test_key_has_a_row(key: str) -> None:
 def test_tables_have_sections() -> None:
     assert "## Servers: `[server.NAME]`" in DOC
     assert "### Webhooks: `[[server.NAME.webhooks]]`" in DOC
+    assert "## Relay: `[relay]`" in DOC
