@@ -158,6 +158,7 @@ class AgentSession:
             raise AgentUnavailable(502, "agent offline")
         number = self._next_id
         self._next_id += 1
+        log.debug("agent %s: no warm data connection: OPEN %d", self.name, number)
         waiter: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
         self._waiting[number] = waiter
         self.link.send(Message(Kind.OPEN, number))
