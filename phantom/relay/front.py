@@ -13,6 +13,7 @@ import time
 
 import h11
 
+from ..clients import Hold, Shares, is_trusted
 from ..config import Config, RelayConfig, host_port
 from ..endpoint import Endpoint, EndpointClosed, ReadTimeout
 from ..handshake import offered
@@ -33,11 +34,16 @@ class RelayConnection(Endpoint):
         super().__init__()
         self.server = server
         self.peer = "-"
+        self.address = ""  # the peer's IP address, for its share of the connections
+        # Its place in its address's share; given back when it turns out to be an agent's.
+        self.hold: Hold | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
-        self.peer = host_port(peer[0], peer[1]) if peer else "-"
+        if peer:
+            self.address = peer[0]
+            self.peer = host_port(peer[0], peer[1])
         self.server.accepted(self)
 
     async def handle(self) -> None:
@@ -113,6 +119,7 @@ class RelayConnection(Endpoint):
         if isinstance(session, Refused):
             self._refuse(session.status, session.reason)
             return
+        self.release_hold()  # an agent's connections are not the public's
         url = self.server.public_url(session.name)
         self.transport.write(
             switching(
@@ -140,6 +147,7 @@ class RelayConnection(Endpoint):
         if problem is not None:
             self._refuse(409, problem)
             return
+        self.release_hold()
         self.server.forget(self)
         self.transport.write(switching())
 
@@ -170,8 +178,13 @@ class RelayConnection(Endpoint):
             self.transport.write(answer(status, title, html=True))
             self.close()
 
+    def release_hold(self) -> None:
+        if self.hold is not None:
+            self.hold.release()
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.release_hold()
         self.server.forget(self)
 
 
@@ -187,6 +200,7 @@ class RelayServer:
         self._tls = listener_context(config)
         self._servers: list[asyncio.Server] = []
         self._handlers: dict[RelayConnection, asyncio.Task[None]] = {}
+        self._shares = Shares()  # max_connections_per_client
         self.tunnels: set[Tunnel] = set()
         self.port: int | None = None
         self.https_port: int | None = None
@@ -227,11 +241,24 @@ class RelayServer:
         return self.hub.public_url(name, "http", self.port)
 
     def accepted(self, conn: RelayConnection) -> None:
-        limit = self.config.max_connections
+        config = self.config
+        limit = config.max_connections
         if limit and len(self._handlers) + len(self.tunnels) >= limit:
             log.warning("%s: %d connections open: refused", conn.peer, limit)
             conn.abort()
             return
+        if not is_trusted(conn.address, config.trusted_proxies):
+            conn.hold = self._shares.take(conn.address, config.max_connections_per_client)
+            if conn.hold is None:
+                log.warning(
+                    "%s: %d connections from %s open: refused",
+                    conn.peer,
+                    config.max_connections_per_client,
+                    conn.address,
+                )
+                conn.transport.write(answer(503, "too many connections from your address"))
+                conn.close()
+                return
         self._handlers[conn] = asyncio.ensure_future(self._handle(conn))
 
     async def _handle(self, conn: RelayConnection) -> None:
@@ -254,6 +281,7 @@ class RelayServer:
 
         def closed(tunnel: Tunnel) -> None:
             self.tunnels.discard(tunnel)
+            client.release_hold()
             session.done()
 
         tunnel = Tunnel(

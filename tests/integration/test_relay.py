@@ -341,3 +341,23 @@ async def test_per_agent_max_connections(caplog: pytest.LogCaptureFixture) -> No
             await until(lambda: session.active == 0)
             async with await RawClient.connect(relay.port or 0) as again:
                 assert (await again.request("GET", "/", host=ALICE)).status == 200
+
+
+@async_test()
+async def test_max_connections_per_client_counts_public_connections_not_the_agent_s() -> None:
+    async with running_relay({"max_connections_per_client": 2}) as relay, UpgradeBackend() as app:
+        # Control plus two warm data connections from 127.0.0.1: more than 2, all taken.
+        async with running_agent(relay.port or 0, app.port, warm=2):
+            session = relay.hub.sessions["alice-demo"]
+            await until(lambda: len(session._warm) == 2)
+            held = [await RawClient.connect(relay.port or 0, source="127.0.0.2") for _ in range(2)]
+            async with await RawClient.connect(relay.port or 0, source="127.0.0.2") as third:
+                response = await third.request("GET", "/", host=ALICE)
+                assert response.status == 503 and b"too many connections" in response.body
+            async with await RawClient.connect(relay.port or 0, source="127.0.0.3") as other:
+                assert (await other.request("GET", "/", host=ALICE)).status == 200
+            await held[0].request("GET", "/", host=ALICE)  # spliced: still holds its place
+            await held[1].close()
+            await until(lambda: relay._shares.held("127.0.0.2") == 1)
+            await held[0].close()
+            await until(lambda: relay._shares.held("127.0.0.2") == 0)
