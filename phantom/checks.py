@@ -34,6 +34,11 @@ def risky_settings(config: Config) -> list[str]:
             f"control_listen: the control API listens on {config.control_listen} without "
             "control_auth: anyone who can reach it can flush the cache"
         )
+    if config.relay is not None and config.https_port is None and not _is_loopback(config.listen):
+        warnings.append(
+            f"https_port: the relay listens on {config.listen} without TLS: agents send their "
+            "token, and public clients their traffic, in clear text"
+        )
     for server in config.servers:
         caching = min(server.cache_max_entries, server.cache_max_bytes) > 0
         several_hosts = len(server.hosts) > 1 or any(h.startswith("*.") for h in server.hosts)

@@ -13,6 +13,7 @@ import time
 
 import h11
 
+from ..checks import risky_settings
 from ..clients import Hold, Shares, is_trusted
 from ..config import Config, RelayConfig, host_port
 from ..endpoint import Endpoint, EndpointClosed, ReadTimeout
@@ -224,6 +225,8 @@ class RelayServer:
             )
             self._servers.append(tls_server)
             self.https_port = tls_server.sockets[0].getsockname()[1]
+        for warning in risky_settings(config):
+            log.warning("%s", warning)
         log.info(
             "relay for *.%s listening on %s",
             self.relay.relay_domain,

@@ -361,3 +361,19 @@ async def test_max_connections_per_client_counts_public_connections_not_the_agen
             await until(lambda: relay._shares.held("127.0.0.2") == 1)
             await held[0].close()
             await until(lambda: relay._shares.held("127.0.0.2") == 0)
+
+
+@async_test()
+async def test_the_agent_comes_back_by_itself_after_a_relay_restart() -> None:
+    port = unused_port()
+    async with TestOrigin({"/echo": echo}) as app:
+        async with running_relay({"http_port": port}) as relay:
+            async with running_agent(port, app.port) as agent:
+                await relay.close()  # tells the agent CLOSE
+                agent.registered.clear()
+                async with running_relay({"http_port": port}) as again:
+                    await asyncio.wait_for(agent.registered.wait(), 5)
+                    assert list(again.hub.sessions) == ["alice-demo"]
+                    async with await RawClient.connect(port) as public:
+                        response = await public.request("GET", "/echo", host=ALICE)
+                    assert response.status == 200

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from phantom.checks import risky_settings
 from phantom.config import RelayConfig, config_from_dict, describe, load_config
 from phantom.errors import ConfigError
 
@@ -113,3 +114,19 @@ def test_a_relay_file_may_also_have_servers(tmp_path: Path) -> None:
 
 def test_without_a_relay_table_servers_are_still_required() -> None:
     assert "at least one [server.NAME] table is required" in error_of({})
+
+
+@pytest.mark.parametrize(
+    ("root", "risky"),
+    [
+        ({"listen": "0.0.0.0"}, True),
+        ({"listen": "relay.example.com"}, True),
+        ({"listen": "127.0.0.1"}, False),
+        ({"listen": "0.0.0.0", "https_port": 443, "cert_path": "c", "key_path": "k"}, False),
+    ],
+)
+def test_a_public_relay_without_tls_is_warned_about(root: dict[str, Any], risky: bool) -> None:
+    warnings = risky_settings(config_from_dict({**root, **relay()}, environ={}))
+    assert bool(warnings) == risky
+    if risky:
+        assert warnings[0].startswith("https_port: the relay listens on")
