@@ -489,7 +489,7 @@ def serve(
 
 
 async def _relay(config: Config, stop: asyncio.Event) -> None:
-    from phantom.relay.front import RelayServer
+    from phantom.agents.front import RelayServer
 
     server = RelayServer(config)
     try:
@@ -586,7 +586,7 @@ def expose(
     loop_choice: str,
 ) -> None:
     """Make the app on local PORT reachable through a relay, until Ctrl-C."""
-    from phantom.relay.agent import Agent, AgentOptions, Refusal, relay_tls
+    from phantom.agents.agent import Agent, AgentOptions, Refusal, relay_tls
 
     def options() -> AgentOptions:
         url = _command_line_value("--relay", parse_backend_url, relay_url)

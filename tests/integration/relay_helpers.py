@@ -10,9 +10,9 @@ from typing import Any
 
 from origin import LOCALHOST
 
+from phantom.agents.agent import Agent, AgentOptions
+from phantom.agents.front import RelayServer
 from phantom.config import config_from_dict, parse_backend_url
-from phantom.relay.agent import Agent, AgentOptions
-from phantom.relay.front import RelayServer
 
 DOMAIN = "relay.test"
 TOKEN = "alice-token-0123456789"

@@ -23,8 +23,8 @@ from origin import (
 from relay_helpers import BOB_TOKEN, DOMAIN, TOKEN, host, running_agent, running_relay, until
 from websockets.asyncio.client import connect
 
-from phantom.relay import protocol
-from phantom.relay.protocol import Kind, Message
+from phantom.agents import protocol
+from phantom.agents.protocol import Kind, Message
 
 ALICE = host("alice-demo")
 

@@ -1,4 +1,4 @@
-"""The relay's wire format (phantom.relay.protocol): control messages cut anywhere, oversized or
+"""The relay's wire format (phantom.agents.protocol): control messages cut anywhere, oversized or
 unknown ones refused, the handshakes' bytes, the agents' reconnect delays."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import struct
 import h11
 import pytest
 
-from phantom.relay import protocol
-from phantom.relay.protocol import Decoder, Kind, Message, ProtocolError, encode
+from phantom.agents import protocol
+from phantom.agents.protocol import Decoder, Kind, Message, ProtocolError, encode
 
 MESSAGES = [
     Message(Kind.OPEN, 7),

@@ -1,10 +1,10 @@
-"""Names, tokens and reservations of a relay (phantom.relay.registry), with a fake clock."""
+"""Names, tokens and reservations of a relay (phantom.agents.registry), with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from phantom.relay.registry import Claim, Refused, Registry, TokenRules, is_name, name_from_host
+from phantom.agents.registry import Claim, Refused, Registry, TokenRules, is_name, name_from_host
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789xx"

@@ -1,5 +1,6 @@
-"""The relay: expose an app on a laptop through a public phantom (``phantom relay`` and
-``phantom expose``).
+"""Agents behind a relay: expose an app on a laptop through a public phantom (``phantom relay``
+and ``phantom expose``). (Not to be confused with :mod:`phantom.relay`, which relays a backend's
+answer to a client.)
 
 An agent (``phantom expose``) holds one control connection to the relay, an HTTP/1.1 upgrade to
 ``phantom-relay/1`` that carries small control messages only. Each public connection gets its

@@ -40,8 +40,6 @@ NAME_HEADER: Final = b"phantom-relay-name"
 SESSION_HEADER: Final = b"phantom-relay-session"
 CONNECTION_HEADER: Final = b"phantom-relay-connection"
 WARM_HEADER: Final = b"phantom-relay-warm"
-CACHE_HEADER: Final = b"phantom-relay-cache"
-URL_HEADER: Final = b"phantom-relay-url"
 WARM: Final = b"warm"  # Phantom-Relay-Connection of a pooled data connection
 
 # Control messages are small by design: a longer text is a protocol error, not a buffer.
