@@ -198,6 +198,20 @@ class Endpoint(asyncio.Protocol):
             self.transport.resume_reading()
         return state
 
+    def adopt(self, state: DetachedState) -> None:
+        """Become the protocol of a transport another endpoint detached, taking over its
+        unread bytes and what had happened to it (EOF, loss, a full write buffer)."""
+        state.transport.set_protocol(self)
+        self.connection_made(state.transport)
+        if state.unread:
+            self.data_received(state.unread)
+        if state.write_paused:
+            self.pause_writing()
+        if state.lost:
+            self.connection_lost(None)
+        elif state.eof:
+            self.eof_received()
+
 
 def can_half_close(transport: asyncio.BaseTransport) -> bool:
     """False for TLS transports: after the peer's close_notify they close both ways."""

@@ -144,13 +144,14 @@ class RelayConnection(Endpoint):
             log.warning("data connection from %s refused: unknown session", self.peer)
             self._refuse(403, "unknown session")
             return
-        problem = session.data_arrived(self, which)
+        problem = session.refusal(which)
         if problem is not None:
             self._refuse(409, problem)
             return
         self.release_hold()
         self.server.forget(self)
         self.transport.write(switching())
+        session.take_data(self.detach(), which)
 
     # -- the public side ---------------------------------------------------------------------
 

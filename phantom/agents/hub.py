@@ -177,22 +177,27 @@ class AgentSession:
 
     # -- the agent side ----------------------------------------------------------------------
 
-    def data_arrived(self, conn: Endpoint, which: bytes) -> str | None:
-        """A data connection's handshake named this session: take it, or say why not."""
+    def refusal(self, which: bytes) -> str | None:
+        """Why a data connection naming ``which`` (an OPEN's id, or ``warm``) is not wanted,
+        or None when it is."""
         if which == protocol.WARM:
             if len(self._warm) >= self.warm_wanted:
                 return f"already {self.warm_wanted} warm connections"
-            self._warm.append(conn)
             return None
-        try:
-            number = int(which)
-        except ValueError:
-            return "bad connection id"
-        waiter = self._waiting.get(number)
+        waiter = self._waiting.get(int(which)) if which.isdigit() else None
         if waiter is None or waiter.done():
-            return f"no public connection {number} is waiting"
-        waiter.set_result(conn)
+            return f"no public connection {which.decode('latin-1')!r} is waiting"
         return None
+
+    def take_data(self, state: DetachedState, which: bytes) -> None:
+        """The data connection ``refusal`` just accepted, upgraded: park it in the pool or
+        give it to the public connection waiting for it."""
+        conn = Endpoint()
+        conn.adopt(state)
+        if which == protocol.WARM:
+            self._warm.append(conn)
+        else:
+            self._waiting[int(which)].set_result(conn)
 
     def open_failed(self, number: int, reason: str) -> None:
         waiter = self._waiting.get(number)
