@@ -21,7 +21,7 @@ from ..handshake import offered
 from ..tls import listener_context
 from ..tunnel import Tunnel
 from . import protocol
-from .hub import AgentSession, AgentUnavailable, Hub
+from .hub import AgentUnavailable, Hub
 from .protocol import answer, switching
 from .registry import Refused, name_from_host
 
@@ -168,12 +168,17 @@ class RelayConnection(Endpoint):
                 self._page(404, "no such agent")
             return
         try:
-            conn = await session.open(self.server.config.backend_connect_timeout)
+            agent_hold = hub.take_connection(session.name)
+            try:
+                conn = await session.open(self.server.config.backend_connect_timeout)
+            except BaseException:
+                agent_hold.release()
+                raise
         except AgentUnavailable as exc:
             log.warning("%s: agent %s: %s: %d", self.peer, name, exc.reason, exc.status)
             self._page(exc.status, "agent offline" if exc.status == 502 else "agent busy")
             return
-        self.server.splice(self, raw, conn, session)
+        self.server.splice(self, raw, conn, session.name, agent_hold)
 
     def _page(self, status: int, title: str) -> None:
         if not self.is_lost:
@@ -276,7 +281,7 @@ class RelayServer:
         self._handlers.pop(conn, None)
 
     def splice(
-        self, client: RelayConnection, head: bytes, data: Endpoint, session: AgentSession
+        self, client: RelayConnection, head: bytes, data: Endpoint, name: str, agent_hold: Hold
     ) -> None:
         client.put_back(head)
         self.forget(client)
@@ -286,12 +291,12 @@ class RelayServer:
         def closed(tunnel: Tunnel) -> None:
             self.tunnels.discard(tunnel)
             client.release_hold()
-            session.done()
+            agent_hold.release()
 
         tunnel = Tunnel(
             client_state,
             data_state,
-            label=f"{client.peer} -> agent {session.name}",
+            label=f"{client.peer} -> agent {name}",
             on_close=closed,
             idle_timeout=self.config.tunnel_idle_timeout,
         )

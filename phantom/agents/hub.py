@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..clients import Hold, Shares
 from ..config import RelayConfig
 from ..endpoint import DetachedState, Endpoint
 from . import protocol
@@ -124,7 +125,6 @@ class AgentSession:
         self.warm_wanted = warm
         self.goodbye = False
         self.link: ControlLink | None = None
-        self.active = 0  # public connections spliced to this agent now
         self._warm: deque[Endpoint] = deque()
         self._waiting: dict[int, asyncio.Future[Endpoint]] = {}
         self._next_id = 1
@@ -133,15 +133,11 @@ class AgentSession:
     # -- the public side ---------------------------------------------------------------------
 
     async def open(self, timeout: float) -> Endpoint:
-        """A data connection for one public connection (counted in ``active`` until ``done``
-        is called). Raises AgentUnavailable."""
-        limit = self.hub.config.max_connections
-        if limit and self.active + len(self._waiting) >= limit:
-            raise AgentUnavailable(503, f"agent {self.name} has {limit} connections open")
+        """A data connection from this agent, for one public connection: a warm one, or one
+        dialled on request. Raises AgentUnavailable."""
         conn = self._take_warm()
         if conn is None:
             conn = await self._dial(timeout)
-        self.active += 1
         return conn
 
     def _take_warm(self) -> Endpoint | None:
@@ -170,10 +166,6 @@ class AgentSession:
             ) from None
         finally:
             del self._waiting[number]
-
-    def done(self) -> None:
-        """A public connection opened with ``open`` has ended."""
-        self.active -= 1
 
     # -- the agent side ----------------------------------------------------------------------
 
@@ -234,6 +226,8 @@ class Hub:
             max_agents=config.relay_max_agents,
         )
         self.sessions: dict[str, AgentSession] = {}
+        # The public connections each agent serves, by name (its max_connections).
+        self.connections = Shares()
 
     def public_url(self, name: str, scheme: str, port: int) -> str:
         default = {"http": 80, "https": 443}[scheme]
@@ -280,6 +274,15 @@ class Hub:
 
     def lookup(self, name: str) -> AgentSession | None:
         return self.sessions.get(name)
+
+    def take_connection(self, name: str) -> Hold:
+        """A place among the public connections of agent ``name`` (given back when the public
+        connection ends). Raises AgentUnavailable (503) when it serves ``max_connections``."""
+        limit = self.config.max_connections
+        hold = self.connections.take(name, limit)
+        if hold is None:
+            raise AgentUnavailable(503, f"agent {name} has {limit} connections open")
+        return hold
 
     def reserved(self, name: str) -> bool:
         """Whether ``name`` is held for an agent that is gone (within its grace period)."""
