@@ -198,24 +198,26 @@ class Endpoint(asyncio.Protocol):
             self.transport.resume_reading()
         return state
 
-    def adopt(self, state: DetachedState) -> None:
-        """Become the protocol of a transport another endpoint detached, taking over its
-        unread bytes and what had happened to it (EOF, loss, a full write buffer)."""
-        state.transport.set_protocol(self)
-        self.connection_made(state.transport)
-        if state.unread:
-            self.data_received(state.unread)
-        if state.write_paused:
-            self.pause_writing()
-        if state.lost:
-            self.connection_lost(None)
-        elif state.eof:
-            self.eof_received()
-
 
 def can_half_close(transport: asyncio.BaseTransport) -> bool:
     """False for TLS transports: after the peer's close_notify they close both ways."""
     return transport.get_extra_info("sslcontext") is None
+
+
+def hand_over(state: DetachedState, protocol: asyncio.Protocol) -> None:
+    """Make ``protocol`` the protocol of a detached transport, giving it the unread bytes and
+    what had happened to the transport meanwhile (a full write buffer, EOF, loss)."""
+    state.transport.set_protocol(protocol)
+    protocol.connection_made(state.transport)
+    if state.unread:
+        protocol.data_received(state.unread)
+    if state.write_paused:
+        protocol.pause_writing()
+    if state.lost:
+        # Gone before the switch: its connection_lost went to the old protocol.
+        protocol.connection_lost(None)
+    elif state.eof:
+        protocol.eof_received()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .endpoint import DetachedState, can_half_close
+from .endpoint import DetachedState, can_half_close, hand_over
 
 log = logging.getLogger("phantom.tunnel")
 
@@ -124,8 +124,9 @@ class Tunnel:
         """Take over both transports (the states given to the constructor). Separate from
         construction so the owner registers the tunnel first: a leg already gone closes it
         right here, and that must be seen."""
-        self._start(self.upstream, client)
-        self._start(self.downstream, backend)
+        # A full write buffer on one side holds the other direction's reads (pause_writing).
+        hand_over(client, self.upstream)
+        hand_over(backend, self.downstream)
         for transport in (client.transport, backend.transport):
             enable_tcp_keepalive(transport)
         if self._idle_timeout > 0 and not self.closed:
@@ -147,19 +148,6 @@ class Tunnel:
             self.close()
             return
         self._schedule_idle_check()
-
-    def _start(self, direction: _Direction, state: DetachedState) -> None:
-        direction.source.set_protocol(direction)
-        if state.unread:
-            direction.data_received(state.unread)
-        if state.write_paused:
-            # The source's own write buffer is full: hold the other direction's reads.
-            direction.pause_writing()
-        if state.lost:
-            # Gone before the switch: its connection_lost went to the old protocol.
-            direction.connection_lost(None)
-        elif state.eof:
-            direction.eof_received()
 
     @property
     def client_to_backend(self) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from ..clients import Hold, Shares
 from ..config import RelayConfig
-from ..endpoint import DetachedState, Endpoint
+from ..endpoint import DetachedState, Endpoint, hand_over
 from . import protocol
 from .protocol import Kind, Message
 from .registry import Claim, Refused, Registry, TokenRules
@@ -185,7 +185,7 @@ class AgentSession:
         """The data connection ``refusal`` just accepted, upgraded: park it in the pool or
         give it to the public connection waiting for it."""
         conn = Endpoint()
-        conn.adopt(state)
+        hand_over(state, conn)
         if which == protocol.WARM:
             self._warm.append(conn)
         else:

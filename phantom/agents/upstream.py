@@ -10,6 +10,7 @@ the cache, the access log, metrics, limits) serves an agent's name as it serves 
 from __future__ import annotations
 
 from ..config import BackendURL
+from ..endpoint import hand_over
 from ..errors import BackendError, BackendTimeout
 from ..upstream import Upstream, UpstreamConnection
 from .hub import AgentSession, AgentUnavailable
@@ -32,5 +33,5 @@ class AgentUpstream(Upstream):
                 raise BackendTimeout(exc.reason) from None
             raise BackendError(exc.reason, "unreachable") from None
         conn = UpstreamConnection(self)
-        conn.adopt(data.detach())
+        hand_over(data.detach(), conn)
         return conn
