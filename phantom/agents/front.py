@@ -168,17 +168,12 @@ class RelayConnection(Endpoint):
                 self._page(404, "no such agent")
             return
         try:
-            agent_hold = hub.take_connection(session.name)
-            try:
-                conn = await session.open(self.server.config.backend_connect_timeout)
-            except BaseException:
-                agent_hold.release()
-                raise
+            conn = await session.open(self.server.config.backend_connect_timeout)
         except AgentUnavailable as exc:
             log.warning("%s: agent %s: %s: %d", self.peer, name, exc.reason, exc.status)
             self._page(exc.status, "agent offline" if exc.status == 502 else "agent busy")
             return
-        self.server.splice(self, raw, conn, session.name, agent_hold)
+        self.server.splice(self, raw, conn, session.name)
 
     def _page(self, status: int, title: str) -> None:
         if not self.is_lost:
@@ -280,9 +275,7 @@ class RelayServer:
         """``conn`` is no longer a connection being answered (spliced, upgraded or gone)."""
         self._handlers.pop(conn, None)
 
-    def splice(
-        self, client: RelayConnection, head: bytes, data: Endpoint, name: str, agent_hold: Hold
-    ) -> None:
+    def splice(self, client: RelayConnection, head: bytes, data: Endpoint, name: str) -> None:
         client.put_back(head)
         self.forget(client)
         client_state = client.detach()
@@ -291,7 +284,6 @@ class RelayServer:
         def closed(tunnel: Tunnel) -> None:
             self.tunnels.discard(tunnel)
             client.release_hold()
-            agent_hold.release()
 
         tunnel = Tunnel(
             client_state,

@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..clients import Hold, Shares
 from ..config import RelayConfig
 from ..endpoint import DetachedState, Endpoint, hand_over
 from . import protocol
@@ -126,6 +125,9 @@ class AgentSession:
         self.goodbye = False
         self.link: ControlLink | None = None
         self._warm: deque[Endpoint] = deque()
+        # The transports of the data connections handed out, until they close (whoever owns
+        # them then: a tunnel, the upstream pool): what max_connections counts.
+        self._out: list[asyncio.BaseTransport] = []
         self._waiting: dict[int, asyncio.Future[Endpoint]] = {}
         self._next_id = 1
         self.alive = True
@@ -133,11 +135,16 @@ class AgentSession:
     # -- the public side ---------------------------------------------------------------------
 
     async def open(self, timeout: float) -> Endpoint:
-        """A data connection from this agent, for one public connection: a warm one, or one
-        dialled on request. Raises AgentUnavailable."""
+        """A data connection from this agent: a warm one, or one dialled on request. Raises
+        AgentUnavailable: 503 when it has ``max_connections`` open (or being dialled)."""
+        limit = self.hub.config.max_connections
+        self._out = [transport for transport in self._out if not transport.is_closing()]
+        if limit and len(self._out) + len(self._waiting) >= limit:
+            raise AgentUnavailable(503, f"agent {self.name} has {limit} connections open")
         conn = self._take_warm()
         if conn is None:
             conn = await self._dial(timeout)
+        self._out.append(conn.transport)
         return conn
 
     def _take_warm(self) -> Endpoint | None:
@@ -226,8 +233,6 @@ class Hub:
             max_agents=config.relay_max_agents,
         )
         self.sessions: dict[str, AgentSession] = {}
-        # The public connections each agent serves, by name (its max_connections).
-        self.connections = Shares()
 
     def public_url(self, name: str, scheme: str, port: int) -> str:
         default = {"http": 80, "https": 443}[scheme]
@@ -274,15 +279,6 @@ class Hub:
 
     def lookup(self, name: str) -> AgentSession | None:
         return self.sessions.get(name)
-
-    def take_connection(self, name: str) -> Hold:
-        """A place among the public connections of agent ``name`` (given back when the public
-        connection ends). Raises AgentUnavailable (503) when it serves ``max_connections``."""
-        limit = self.config.max_connections
-        hold = self.connections.take(name, limit)
-        if hold is None:
-            raise AgentUnavailable(503, f"agent {name} has {limit} connections open")
-        return hold
 
     def reserved(self, name: str) -> bool:
         """Whether ``name`` is held for an agent that is gone (within its grace period)."""
