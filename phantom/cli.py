@@ -500,8 +500,11 @@ async def _relay(config: Config, stop: asyncio.Event) -> None:
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}", EXIT_RUNTIME) from None
     try:
         await stop.wait()
-    finally:
+        await server.close()  # graceful: public requests drain as in `phantom serve`
+    except asyncio.CancelledError:
+        server.proxy.hurry()  # a second signal: what is left is closed at once
         await server.close()
+        raise
     log.info("relay stopped")
 
 
@@ -551,6 +554,11 @@ def relay(config_path: str, loop_choice: str) -> None:
     "--relay-ca", metavar="PATH", help="Also trust this CA (PEM) for the relay's certificate."
 )
 @click.option(
+    "--cache",
+    is_flag=True,
+    help="Let the relay cache the app's answers (as their Cache-Control allows).",
+)
+@click.option(
     "--warm",
     type=click.IntRange(0, 16),
     default=2,
@@ -580,6 +588,7 @@ def expose(
     name: str,
     token: str,
     relay_ca: str | None,
+    cache: bool,
     warm: int,
     app_host: str,
     log_level: str,
@@ -605,6 +614,7 @@ def expose(
             port=port,
             host=_command_line_value("--host", parse_host, app_host),
             warm=warm,
+            cache=cache,
             tls=tls,
         )
 

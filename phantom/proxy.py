@@ -10,7 +10,7 @@ import resource
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from .access_log import AccessLog
 from .cache.policy import KeyFunction
@@ -31,6 +31,36 @@ log = logging.getLogger("phantom")
 
 #: Re-reads the configuration for a reload; raises ConfigError when the new one is invalid.
 ConfigLoader = Callable[[], Config]
+
+
+class Frontend(Protocol):
+    """What an accepted connection is before it is phantom's: the default makes each one a
+    :class:`ClientConnection` at once; ``phantom relay`` first tells agents from the public."""
+
+    def connection(self, tls: bool) -> asyncio.Protocol:
+        """The protocol of a connection just accepted (``tls``: on the HTTPS listener)."""
+        ...
+
+    def close(self) -> None:
+        """The proxy has stopped (after the drain)."""
+        ...
+
+
+#: Makes the proxy's frontend, given the context its connections share.
+FrontendFactory = Callable[[ProxyContext], Frontend]
+
+
+class _Clients:
+    """The default frontend: every accepted connection is a client connection."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+
+    def connection(self, tls: bool) -> asyncio.Protocol:
+        return ClientConnection(self.ctx, tls=tls)
+
+    def close(self) -> None:
+        pass
 
 # During a graceful shutdown a tunnel that moves no byte for this long is closed. phantom can't
 # see a WebSocket's messages, so a pause is the only sign that none is half-way through; and a
@@ -62,6 +92,7 @@ class Proxy:
         config: Config,
         cache_key: KeyFunction | None = None,
         loader: ConfigLoader | None = None,
+        frontend: FrontendFactory = _Clients,
     ) -> None:
         self.config = config
         self._loader = loader
@@ -69,6 +100,7 @@ class Proxy:
         # TLS files are read here, so a bad one fails before anything is bound.
         self._tls = listener_context(config)
         self._ctx = ProxyContext.build(config, cache_key)
+        self._frontend = frontend(self._ctx)
         self.cache = CacheGroup(self._ctx.sites)
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
@@ -112,13 +144,13 @@ class Proxy:
         if self._server is not None:
             raise RuntimeError("proxy already started")
         loop = asyncio.get_running_loop()
-        ctx = self._ctx
+        front = self._frontend
         await self._launch()
         try:
             await self._pre_generate()
             self._closed = asyncio.Event()
             self._server = await loop.create_server(
-                lambda: ClientConnection(ctx),
+                lambda: front.connection(False),
                 self.config.listen,
                 self.config.http_port,
                 reuse_address=True,
@@ -131,7 +163,7 @@ class Proxy:
             if self._tls is not None:
                 assert self.config.https_port is not None
                 self._tls_server = await loop.create_server(
-                    lambda: ClientConnection(ctx, tls=True),
+                    lambda: front.connection(True),
                     self.config.listen,
                     self.config.https_port,
                     ssl=self._tls,
@@ -315,6 +347,7 @@ class Proxy:
         await server.wait_closed()
         if self._tls_server is not None:
             await self._tls_server.wait_closed()
+        self._frontend.close()
         # Last: the backends phantom started served the requests drained above.
         await self._stop_launchers()
         assert self._closed is not None

@@ -54,6 +54,7 @@ class AgentOptions:
     port: int  # the local app's
     host: str = "127.0.0.1"
     warm: int = 2
+    cache: bool = False  # the relay caches the app's answers (as their Cache-Control allows)
     tls: ssl.SSLContext | None = None  # for an https:// relay
 
 
@@ -153,6 +154,7 @@ class Agent:
                 (b"Authorization", b"Bearer " + options.token.encode()),
                 (b"Phantom-Relay-Name", options.name.encode()),
                 (b"Phantom-Relay-Warm", str(options.warm).encode()),
+                (b"Phantom-Relay-Cache", b"on" if options.cache else b"off"),
             ],
         )
         key = protocol.header(headers, protocol.SESSION_HEADER)

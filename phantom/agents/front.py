@@ -1,8 +1,11 @@
-"""The relay's listener: agents' handshakes, and public connections routed by ``Host``.
+"""The relay's frontend: agents' handshakes, and public connections handed to phantom.
 
-A public connection is routed by its first request's ``Host`` (``NAME.relay_domain``) and then
-spliced, whole, to a data connection from that agent: keep-alive, pipelining, chunked bodies
-and upgrades (WebSocket, HMR) pass unchanged, and after that first head nothing is parsed.
+Every connection the relay accepts starts here. Its first request head says what it is: an
+agent's control or data connection (an upgrade to ``phantom-relay/1`` at one of the protocol's
+paths), taken over by the :class:`~.hub.Hub`; or a public client, whose ``Host`` names an agent
+(``NAME.relay_domain``). A public connection becomes an ordinary phantom client connection,
+head included, pinned to that agent's site: routing, stages, the cache, the access log,
+metrics and limits all apply, and the agent's data connections are the site's backend.
 """
 
 from __future__ import annotations
@@ -13,42 +16,49 @@ import time
 
 import h11
 
-from ..checks import risky_settings
-from ..clients import Hold, Shares, is_trusted
-from ..config import Config, RelayConfig, host_port
-from ..endpoint import Endpoint, EndpointClosed, ReadTimeout
+from ..clients import Hold, is_trusted
+from ..config import Config, host_port
+from ..connection import ClientConnection
+from ..context import ProxyContext
+from ..endpoint import Endpoint, EndpointClosed, ReadTimeout, hand_over
 from ..handshake import offered
-from ..tls import listener_context
-from ..tunnel import Tunnel
+from ..proxy import Proxy
 from . import protocol
-from .hub import AgentUnavailable, Hub
+from .hub import Hub
 from .protocol import answer, switching
 from .registry import Refused, name_from_host
+from .sites import AgentSites
 
 log = logging.getLogger("phantom.relay")
 
 
 class RelayConnection(Endpoint):
-    """One accepted connection: a public client, or an agent's control or data connection."""
+    """One accepted connection until its first head says whose it is."""
 
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, front: RelayFront, tls: bool) -> None:
         super().__init__()
-        self.server = server
+        self.front = front
+        self.tls = tls
         self.peer = "-"
-        self.address = ""  # the peer's IP address, for its share of the connections
-        # Its place in its address's share; given back when it turns out to be an agent's.
+        self.address = ""
+        self.task: asyncio.Task[None] | None = None
+        # Its place in its address's share of the connections while it waits here.
         self.hold: Hold | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         if peer:
-            self.address = peer[0]
+            self.address = str(peer[0])
             self.peer = host_port(peer[0], peer[1])
-        self.server.accepted(self)
+        self.front.accepted(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.front.forget(self)
 
     async def handle(self) -> None:
-        config = self.server.config
+        config = self.front.ctx.config
         raw = await self._read_head(config.max_header_bytes, config.header_timeout)
         if raw is None:
             return
@@ -57,8 +67,7 @@ class RelayConnection(Endpoint):
         try:
             request = parser.next_event()
         except h11.RemoteProtocolError:
-            self._refuse(400, "malformed request")
-            return
+            request = None
         if not isinstance(request, h11.Request):
             self._refuse(400, "malformed request")
             return
@@ -72,7 +81,7 @@ class RelayConnection(Endpoint):
             else:
                 self._data(headers)
             return
-        await self._public(headers, raw)
+        self._public(headers, raw)
 
     async def _read_head(self, limit: int, timeout: float) -> bytes | None:
         raw = b""
@@ -92,12 +101,16 @@ class RelayConnection(Endpoint):
             raw += data
         return raw
 
-    def _refuse(self, status: int, text: str) -> None:
+    def _refuse(self, status: int, text: str, *, html: bool = False) -> None:
         if not self.is_lost:
-            self.transport.write(answer(status, text))
+            self.transport.write(answer(status, text, html=html))
             self.close()
 
     # -- agents ------------------------------------------------------------------------------
+
+    def _refuse_agent(self, status: int, reason: str) -> None:
+        log.warning("agent from %s refused: %s", self.peer, reason)
+        self._refuse(status, reason)
 
     def _control(self, headers: list[tuple[bytes, bytes]], unread: bytes) -> None:
         authorization = protocol.header(headers, b"authorization") or b""
@@ -110,36 +123,32 @@ class RelayConnection(Endpoint):
             self._refuse_agent(400, "missing Phantom-Relay-Name")
             return
         warm = protocol.header(headers, protocol.WARM_HEADER) or b"0"
-        hub = self.server.hub
+        hub = self.front.hub
         session = hub.register(
             token.strip().decode("latin-1"),
             name.decode("latin-1"),
             int(warm) if warm.isdigit() else 0,
+            protocol.header(headers, protocol.CACHE_HEADER) == b"on",
             self.peer,
         )
         if isinstance(session, Refused):
             self._refuse(session.status, session.reason)
             return
-        self.release_hold()  # an agent's connections are not the public's
-        url = self.server.public_url(session.name)
+        url = self.front.public_url(session.name)
         self.transport.write(
             switching(
                 (b"Phantom-Relay-Session", session.key.encode()),
                 (b"Phantom-Relay-Url", url.encode()),
             )
         )
-        self.server.forget(self)
+        self.front.forget(self)
         hub.attach(session, self.detach(), unread, url)
-
-    def _refuse_agent(self, status: int, reason: str) -> None:
-        log.warning("agent from %s refused: %s", self.peer, reason)
-        self._refuse(status, reason)
 
     def _data(self, headers: list[tuple[bytes, bytes]]) -> None:
         name = protocol.header(headers, protocol.NAME_HEADER) or b""
         key = protocol.header(headers, protocol.SESSION_HEADER) or b""
         which = protocol.header(headers, protocol.CONNECTION_HEADER) or b""
-        session = self.server.hub.session_for_data(name, key)
+        session = self.front.hub.session_for_data(name, key)
         if session is None:
             log.warning("data connection from %s refused: unknown session", self.peer)
             self._refuse(403, "unknown session")
@@ -148,111 +157,58 @@ class RelayConnection(Endpoint):
         if problem is not None:
             self._refuse(409, problem)
             return
-        self.release_hold()
-        self.server.forget(self)
+        self.front.forget(self)
         self.transport.write(switching())
         session.take_data(self.detach(), which)
 
     # -- the public side ---------------------------------------------------------------------
 
-    async def _public(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> None:
-        hub = self.server.hub
+    def _public(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> None:
+        front = self.front
         host = protocol.header(headers, b"host") or b""
-        name = name_from_host(host, hub.config.relay_domain)
-        session = hub.lookup(name) if name is not None else None
-        if session is None:
-            if name is not None and hub.reserved(name):
-                log.warning("%s: agent %s offline: 502", self.peer, name)
-                self._page(502, "agent offline")
-            else:
-                self._page(404, "no such agent")
+        name = name_from_host(host, front.hub.config.relay_domain)
+        router = front.sites.router_for(name) if name is not None else None
+        if router is None:
+            self._refuse(404, "no such agent", html=True)
             return
-        try:
-            conn = await session.open(self.server.config.backend_connect_timeout)
-        except AgentUnavailable as exc:
-            log.warning("%s: agent %s: %s: %d", self.peer, name, exc.reason, exc.status)
-            self._page(exc.status, "agent offline" if exc.status == 502 else "agent busy")
-            return
-        self.server.splice(self, raw, conn, session.name)
-
-    def _page(self, status: int, title: str) -> None:
-        if not self.is_lost:
-            self.transport.write(answer(status, title, html=True))
-            self.close()
-
-    def release_hold(self) -> None:
-        if self.hold is not None:
-            self.hold.release()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.release_hold()
-        self.server.forget(self)
+        # The connection becomes phantom's, its first head unread again. It stays with this
+        # agent: a request on it for another Host is a 404, never another agent's.
+        self.put_back(raw)
+        front.forget(self)
+        client = ClientConnection(front.ctx, tls=self.tls)
+        client.router = router
+        hand_over(self.detach(), client)
 
 
-class RelayServer:
-    """``phantom relay``: the listener(s), the hub and the tunnels."""
+class RelayFront:
+    """The relay as a :class:`~phantom.proxy.Frontend`: the hub, the agents' sites, and the
+    connections not yet known to be an agent's or the public's."""
 
-    def __init__(self, config: Config) -> None:
-        if config.relay is None:
-            raise ValueError("RelayServer needs a config with a [relay] table")
-        self.config = config
-        self.relay: RelayConfig = config.relay
-        self.hub = Hub(self.relay)
-        self._tls = listener_context(config)
-        self._servers: list[asyncio.Server] = []
-        self._handlers: dict[RelayConnection, asyncio.Task[None]] = {}
-        self._shares = Shares()  # max_connections_per_client
-        self.tunnels: set[Tunnel] = set()
-        self.port: int | None = None
-        self.https_port: int | None = None
+    def __init__(self, ctx: ProxyContext) -> None:
+        relay = ctx.config.relay
+        if relay is None:
+            raise ValueError("phantom relay needs a config with a [relay] table")
+        self.ctx = ctx
+        self.hub = Hub(relay)
+        self.sites = AgentSites(ctx, self.hub)
+        self.hub.events = self.sites
+        self.pending: set[RelayConnection] = set()
+        self.ports: dict[str, int] = {}  # scheme -> bound port, for the agents' public URLs
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        config = self.config
-        server = await loop.create_server(
-            lambda: RelayConnection(self), config.listen, config.http_port, reuse_address=True
-        )
-        self._servers.append(server)
-        self.port = server.sockets[0].getsockname()[1]
-        if self._tls is not None:
-            assert config.https_port is not None
-            tls_server = await loop.create_server(
-                lambda: RelayConnection(self),
-                config.listen,
-                config.https_port,
-                ssl=self._tls,
-                reuse_address=True,
-            )
-            self._servers.append(tls_server)
-            self.https_port = tls_server.sockets[0].getsockname()[1]
-        for warning in risky_settings(config):
-            log.warning("%s", warning)
-        log.info(
-            "relay for *.%s listening on %s",
-            self.relay.relay_domain,
-            " and ".join(
-                f"{scheme}://{host_port(config.listen, port)}"
-                for scheme, port in (("http", self.port), ("https", self.https_port))
-                if port is not None
-            ),
-        )
-
-    def public_url(self, name: str) -> str:
-        if self.https_port is not None:
-            return self.hub.public_url(name, "https", self.https_port)
-        assert self.port is not None
-        return self.hub.public_url(name, "http", self.port)
+    def connection(self, tls: bool) -> asyncio.Protocol:
+        return RelayConnection(self, tls)
 
     def accepted(self, conn: RelayConnection) -> None:
-        config = self.config
+        config = self.ctx.config
         limit = config.max_connections
-        if limit and len(self._handlers) + len(self.tunnels) >= limit:
+        if limit and len(self.pending) + len(self.ctx.connections) >= limit:
             log.warning("%s: %d connections open: refused", conn.peer, limit)
             conn.abort()
             return
         if not is_trusted(conn.address, config.trusted_proxies):
-            conn.hold = self._shares.take(conn.address, config.max_connections_per_client)
+            conn.hold = self.ctx.client_connections.take(
+                conn.address, config.max_connections_per_client
+            )
             if conn.hold is None:
                 log.warning(
                     "%s: %d connections from %s open: refused",
@@ -263,7 +219,8 @@ class RelayServer:
                 conn.transport.write(answer(503, "too many connections from your address"))
                 conn.close()
                 return
-        self._handlers[conn] = asyncio.ensure_future(self._handle(conn))
+        self.pending.add(conn)
+        conn.task = asyncio.ensure_future(self._handle(conn))
 
     async def _handle(self, conn: RelayConnection) -> None:
         try:
@@ -272,39 +229,55 @@ class RelayServer:
             conn.abort()  # the peer went while we answered: nothing more to say
 
     def forget(self, conn: RelayConnection) -> None:
-        """``conn`` is no longer a connection being answered (spliced, upgraded or gone)."""
-        self._handlers.pop(conn, None)
+        """``conn`` is no longer waiting here (handed over, answered or gone): an agent's
+        connections do not count as their address's, a public one counts as phantom's."""
+        self.pending.discard(conn)
+        if conn.hold is not None:
+            conn.hold.release()
 
-    def splice(self, client: RelayConnection, head: bytes, data: Endpoint, name: str) -> None:
-        client.put_back(head)
-        self.forget(client)
-        client_state = client.detach()
-        data_state = data.detach()
+    def public_url(self, name: str) -> str:
+        scheme = "https" if "https" in self.ports else "http"
+        return self.hub.public_url(name, scheme, self.ports[scheme])
 
-        def closed(tunnel: Tunnel) -> None:
-            self.tunnels.discard(tunnel)
-            client.release_hold()
+    def close(self) -> None:
+        self.hub.close()
+        self.sites.close()
+        for conn in list(self.pending):
+            conn.abort()
+            if conn.task is not None:
+                conn.task.cancel()
 
-        tunnel = Tunnel(
-            client_state,
-            data_state,
-            label=f"{client.peer} -> agent {name}",
-            on_close=closed,
-            idle_timeout=self.config.tunnel_idle_timeout,
-        )
-        self.tunnels.add(tunnel)
-        tunnel.start(client_state, data_state)
+
+class RelayServer:
+    """``phantom relay``: a :class:`~phantom.proxy.Proxy` whose frontend is a
+    :class:`RelayFront`."""
+
+    def __init__(self, config: Config) -> None:
+        fronts: list[RelayFront] = []
+
+        def frontend(ctx: ProxyContext) -> RelayFront:
+            fronts.append(RelayFront(ctx))
+            return fronts[0]
+
+        self.proxy = Proxy(config, frontend=frontend)
+        self.front = fronts[0]
+        self.hub = self.front.hub
+
+    @property
+    def port(self) -> int | None:
+        return self.proxy.port
+
+    @property
+    def ctx(self) -> ProxyContext:
+        return self.front.ctx
+
+    async def start(self) -> None:
+        await self.proxy.start()
+        assert self.proxy.port is not None
+        self.front.ports["http"] = self.proxy.port
+        if self.proxy.https_port is not None:
+            self.front.ports["https"] = self.proxy.https_port
+        log.info("relay for *.%s ready", self.hub.config.relay_domain)
 
     async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-        self.hub.close()
-        for task in list(self._handlers.values()):
-            task.cancel()
-        for conn in list(self._handlers):
-            conn.abort()
-        for tunnel in list(self.tunnels):
-            tunnel.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        await self.proxy.close()

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from ..config import RelayConfig
 from ..endpoint import DetachedState, Endpoint, hand_over
@@ -31,12 +32,18 @@ MISSED_PINGS = 2
 
 
 class AgentUnavailable(Exception):
-    """No data connection for a public connection; ``status`` for the answer to it."""
+    """No data connection for a public connection: ``status`` (502, 503 or 504) and
+    ``public``, the general words its client is told; ``reason`` is for the log."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, public: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.public = public
+
+
+#: What a public client is told when its agent is not connected.
+OFFLINE = "agent offline: the agent for this name is not connected (it may be reconnecting)"
 
 
 class ControlLink(asyncio.Protocol):
@@ -116,10 +123,11 @@ class ControlLink(asyncio.Protocol):
 class AgentSession:
     """One registered agent: its control link, warm pool and connections waiting for it."""
 
-    def __init__(self, hub: Hub, claim: Claim, warm: int) -> None:
+    def __init__(self, hub: Hub, claim: Claim, warm: int, cache: bool) -> None:
         self.hub = hub
         self.claim = claim
         self.name = claim.name
+        self.cache = cache  # the agent asked the relay to cache its answers
         self.key = secrets.token_urlsafe(24)  # every data connection shows it
         self.warm_wanted = warm
         self.goodbye = False
@@ -140,7 +148,11 @@ class AgentSession:
         limit = self.hub.config.max_connections
         self._out = [transport for transport in self._out if not transport.is_closing()]
         if limit and len(self._out) + len(self._waiting) >= limit:
-            raise AgentUnavailable(503, f"agent {self.name} has {limit} connections open")
+            raise AgentUnavailable(
+                503,
+                f"agent {self.name} has {limit} connections open",
+                "agent busy: too many connections to this agent; try again shortly",
+            )
         conn = self._take_warm()
         if conn is None:
             conn = await self._dial(timeout)
@@ -158,7 +170,7 @@ class AgentSession:
     async def _dial(self, timeout: float) -> Endpoint:
         """Ask the agent for a data connection (OPEN) and wait for it."""
         if self.link is None or not self.alive:
-            raise AgentUnavailable(502, "agent offline")
+            raise AgentUnavailable(502, f"agent {self.name} offline", OFFLINE)
         number = self._next_id
         self._next_id += 1
         log.debug("agent %s: no warm data connection: OPEN %d", self.name, number)
@@ -169,12 +181,19 @@ class AgentSession:
             return await asyncio.wait_for(waiter, timeout)
         except asyncio.TimeoutError:
             raise AgentUnavailable(
-                504, f"agent {self.name} did not connect back within {timeout:g}s"
+                504,
+                f"agent {self.name} did not connect back within {timeout:g}s",
+                "The agent did not answer in time.",
             ) from None
         finally:
             del self._waiting[number]
 
     # -- the agent side ----------------------------------------------------------------------
+
+    @property
+    def warm(self) -> int:
+        """Idle data connections ready in its pool."""
+        return len(self._warm)
 
     def refusal(self, which: bytes) -> str | None:
         """Why a data connection naming ``which`` (an OPEN's id, or ``warm``) is not wanted,
@@ -201,7 +220,11 @@ class AgentSession:
     def open_failed(self, number: int, reason: str) -> None:
         waiter = self._waiting.get(number)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(AgentUnavailable(502, f"agent {self.name}: {reason}"))
+            waiter.set_exception(
+                AgentUnavailable(
+                    502, f"agent {self.name}: {reason}", "The agent could not reach its app."
+                )
+            )
 
     def ended(self) -> None:
         """The control connection is gone: fail what waits, drop the pool, free the name."""
@@ -210,7 +233,9 @@ class AgentSession:
         self.alive = False
         for waiter in self._waiting.values():
             if not waiter.done():
-                waiter.set_exception(AgentUnavailable(502, "agent offline"))
+                waiter.set_exception(
+                    AgentUnavailable(502, f"agent {self.name} offline", OFFLINE)
+                )
         while self._warm:
             self._warm.popleft().close()
         self.hub.session_ended(self)
@@ -221,12 +246,21 @@ class AgentSession:
             self.link.close()
 
 
+class AgentEvents(Protocol):
+    """Who is told when agents come and go (the relay's sites)."""
+
+    def registered(self, session: AgentSession) -> None: ...
+
+    def ended(self, session: AgentSession) -> None: ...
+
+
 class Hub:
     """Every agent session of a relay, by name."""
 
     def __init__(self, config: RelayConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
+        self.events: AgentEvents | None = None
         self.registry = Registry(
             TokenRules(config.tokens),
             grace=config.relay_name_grace,
@@ -239,14 +273,16 @@ class Hub:
         suffix = "" if port == default else f":{port}"
         return f"{scheme}://{name}.{self.config.relay_domain}{suffix}"
 
-    def register(self, token: str, name: str, warm: int, peer: str) -> AgentSession | Refused:
+    def register(
+        self, token: str, name: str, warm: int, cache: bool, peer: str
+    ) -> AgentSession | Refused:
         now = self.clock()
         self.registry.forget_expired(now)
         claim = self.registry.claim(token, name.lower(), now)
         if isinstance(claim, Refused):
             log.warning("agent from %s refused for name %r: %s", peer, name, claim.reason)
             return claim
-        session = AgentSession(self, claim, min(max(warm, 0), MAX_WARM))
+        session = AgentSession(self, claim, min(max(warm, 0), MAX_WARM), cache)
         self.sessions[claim.name] = session
         log.info("agent %s registered from %s", claim.name, peer)
         return session
@@ -260,6 +296,8 @@ class Hub:
             return
         link = ControlLink(session, state.transport)
         session.link = link
+        if self.events is not None:
+            self.events.registered(session)
         interval = self.config.relay_ping_interval
         link.send(Message(Kind.READY, int(interval * 1000), url))
         link.start(unread + state.unread, interval)
@@ -274,6 +312,8 @@ class Hub:
         if self.sessions.get(session.name) is session:
             del self.sessions[session.name]
         self.registry.release(session.claim, self.clock(), goodbye=session.goodbye)
+        if self.events is not None:
+            self.events.ended(session)
         kept = "" if session.goodbye else f"; name kept for {self.config.relay_name_grace:g}s"
         log.info("agent %s disconnected%s", session.name, kept)
 

@@ -4,7 +4,7 @@ Pure: no sockets. Both handshakes are ordinary HTTP/1.1 upgrade requests, so the
 HTTP proxies and load balancers:
 
 - control: ``GET /.phantom-relay/control`` with ``Authorization: Bearer TOKEN``,
-  ``Phantom-Relay-Name: NAME`` (and ``-Warm``, ``-Cache``); the 101 carries
+  ``Phantom-Relay-Name: NAME`` (and ``-Warm: N``, ``-Cache: on``); the 101 carries
   ``Phantom-Relay-Session``, the key every data connection of this agent must show.
 - data: ``GET /.phantom-relay/data`` with ``Phantom-Relay-Name``, ``Phantom-Relay-Session``
   and ``Phantom-Relay-Connection`` (the id of an OPEN, or ``warm`` for the pool).
@@ -40,6 +40,7 @@ NAME_HEADER: Final = b"phantom-relay-name"
 SESSION_HEADER: Final = b"phantom-relay-session"
 CONNECTION_HEADER: Final = b"phantom-relay-connection"
 WARM_HEADER: Final = b"phantom-relay-warm"
+CACHE_HEADER: Final = b"phantom-relay-cache"  # "on": the relay caches the agent's answers
 WARM: Final = b"warm"  # Phantom-Relay-Connection of a pooled data connection
 
 # Control messages are small by design: a longer text is a protocol error, not a buffer.

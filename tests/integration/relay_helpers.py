@@ -30,6 +30,7 @@ async def running_relay(
     data = {
         "listen": LOCALHOST,
         "http_port": 0,
+        "access_log": "off",
         **(root or {}),
         "relay": {
             "relay_domain": DOMAIN,

@@ -27,6 +27,7 @@ def relay_config(tmp_path: Path, port: int) -> Path:
     path = tmp_path / "relay.toml"
     path.write_text(
         f'listen = "{LOCALHOST}"\nhttp_port = {port}\nmax_connections = 0\n'
+        "max_tunnels = 0\nmax_tunnels_per_client = 0\nmax_connections_per_client = 0\n"
         f'[relay]\nrelay_domain = "{DOMAIN}"\nmax_connections = 0\n'
         f'[relay.tokens]\n"$env:ALICE_TOKEN" = ["alice-*"]\n'
     )

@@ -29,7 +29,7 @@ async def no_body(conn: UpstreamConnection) -> None:
 async def test_requests_go_through_pooled_data_connections() -> None:
     async with running_relay() as relay, TestOrigin({"/echo": echo}) as app:
         async with running_agent(relay.port or 0, app.port):
-            upstream = AgentUpstream(relay.hub.sessions["alice-demo"], URL, 2.0)
+            upstream = AgentUpstream(relay.hub, "alice-demo", URL, 2.0)
             for _ in range(3):
                 conn, response = await upstream.exchange(
                     lambda c: c.request(get("/echo"), no_body, 2.0), retry=True
@@ -45,7 +45,7 @@ async def test_requests_go_through_pooled_data_connections() -> None:
 async def test_an_upgrade_over_a_data_connection() -> None:
     async with running_relay() as relay, UpgradeBackend(greeting=b"hi") as app:
         async with running_agent(relay.port or 0, app.port, warm=0):
-            upstream = AgentUpstream(relay.hub.sessions["alice-demo"], URL, 2.0)
+            upstream = AgentUpstream(relay.hub, "alice-demo", URL, 2.0)
             conn = await upstream.connect()
             conn.send(
                 h11.Request(
@@ -70,8 +70,9 @@ async def test_an_agent_gone_is_a_backend_error(warm: int) -> None:
     async with running_relay() as relay:
         async with running_agent(relay.port or 0, unused_port(), warm=warm) as agent:
             session = relay.hub.sessions["alice-demo"]
-            upstream = AgentUpstream(session, URL, 2.0)
+            upstream = AgentUpstream(relay.hub, "alice-demo", URL, 2.0)
             await agent.stop()
             await until(lambda: not session.alive)
-            with pytest.raises(BackendError, match="agent offline"):
+            with pytest.raises(BackendError, match="agent alice-demo offline") as failure:
                 await upstream.connect()
+            assert failure.value.status == 502 and failure.value.public.startswith("agent offline")

@@ -1,0 +1,92 @@
+"""Agents as sites of phantom's request path: one :class:`~phantom.context.Site` per name, whose
+backend is the agent (:class:`~.upstream.AgentUpstream`), and one router per site.
+
+A site appears when its agent registers, stays through the grace period of an agent that was
+lost (its requests get 502 "agent offline" meanwhile, and an agent that comes back finds its
+cache), and goes when the agent says goodbye or the grace period ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from ..config import BackendURL, Config, ServerConfig
+from ..context import ProxyContext, Site
+from ..routing import Router
+from .hub import AgentSession, Hub
+from .upstream import AgentUpstream
+
+#: Agent sites are named so that no ``[server.NAME]`` of the relay's file can clash with them.
+PREFIX = "agent:"
+
+
+def agent_server(name: str, domain: str, cache: bool, config: Config) -> ServerConfig:
+    """The server an agent's name stands for: reached at NAME.domain, every upgrade but h2c
+    tunnelled, a cache only when the agent asked for one (``--cache``)."""
+    server = ServerConfig(
+        name=PREFIX + name,
+        proxy_url=BackendURL("http", f"{name}.agent", 80, ""),
+        hosts=(f"{name}.{domain}",),
+        max_body_bytes=config.max_body_bytes,
+        tunnel_idle_timeout=config.tunnel_idle_timeout,
+    )
+    return server if cache else replace(server, cache_max_entries=0, cache_404_capacity=0)
+
+
+class AgentSites:
+    def __init__(self, ctx: ProxyContext, hub: Hub) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self._routers: dict[str, Router] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+
+    def router_for(self, name: str) -> Router | None:
+        """The router of the agent ``name``'s site (None: no such agent, or long gone)."""
+        return self._routers.get(name)
+
+    def registered(self, session: AgentSession) -> None:
+        name = session.name
+        timer = self._expiry.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        site = self.ctx.sites.get(PREFIX + name)
+        if site is not None and (site.config.cache_max_entries > 0) == session.cache:
+            return  # back within its grace period: the site, and its cache, stay
+        self._remove(name)
+        config = self.ctx.config
+        server = agent_server(name, self.hub.config.relay_domain, session.cache, config)
+        site = Site.build(server, config)
+        site.upstream = AgentUpstream(
+            self.hub, name, server.proxy_url, config.backend_connect_timeout
+        )
+        self.ctx.sites[server.name] = site
+        self._routers[name] = Router([server])
+
+    def ended(self, session: AgentSession) -> None:
+        name = session.name
+        site = self.ctx.sites.get(PREFIX + name)
+        if site is not None:
+            site.upstream.close()  # its idle data connections went with the agent
+        grace = self.hub.config.relay_name_grace
+        if session.goodbye or grace <= 0:
+            self._remove(name)
+        else:
+            loop = asyncio.get_running_loop()
+            self._expiry[name] = loop.call_later(grace, self._expire, name)
+
+    def _expire(self, name: str) -> None:
+        del self._expiry[name]
+        if self.hub.lookup(name) is None:
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        self._routers.pop(name, None)
+        site = self.ctx.sites.pop(PREFIX + name, None)
+        if site is not None:
+            site.upstream.close()
+
+    def close(self) -> None:
+        for timer in self._expiry.values():
+            timer.cancel()
+        self._expiry.clear()
