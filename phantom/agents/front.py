@@ -168,15 +168,17 @@ class RelayConnection(Endpoint):
         host = protocol.header(headers, b"host") or b""
         name = name_from_host(host, front.hub.config.relay_domain)
         router = front.sites.router_for(name) if name is not None else None
-        if router is None:
+        if router is None and not front.ctx.config.servers:
             self._refuse(404, "no such agent", html=True)
             return
-        # The connection becomes phantom's, its first head unread again. It stays with this
-        # agent: a request on it for another Host is a 404, never another agent's.
+        # The connection becomes phantom's, its first head unread again. One for an agent
+        # stays with it: a request on it for another Host is a 404, never another agent's.
+        # Any other goes to the relay file's own [server.NAME] tables.
         self.put_back(raw)
         front.forget(self)
         client = ClientConnection(front.ctx, tls=self.tls)
-        client.router = router
+        if router is not None:
+            client.router = router
         hand_over(self.detach(), client)
 
 

@@ -73,6 +73,7 @@ async def running_agent(
     token: str = TOKEN,
     *,
     warm: int = 2,
+    cache: bool = False,
     wait: bool = True,
 ) -> AsyncIterator[RunningAgent]:
     options = AgentOptions(
@@ -81,6 +82,7 @@ async def running_agent(
         token=token,
         port=app_port,
         warm=warm,
+        cache=cache,
     )
     holder: list[RunningAgent] = []
     agent = Agent(options, lambda url: holder[0].ready(url))

@@ -13,6 +13,7 @@ import pytest
 from conftest import RawClient, RawResponse, async_test
 from origin import (
     LOCALHOST,
+    Reply,
     TestOrigin,
     UpgradeBackend,
     WebSocketBackend,
@@ -379,3 +380,18 @@ async def test_the_agent_comes_back_by_itself_after_a_relay_restart() -> None:
                     async with await RawClient.connect(port) as public:
                         response = await public.request("GET", "/echo", host=ALICE)
                     assert response.status == 200
+
+
+@async_test()
+async def test_the_relay_file_s_own_servers_answer_other_hosts() -> None:
+    async with TestOrigin({"/": Reply(200, [], b"relay home")}) as home:
+        root = {"server": {"home": {"proxy_url": home.url, "hosts": [DOMAIN]}}}
+        async with running_relay(root) as relay, TestOrigin({"/echo": echo}) as app:
+            async with running_agent(relay.port or 0, app.port):
+                assert (await public_get(relay.port, DOMAIN)).body == b"relay home"
+                assert (await public_get(relay.port, host("nobody"))).status == 404
+                async with await RawClient.connect(relay.port or 0) as public:
+                    first = await public.request("POST", "/echo", body=b"x", host=ALICE)
+                    # Pinned to its agent: another host on the same connection is not served.
+                    other = await public.request("GET", "/", host=DOMAIN)
+                assert (first.status, first.body, other.status) == (200, b"x", 404)
