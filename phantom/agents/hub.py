@@ -2,8 +2,8 @@
 
 An agent's control connection, once upgraded, is driven by :class:`ControlLink` (control
 messages in and out, heartbeats). :class:`AgentSession` is what the public side asks for a
-backend connection: ``await session.open()`` gives a data connection from that agent, taken
-from its warm pool or dialled on request (OPEN), ready to be spliced.
+backend connection: ``await session.open()`` gives a data connection from that agent (which
+the agent has spliced to its app), taken from its warm pool or dialled on request (OPEN).
 """
 
 from __future__ import annotations
@@ -319,11 +319,6 @@ class Hub:
 
     def lookup(self, name: str) -> AgentSession | None:
         return self.sessions.get(name)
-
-    def reserved(self, name: str) -> bool:
-        """Whether ``name`` is held for an agent that is gone (within its grace period)."""
-        self.registry.forget_expired(self.clock())
-        return name not in self.sessions and self.registry.known(name)
 
     def close(self) -> None:
         for session in list(self.sessions.values()):

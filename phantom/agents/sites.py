@@ -77,7 +77,9 @@ class AgentSites:
 
     def _expire(self, name: str) -> None:
         del self._expiry[name]
-        if self.hub.lookup(name) is None:
+        registry = self.hub.registry
+        registry.forget_expired(self.hub.clock())
+        if not registry.known(name):  # neither back nor reserved any more
             self._remove(name)
 
     def _remove(self, name: str) -> None:

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from conftest import RawClient
 from origin import LOCALHOST
 
+from phantom.agents import protocol
 from phantom.agents.agent import Agent, AgentOptions
 from phantom.agents.front import RelayServer
 from phantom.config import config_from_dict, parse_backend_url
@@ -101,3 +103,20 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def handshake(
+    port: int, path: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[RawClient, int, bytes]:
+    """A raw agent handshake: the client, the answer's status and its head and body."""
+    client = await RawClient.connect(port)
+    await client.send(protocol.upgrade_request(path, DOMAIN.encode(), headers))
+    response = await client.read_response()
+    return client, response.status, response.head + response.body
+
+
+def control_headers(name: str = "alice-demo", token: str = TOKEN) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"Authorization", b"Bearer " + token.encode()),
+        (b"Phantom-Relay-Name", name.encode()),
+    ]

@@ -21,30 +21,23 @@ from origin import (
     payload,
     unused_port,
 )
-from relay_helpers import BOB_TOKEN, DOMAIN, TOKEN, host, running_agent, running_relay, until
+from relay_helpers import (
+    BOB_TOKEN,
+    DOMAIN,
+    TOKEN,
+    control_headers,
+    handshake,
+    host,
+    running_agent,
+    running_relay,
+    until,
+)
 from websockets.asyncio.client import connect
 
 from phantom.agents import protocol
 from phantom.agents.protocol import Kind, Message
 
 ALICE = host("alice-demo")
-
-
-async def handshake(
-    port: int, path: bytes, headers: list[tuple[bytes, bytes]]
-) -> tuple[RawClient, int, bytes]:
-    """A raw agent handshake: the client, the answer's status and its head and body."""
-    client = await RawClient.connect(port)
-    await client.send(protocol.upgrade_request(path, DOMAIN.encode(), headers))
-    response = await client.read_response()
-    return client, response.status, response.head + response.body
-
-
-def control_headers(name: str = "alice-demo", token: str = TOKEN) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"Authorization", b"Bearer " + token.encode()),
-        (b"Phantom-Relay-Name", name.encode()),
-    ]
 
 
 async def read_message(client: RawClient, decoder: protocol.Decoder) -> Message:
@@ -204,7 +197,7 @@ async def test_a_goodbye_frees_the_name_at_once() -> None:
         async with running_agent(relay.port or 0, app.port) as agent:
             await agent.stop()
             await until(lambda: not relay.hub.sessions)
-            assert not relay.hub.reserved("alice-demo")
+            assert not relay.hub.registry.known("alice-demo")
             response = await public_get(relay.port, ALICE)
             assert response.status == 404
 

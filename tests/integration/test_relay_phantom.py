@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import RawClient, async_test, fetch
 from origin import Reply, TestOrigin
-from relay_helpers import host, running_agent, running_relay, until
+from relay_helpers import control_headers, handshake, host, running_agent, running_relay, until
+
+from phantom.agents import protocol
 
 ALICE = host("alice-demo")
 CONTROL = "s3cret-control-token"
@@ -66,3 +68,20 @@ async def test_an_agent_back_within_the_grace_period_finds_its_cache() -> None:
             await until(lambda: "alice-demo" in relay.hub.sessions, timeout=5)
             assert (await get_page(relay.port))[0] == 200
         assert app.requests["/page"] == 1
+
+
+@async_test()
+async def test_a_lost_agent_s_site_goes_after_the_grace_period() -> None:
+    async with running_relay(relay_name_grace=0.3) as relay, TestOrigin({"/page": PAGE}) as app:
+        # A raw agent that vanishes: no goodbye, and no reconnect within the grace period.
+        client, status, _ = await handshake(
+            relay.port or 0, protocol.CONTROL_PATH, control_headers()
+        )
+        assert status == 101
+        client.vanish()
+        await until(lambda: "alice-demo" not in relay.hub.sessions)
+        assert (await get_page(relay.port))[0] == 502  # reserved: "agent offline"
+        await until(lambda: relay.front.sites.router_for("alice-demo") is None, 2)
+        assert "agent:alice-demo" not in relay.ctx.sites
+        assert (await get_page(relay.port))[0] == 404
+        assert app.requests["/page"] == 0
