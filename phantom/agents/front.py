@@ -17,7 +17,7 @@ import time
 import h11
 
 from ..clients import Hold, is_trusted
-from ..config import Config, host_port
+from ..config import Config, RelayConfig, host_port
 from ..connection import ClientConnection
 from ..context import ProxyContext
 from ..endpoint import Endpoint, EndpointClosed, ReadTimeout, hand_over
@@ -186,16 +186,21 @@ class RelayFront:
     """The relay as a :class:`~phantom.proxy.Frontend`: the hub, the agents' sites, and the
     connections not yet known to be an agent's or the public's."""
 
-    def __init__(self, ctx: ProxyContext) -> None:
-        relay = ctx.config.relay
-        if relay is None:
-            raise ValueError("phantom relay needs a config with a [relay] table")
-        self.ctx = ctx
+    ctx: ProxyContext
+    sites: AgentSites
+
+    def __init__(self, relay: RelayConfig) -> None:
         self.hub = Hub(relay)
+        self.pending: set[RelayConnection] = set()
+        self.proxy: Proxy | None = None  # whose listeners' ports go in the public URLs
+
+    def bind(self, ctx: ProxyContext) -> RelayFront:
+        """The frontend of the proxy whose context is ``ctx`` (a
+        :data:`~phantom.proxy.FrontendFactory`)."""
+        self.ctx = ctx
         self.sites = AgentSites(ctx, self.hub)
         self.hub.events = self.sites
-        self.pending: set[RelayConnection] = set()
-        self.ports: dict[str, int] = {}  # scheme -> bound port, for the agents' public URLs
+        return self
 
     def connection(self, tls: bool) -> asyncio.Protocol:
         return RelayConnection(self, tls)
@@ -238,8 +243,10 @@ class RelayFront:
             conn.hold.release()
 
     def public_url(self, name: str) -> str:
-        scheme = "https" if "https" in self.ports else "http"
-        return self.hub.public_url(name, scheme, self.ports[scheme])
+        assert self.proxy is not None and self.proxy.port is not None
+        if self.proxy.https_port is not None:
+            return self.hub.public_url(name, "https", self.proxy.https_port)
+        return self.hub.public_url(name, "http", self.proxy.port)
 
     def close(self) -> None:
         self.hub.close()
@@ -255,14 +262,11 @@ class RelayServer:
     :class:`RelayFront`."""
 
     def __init__(self, config: Config) -> None:
-        fronts: list[RelayFront] = []
-
-        def frontend(ctx: ProxyContext) -> RelayFront:
-            fronts.append(RelayFront(ctx))
-            return fronts[0]
-
-        self.proxy = Proxy(config, frontend=frontend)
-        self.front = fronts[0]
+        if config.relay is None:
+            raise ValueError("phantom relay needs a config with a [relay] table")
+        self.front = RelayFront(config.relay)
+        self.proxy = Proxy(config, frontend=self.front.bind)
+        self.front.proxy = self.proxy
         self.hub = self.front.hub
 
     @property
@@ -275,10 +279,6 @@ class RelayServer:
 
     async def start(self) -> None:
         await self.proxy.start()
-        assert self.proxy.port is not None
-        self.front.ports["http"] = self.proxy.port
-        if self.proxy.https_port is not None:
-            self.front.ports["https"] = self.proxy.https_port
         log.info("relay for *.%s ready", self.hub.config.relay_domain)
 
     async def close(self) -> None:
