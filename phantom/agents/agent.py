@@ -84,7 +84,12 @@ class Agent:
                     raise
                 log.warning("%s", exc)
                 registered = False
-            except (OSError, EndpointClosed, ConnectionError, protocol.ProtocolError) as exc:
+            except (
+                OSError,  # refused, reset, TLS (a certificate may be renewed meanwhile)
+                asyncio.TimeoutError,  # not an OSError before Python 3.11
+                EndpointClosed,
+                protocol.ProtocolError,
+            ) as exc:
                 log.warning("relay %s: %s", self.options.relay.netloc, exc or type(exc).__name__)
                 registered = False
             attempt = 0 if registered else attempt + 1
