@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import h11
 
+from .. import framing
 from ..clients import Hold, is_trusted
 from ..config import Config, RelayConfig, host_port
 from ..connection import ClientConnection
 from ..context import ProxyContext
-from ..endpoint import Endpoint, EndpointClosed, ReadTimeout, hand_over
+from ..endpoint import Endpoint, hand_over
+from ..errors import RequestRejected
 from ..handshake import offered
 from ..proxy import Proxy
 from . import protocol
@@ -33,7 +34,8 @@ log = logging.getLogger("phantom.relay")
 
 
 class RelayConnection(Endpoint):
-    """One accepted connection until its first head says whose it is."""
+    """One accepted connection until its first head says whose it is. Decided in the callback
+    that completes the head: no task, no wait beyond the head's own bytes."""
 
     def __init__(self, front: RelayFront, tls: bool) -> None:
         super().__init__()
@@ -41,7 +43,10 @@ class RelayConnection(Endpoint):
         self.tls = tls
         self.peer = "-"
         self.address = ""
-        self.task: asyncio.Task[None] | None = None
+        config = front.ctx.config
+        self.scanner = framing.HeadScanner(config.max_request_line, config.max_header_bytes)
+        self.decided = False
+        self.timer: asyncio.TimerHandle | None = None
         # Its place in its address's share of the connections while it waits here.
         self.hold: Hold | None = None
 
@@ -51,55 +56,49 @@ class RelayConnection(Endpoint):
         if peer:
             self.address = str(peer[0])
             self.peer = host_port(peer[0], peer[1])
-        self.front.accepted(self)
+        if self.front.accepted(self):
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.front.ctx.config.header_timeout, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.decided:
+            return
+        self.scanner.feed(data)
+        try:
+            head = self.scanner.head()
+        except RequestRejected as exc:
+            self._decided()
+            self._refuse(exc.status, exc.reason)
+            return
+        if head is not None:
+            self._decided()
+            if protocol.is_agent_path(head):
+                self._agent()
+            else:
+                self._public(protocol.host_field(head))
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        if not self.decided:  # gone before saying anything whole
+            self._decided()
+            self.close()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._decided()
+
+    def _decided(self) -> None:
+        """Nothing more for this connection to wait for here."""
+        self.decided = True
+        if self.timer is not None:
+            self.timer.cancel()
         self.front.forget(self)
 
-    async def handle(self) -> None:
-        config = self.front.ctx.config
-        raw = await self._read_head(config.max_header_bytes, config.header_timeout)
-        if raw is None:
-            return
-        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
-        parser.receive_data(raw)
-        try:
-            request = parser.next_event()
-        except h11.RemoteProtocolError:
-            request = None
-        if not isinstance(request, h11.Request):
-            self._refuse(400, "malformed request")
-            return
-        headers = list(request.headers)
-        path = request.target.split(b"?", 1)[0]
-        if path in (protocol.CONTROL_PATH, protocol.DATA_PATH) and any(
-            token.lower() == protocol.UPGRADE_TOKEN for token in offered(headers)
-        ):
-            if path == protocol.CONTROL_PATH:
-                self._control(headers, parser.trailing_data[0])
-            else:
-                self._data(headers)
-            return
-        self._public(headers, raw)
-
-    async def _read_head(self, limit: int, timeout: float) -> bytes | None:
-        raw = b""
-        deadline = time.monotonic() + timeout
-        while b"\r\n\r\n" not in raw:
-            if len(raw) > limit:
-                self._refuse(431, "request head too large")
-                return None
-            try:
-                data = await self.read(max(deadline - time.monotonic(), 0.001))
-            except ReadTimeout:
-                self._refuse(408, "request head not received in time")
-                return None
-            if not data:
-                self.close()
-                return None
-            raw += data
-        return raw
+    def _too_slow(self) -> None:
+        self._decided()
+        self._refuse(408, "request head not received in time")
 
     def _refuse(self, status: int, text: str, *, html: bool = False) -> None:
         if not self.is_lost:
@@ -107,6 +106,26 @@ class RelayConnection(Endpoint):
             self.close()
 
     # -- agents ------------------------------------------------------------------------------
+
+    def _agent(self) -> None:
+        """A head at one of the handshake paths: an agent's, if it upgrades to our protocol
+        (anything else there is a public request like any other)."""
+        raw = self.take_unread()
+        parser = h11.Connection(h11.SERVER)
+        parser.receive_data(raw)
+        try:
+            request = parser.next_event()
+        except h11.RemoteProtocolError:
+            request = None
+        if not isinstance(request, h11.Request) or not any(
+            token.lower() == protocol.UPGRADE_TOKEN for token in offered(request.headers)
+        ):
+            self.put_back(raw)
+            self._public(protocol.host_field(raw))
+        elif request.target.startswith(protocol.CONTROL_PATH):
+            self._control(list(request.headers), parser.trailing_data[0])
+        else:
+            self._data(list(request.headers))
 
     def _refuse_agent(self, status: int, reason: str) -> None:
         log.warning("agent from %s refused: %s", self.peer, reason)
@@ -141,7 +160,6 @@ class RelayConnection(Endpoint):
                 (b"Phantom-Relay-Url", url.encode()),
             )
         )
-        self.front.forget(self)
         hub.attach(session, self.detach(), unread, url)
 
     def _data(self, headers: list[tuple[bytes, bytes]]) -> None:
@@ -157,25 +175,21 @@ class RelayConnection(Endpoint):
         if problem is not None:
             self._refuse(409, problem)
             return
-        self.front.forget(self)
         self.transport.write(switching())
         session.take_data(self.detach(), which)
 
     # -- the public side ---------------------------------------------------------------------
 
-    def _public(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> None:
+    def _public(self, host: bytes | None) -> None:
         front = self.front
-        host = protocol.header(headers, b"host") or b""
-        name = name_from_host(host, front.hub.config.relay_domain)
+        name = name_from_host(host or b"", front.hub.config.relay_domain)
         router = front.sites.router_for(name) if name is not None else None
         if router is None and not front.ctx.config.servers:
             self._refuse(404, "no such agent", html=True)
             return
-        # The connection becomes phantom's, its first head unread again. One for an agent
-        # stays with it: a request on it for another Host is a 404, never another agent's.
-        # Any other goes to the relay file's own [server.NAME] tables.
-        self.put_back(raw)
-        front.forget(self)
+        # The connection becomes phantom's, what it sent so far unread again. One for an
+        # agent stays with it: a request on it for another Host is a 404, never another
+        # agent's. Any other goes to the relay file's own [server.NAME] tables.
         client = ClientConnection(front.ctx, tls=self.tls)
         if router is not None:
             client.router = router
@@ -205,13 +219,14 @@ class RelayFront:
     def connection(self, tls: bool) -> asyncio.Protocol:
         return RelayConnection(self, tls)
 
-    def accepted(self, conn: RelayConnection) -> None:
+    def accepted(self, conn: RelayConnection) -> bool:
+        """Whether ``conn`` may wait here for its first head (False: it was turned away)."""
         config = self.ctx.config
         limit = config.max_connections
         if limit and len(self.pending) + len(self.ctx.connections) >= limit:
             log.warning("%s: %d connections open: refused", conn.peer, limit)
             conn.abort()
-            return
+            return False
         if not is_trusted(conn.address, config.trusted_proxies):
             conn.hold = self.ctx.client_connections.take(
                 conn.address, config.max_connections_per_client
@@ -225,15 +240,9 @@ class RelayFront:
                 )
                 conn.transport.write(answer(503, "too many connections from your address"))
                 conn.close()
-                return
+                return False
         self.pending.add(conn)
-        conn.task = asyncio.ensure_future(self._handle(conn))
-
-    async def _handle(self, conn: RelayConnection) -> None:
-        try:
-            await conn.handle()
-        except EndpointClosed:
-            conn.abort()  # the peer went while we answered: nothing more to say
+        return True
 
     def forget(self, conn: RelayConnection) -> None:
         """``conn`` is no longer waiting here (handed over, answered or gone): an agent's
@@ -253,8 +262,6 @@ class RelayFront:
         self.sites.close()
         for conn in list(self.pending):
             conn.abort()
-            if conn.task is not None:
-                conn.task.cancel()
 
 
 class RelayServer:

@@ -173,6 +173,24 @@ def upgrade_request(path: bytes, host: bytes, headers: list[tuple[bytes, bytes]]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def is_agent_path(head: bytes) -> bool:
+    """Whether a request head (as :class:`phantom.framing.HeadScanner` finds it) targets one of
+    the agents' handshake paths; only those heads are parsed whole before phantom sees them."""
+    parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
+    return len(parts) == 3 and parts[1].split(b"?", 1)[0] in (CONTROL_PATH, DATA_PATH)
+
+
+def host_field(head: bytes) -> bytes | None:
+    """The value of the first ``Host`` field of a request head, for choosing its agent. (A
+    head phantom would refuse, two Hosts say, is refused by phantom all the same: this only
+    picks which agent's site it is refused by.)"""
+    for line in head.split(b"\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"host":
+            return value.strip()
+    return None
+
+
 def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The value of the one ``name`` field (lowercase name); None when absent or repeated."""
     values = [value for field, value in headers if field.lower() == name]

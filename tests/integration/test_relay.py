@@ -388,3 +388,26 @@ async def test_the_relay_file_s_own_servers_answer_other_hosts() -> None:
                     # Pinned to its agent: another host on the same connection is not served.
                     other = await public.request("GET", "/", host=DOMAIN)
                 assert (first.status, first.body, other.status) == (200, b"x", 404)
+
+
+@async_test()
+async def test_the_first_head_is_bounded_in_time_and_size() -> None:
+    async with running_relay({"header_timeout": 0.3, "max_header_bytes": 4096}) as relay:
+        async with await RawClient.connect(relay.port or 0) as slow:
+            await slow.send(b"GET / HTTP/1.1\r\nHost: " + ALICE.encode() + b"\r\n")
+            assert (await slow.read_response()).status == 408
+        async with await RawClient.connect(relay.port or 0) as large:
+            await large.send(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 5000 + b"\r\n")
+            assert (await large.read_response()).status == 431
+        async with await RawClient.connect(relay.port or 0) as silent:
+            assert (await silent.read_response()).status == 408
+        assert not relay.front.pending
+
+
+@async_test()
+async def test_a_handshake_path_without_the_upgrade_is_a_public_request() -> None:
+    async with running_relay() as relay, TestOrigin({"/.phantom-relay/control": echo}) as app:
+        async with running_agent(relay.port or 0, app.port):
+            async with await RawClient.connect(relay.port or 0) as public:
+                response = await public.request("GET", "/.phantom-relay/control", host=ALICE)
+            assert response.status == 200 and response.get("x-echo-method") == "GET"

@@ -113,3 +113,32 @@ def test_reconnect_delays_grow_to_the_cap_and_never_reach_zero() -> None:
     assert lows == sorted(lows) and highs == sorted(highs)
     assert highs[-1] == pytest.approx(30.0) and lows[-1] == 15.0
     assert protocol.reconnect_delay(10_000, 0.5) == 22.5  # huge attempt counts stay bounded
+
+
+@pytest.mark.parametrize(
+    ("head", "agent"),
+    [
+        (b"GET /.phantom-relay/control HTTP/1.1\r\nHost: r\r\n", True),
+        (b"GET /.phantom-relay/data?x=1 HTTP/1.1\n", True),
+        (b"GET /.phantom-relay/controls HTTP/1.1\r\n", False),
+        (b"GET / HTTP/1.1\r\nX: /.phantom-relay/control\r\n", False),
+        (b"GET /.phantom-relay/control\r\n", False),
+    ],
+)
+def test_only_heads_at_the_handshake_paths_are_agents(head: bytes, agent: bool) -> None:
+    assert protocol.is_agent_path(head) is agent
+
+
+@pytest.mark.parametrize(
+    ("head", "host"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a.relay.test\r\n", b"a.relay.test"),
+        (b"GET / HTTP/1.1\nX: 1\nhOsT:  a.relay.test:8080 \n", b"a.relay.test:8080"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", b"a"),  # phantom then refuses it
+        (b"GET / HTTP/1.1\r\nHost : a\r\n", None),
+        (b"GET / HTTP/1.1\r\nX-Host: a\r\n", None),
+        (b"GET http://a/ HTTP/1.1\r\n", None),
+    ],
+)
+def test_the_host_field_chooses_the_agent(head: bytes, host: bytes | None) -> None:
+    assert protocol.host_field(head) == host
