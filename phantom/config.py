@@ -177,6 +177,8 @@ class RelayConfig:
     relay_max_agents: int = 100  # agents registered at once; 0 = no limit
     relay_ping_interval: float = 15.0  # 2 unanswered pings close the control connection
     max_connections: int = 100  # public connections per agent at once; 0 = no limit
+    # Also reach agents at relay_domain/NAME/... (one origin for all agents: off by default).
+    relay_path_mode: bool = False
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -706,6 +708,7 @@ _RELAY_CHECKS: Final[dict[str, _Check]] = {
     "relay_max_agents": _check_size,
     "relay_ping_interval": _check_timeout,
     "max_connections": _check_size,
+    "relay_path_mode": _check_bool,
 }
 
 # Server keys that default to the root key of the same name.

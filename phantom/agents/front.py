@@ -24,10 +24,11 @@ from ..endpoint import Endpoint, hand_over
 from ..errors import RequestRejected
 from ..handshake import offered
 from ..proxy import Proxy
+from ..routing import request_host
 from . import protocol
 from .hub import Hub
 from .protocol import answer, switching
-from .registry import Refused, name_from_host
+from .registry import Refused, name_from_host, name_from_path
 from .sites import AgentSites
 
 log = logging.getLogger("phantom.relay")
@@ -76,7 +77,7 @@ class RelayConnection(Endpoint):
             if protocol.is_agent_path(head):
                 self._agent()
             else:
-                self._public(protocol.host_field(head))
+                self._public(protocol.host_field(head), protocol.request_path(head))
 
     def eof_received(self) -> bool:
         super().eof_received()
@@ -121,7 +122,7 @@ class RelayConnection(Endpoint):
             token.lower() == protocol.UPGRADE_TOKEN for token in offered(request.headers)
         ):
             self.put_back(raw)
-            self._public(protocol.host_field(raw))
+            self._public(protocol.host_field(raw), protocol.request_path(raw))
         elif request.target.startswith(protocol.CONTROL_PATH):
             self._control(list(request.headers), parser.trailing_data[0])
         else:
@@ -180,9 +181,12 @@ class RelayConnection(Endpoint):
 
     # -- the public side ---------------------------------------------------------------------
 
-    def _public(self, host: bytes | None) -> None:
+    def _public(self, host: bytes | None, path: bytes) -> None:
         front = self.front
-        name = name_from_host(host or b"", front.hub.config.relay_domain)
+        relay = front.hub.config
+        name = name_from_host(host or b"", relay.relay_domain)
+        if name is None and relay.relay_path_mode and request_host(host) == relay.relay_domain:
+            name = name_from_path(path)
         router = front.sites.router_for(name) if name is not None else None
         if router is None and not front.ctx.config.servers:
             self._refuse(404, "no such agent", html=True)

@@ -173,11 +173,16 @@ def upgrade_request(path: bytes, host: bytes, headers: list[tuple[bytes, bytes]]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+def request_path(head: bytes) -> bytes:
+    """The path of a request head's target (b"" when the request line is not three parts)."""
+    parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
+    return parts[1].split(b"?", 1)[0] if len(parts) == 3 else b""
+
+
 def is_agent_path(head: bytes) -> bool:
     """Whether a request head (as :class:`phantom.framing.HeadScanner` finds it) targets one of
     the agents' handshake paths; only those heads are parsed whole before phantom sees them."""
-    parts = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
-    return len(parts) == 3 and parts[1].split(b"?", 1)[0] in (CONTROL_PATH, DATA_PATH)
+    return request_path(head) in (CONTROL_PATH, DATA_PATH)
 
 
 def host_field(head: bytes) -> bytes | None:

@@ -24,7 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Claim", "Refused", "Registry", "TokenRules", "is_name", "name_from_host"]
+__all__ = [
+    "Claim",
+    "Refused",
+    "Registry",
+    "TokenRules",
+    "is_name",
+    "name_from_host",
+    "name_from_path",
+]
 
 _LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -45,6 +53,14 @@ def name_from_host(host: bytes, domain: str) -> str | None:
     if not text.rstrip(".").endswith(suffix):
         return None
     name = text.rstrip(".")[: -len(suffix)]
+    return name if is_name(name) else None
+
+
+def name_from_path(path: bytes) -> str | None:
+    """The agent name a path addresses in the path mode: ``/alice/...`` gives ``alice``."""
+    if not path.startswith(b"/"):
+        return None
+    name = path[1:].split(b"/", 1)[0].decode("latin-1")
     return name if is_name(name) else None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from ..config import BackendURL, Config, ServerConfig
+from ..config import BackendURL, Config, RelayConfig, ServerConfig
 from ..context import ProxyContext, Site
 from ..routing import Router
 from .hub import AgentSession, Hub
@@ -21,17 +21,24 @@ from .upstream import AgentUpstream
 PREFIX = "agent:"
 
 
-def agent_server(name: str, domain: str, cache: bool, config: Config) -> ServerConfig:
-    """The server an agent's name stands for: reached at NAME.domain, every upgrade but h2c
-    tunnelled, a cache only when the agent asked for one (``--cache``)."""
+def agent_servers(
+    name: str, relay: RelayConfig, cache: bool, config: Config
+) -> tuple[ServerConfig, ...]:
+    """The servers an agent's name stands for, one site: reached at NAME.relay_domain, and in
+    the path mode also at relay_domain/NAME/... (the prefix stripped); every upgrade but h2c
+    tunnelled; a cache only when the agent asked for one (``--cache``)."""
     server = ServerConfig(
         name=PREFIX + name,
         proxy_url=BackendURL("http", f"{name}.agent", 80, ""),
-        hosts=(f"{name}.{domain}",),
+        hosts=(f"{name}.{relay.relay_domain}",),
         max_body_bytes=config.max_body_bytes,
         tunnel_idle_timeout=config.tunnel_idle_timeout,
     )
-    return server if cache else replace(server, cache_max_entries=0, cache_404_capacity=0)
+    if not cache:
+        server = replace(server, cache_max_entries=0, cache_404_capacity=0)
+    if not relay.relay_path_mode:
+        return (server,)
+    return server, replace(server, hosts=(relay.relay_domain,), bind_to=f"/{name}")
 
 
 class AgentSites:
@@ -55,13 +62,13 @@ class AgentSites:
             return  # back within its grace period: the site, and its cache, stay
         self._remove(name)
         config = self.ctx.config
-        server = agent_server(name, self.hub.config.relay_domain, session.cache, config)
-        site = Site.build(server, config)
+        servers = agent_servers(name, self.hub.config, session.cache, config)
+        site = Site.build(servers[0], config)
         site.upstream = AgentUpstream(
-            self.hub, name, server.proxy_url, config.backend_connect_timeout
+            self.hub, name, site.config.proxy_url, config.backend_connect_timeout
         )
-        self.ctx.sites[server.name] = site
-        self._routers[name] = Router([server])
+        self.ctx.sites[site.config.name] = site
+        self._routers[name] = Router(servers)
 
     def ended(self, session: AgentSession) -> None:
         name = session.name

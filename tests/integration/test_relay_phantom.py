@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 from conftest import RawClient, async_test, fetch
-from origin import Reply, TestOrigin
-from relay_helpers import control_headers, handshake, host, running_agent, running_relay, until
+from origin import Reply, TestOrigin, echo
+from relay_helpers import (
+    DOMAIN,
+    control_headers,
+    handshake,
+    host,
+    running_agent,
+    running_relay,
+    until,
+)
 
 from phantom.agents import protocol
 
@@ -85,3 +93,24 @@ async def test_a_lost_agent_s_site_goes_after_the_grace_period() -> None:
         assert "agent:alice-demo" not in relay.ctx.sites
         assert (await get_page(relay.port))[0] == 404
         assert app.requests["/page"] == 0
+
+
+@pytest.mark.parametrize("path_mode", [True, False])
+@async_test()
+async def test_the_path_mode_reaches_an_agent_at_relay_domain_slash_name(path_mode: bool) -> None:
+    async with (
+        running_relay(relay_path_mode=path_mode) as relay,
+        TestOrigin({"/echo": echo}) as app,
+    ):
+        async with running_agent(relay.port or 0, app.port):
+            async with await RawClient.connect(relay.port or 0) as public:
+                first = await public.request("GET", "/alice-demo/echo?x=1", host=DOMAIN)
+                if not path_mode:
+                    assert first.status == 404
+                    return
+                other = await public.request("GET", "/bob/echo", host=DOMAIN)
+            assert (first.status, first.get("x-echo-target")) == (200, "/echo?x=1")
+            assert app.last.get("host") == DOMAIN
+            assert other.status == 404  # the connection stays with alice-demo
+            # The host mode keeps working next to it.
+            assert (await get_page(relay.port))[0] == 404  # (no /page route: the app's 404)

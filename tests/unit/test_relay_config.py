@@ -43,6 +43,7 @@ def test_every_key_set() -> None:
             relay_max_agents=0,
             relay_ping_interval=0.5,
             max_connections=3,
+            relay_path_mode=True,
             tokens={TOKEN: ["a", "b-*"], "$env:BOB": ["bob"]},
         ),
         environ={"BOB": "b" * 16},
@@ -54,6 +55,7 @@ def test_every_key_set() -> None:
         relay_max_agents=0,
         relay_ping_interval=0.5,
         max_connections=3,
+        relay_path_mode=True,
     )
 
 
@@ -67,6 +69,7 @@ def test_every_key_set() -> None:
         (relay(relay_name_grace=-1), "relay.relay_name_grace: must be 0 or greater"),
         (relay(relay_max_agents=1.5), "relay.relay_max_agents: expected an integer"),
         (relay(nope=1), "relay.nope: unknown key"),
+        (relay(relay_path_mode="yes"), "relay.relay_path_mode: expected a boolean"),
         (relay(tokens={}), "relay.tokens: no token: no agent could register"),
         (relay(tokens={TOKEN: []}), "relay.tokens (entry 1): expected a non-empty array"),
         (relay(tokens={TOKEN: "alice"}), "relay.tokens (entry 1): expected a non-empty array"),

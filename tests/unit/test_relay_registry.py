@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from phantom.agents.registry import Claim, Refused, Registry, TokenRules, is_name, name_from_host
+from phantom.agents.registry import (
+    Claim,
+    Refused,
+    Registry,
+    TokenRules,
+    is_name,
+    name_from_host,
+    name_from_path,
+)
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789xx"
@@ -41,6 +49,23 @@ def test_anything_else_is_not(name: str) -> None:
 )
 def test_the_host_header_names_the_agent(host: bytes, name: str | None) -> None:
     assert name_from_host(host, "relay.example.com") == name
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        (b"/alice/x/y", "alice"),
+        (b"/alice", "alice"),
+        (b"/alice/", "alice"),
+        (b"/", None),
+        (b"//alice/x", None),
+        (b"/Alice/x", None),
+        (b"/-a/x", None),
+        (b"*", None),
+    ],
+)
+def test_the_path_mode_names_the_agent_in_the_first_segment(path: bytes, name: str | None) -> None:
+    assert name_from_path(path) == name
 
 
 def test_a_token_claims_only_names_matching_its_patterns() -> None:
