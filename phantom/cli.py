@@ -527,6 +527,9 @@ def relay(config_path: str, loop_choice: str) -> None:
             raise ConfigError(
                 config.source, "relay", "missing: `phantom relay` needs a [relay] table"
             )
+        if config.workers > 1:
+            # An agent registers with one process; the others could not reach it.
+            raise ConfigError(config.source, "workers", "phantom relay runs in one process")
         _setup_logging(config.log_level)
         return run(lambda stop: _relay(config, stop), loop_choice)
 

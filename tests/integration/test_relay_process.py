@@ -170,6 +170,10 @@ async def test_the_relay_s_memory_per_idle_public_tunnel(tmp_path: Path) -> None
             "plain.toml: relay: missing: `phantom relay` needs a [relay] table",
         ),
         (
+            ("relay", "--config", "workers.toml"),
+            "workers.toml: workers: phantom relay runs in one process",
+        ),
+        (
             ("serve", "--config", "only-relay.toml"),
             "only-relay.toml: server: at least one [server.NAME] table is required "
             "(this file configures a relay: run `phantom relay`)",
@@ -201,9 +205,9 @@ async def test_the_relay_s_memory_per_idle_public_tunnel(tmp_path: Path) -> None
 )
 def test_usage_errors_are_one_line(args: tuple[str, ...], line: str, tmp_path: Path) -> None:
     (tmp_path / "plain.toml").write_text('[server.app]\nproxy_url = "http://127.0.0.1:1"\n')
-    (tmp_path / "only-relay.toml").write_text(
-        f'[relay]\nrelay_domain = "r.example"\n[relay.tokens]\n"{TOKEN}" = ["a"]\n'
-    )
+    relay = f'[relay]\nrelay_domain = "r.example"\n[relay.tokens]\n"{TOKEN}" = ["a"]\n'
+    (tmp_path / "only-relay.toml").write_text(relay)
+    (tmp_path / "workers.toml").write_text("workers = 2\n" + relay)
     result = phantom(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, line)
