@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import shlex
 import signal
 import sys
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RawClient, async_test
-from origin import LOCALHOST, TestOrigin, UpgradeBackend, echo, unused_port
+from origin import LOCALHOST, Reply, TestOrigin, UpgradeBackend, echo, unused_port
 from relay_helpers import DOMAIN, TOKEN, host
 from test_cli import REPO, assert_one_line_error, child_env, phantom
 
@@ -26,7 +28,9 @@ IDLE_TUNNELS = 200
 def relay_config(tmp_path: Path, port: int) -> Path:
     path = tmp_path / "relay.toml"
     path.write_text(
+        # Quiet: the processes' stderr is a pipe the tests read only at the end.
         f'listen = "{LOCALHOST}"\nhttp_port = {port}\nmax_connections = 0\n'
+        'log_level = "warning"\naccess_log = "off"\n'
         "max_tunnels = 0\nmax_tunnels_per_client = 0\nmax_connections_per_client = 0\n"
         f'[relay]\nrelay_domain = "{DOMAIN}"\nmax_connections = 0\n'
         f'[relay.tokens]\n"$env:ALICE_TOKEN" = ["alice-*"]\n'
@@ -35,10 +39,12 @@ def relay_config(tmp_path: Path, port: int) -> Path:
 
 
 @asynccontextmanager
-async def process(*args: str, token: str = TOKEN) -> AsyncIterator[asyncio.subprocess.Process]:
+async def process(
+    *args: str, token: str = TOKEN, cwd: Path = REPO
+) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**child_env(), "ALICE_TOKEN": TOKEN, "PHANTOM_RELAY_TOKEN": token}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phantom", *args, cwd=REPO, env=env,
+        sys.executable, "-m", "phantom", *args, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -67,7 +73,10 @@ def expose(
     relay_port: int, app_port: int, token: str = TOKEN
 ) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
     relay = f"http://{LOCALHOST}:{relay_port}"
-    return process("expose", str(app_port), "--relay", relay, "--name", "alice-demo", token=token)
+    return process(
+        "expose", str(app_port), "--relay", relay, "--name", "alice-demo",
+        "--log-level", "warning", token=token,
+    )  # fmt: skip
 
 
 async def public_status(port: int) -> tuple[int, bytes]:
@@ -211,3 +220,32 @@ def test_usage_errors_are_one_line(args: tuple[str, ...], line: str, tmp_path: P
     result = phantom(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert_one_line_error(result, line)
+
+
+@async_test(timeout=40)
+async def test_the_quick_start_of_docs_relay_md_works(tmp_path: Path) -> None:
+    text = (REPO / "docs" / "relay.md").read_text()
+    toml = re.findall(r"```toml\n(.*?)```", text, re.S)[0]
+    commands = re.findall(r"```sh\n(.*?)```", text, re.S)[0].strip().splitlines()
+    assert len(commands) == 3
+    port = unused_port()
+    (tmp_path / "relay.toml").write_text(toml.replace("8080", str(port)))
+    relay_args = shlex.split(commands[0].rstrip(" &"))
+    assert relay_args == ["phantom", "relay", "--config", "relay.toml"]
+    async with TestOrigin({"/": Reply(200, [], b"hello from the app")}) as app:
+        expose_args = shlex.split(
+            commands[1].rstrip(" &").replace("8080", str(port)).replace("8000", str(app.port))
+        )
+        assert expose_args[:2] == ["phantom", "expose"] and expose_args[-2] == "--token"
+        expose_args[-1] = TOKEN  # "$ALICE_TOKEN", expanded by the shell
+        async with process(*relay_args[1:], cwd=tmp_path):
+            await relay_answers(port)
+            async with process(*expose_args[1:], cwd=tmp_path) as agent:
+                assert agent.stdout is not None
+                line = await asyncio.wait_for(agent.stdout.readline(), 10)
+                url = f"http://alice-demo.localhost:{port}"
+                assert line.decode().startswith(f"{url} -> ")
+                assert commands[2] == "curl http://alice-demo.localhost:8080/"
+                async with await RawClient.connect(port) as client:
+                    response = await client.request("GET", "/", host=f"alice-demo.localhost:{port}")
+                assert response.body == b"hello from the app"
