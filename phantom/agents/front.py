@@ -60,6 +60,8 @@ class RelayConnection(Endpoint):
         if self.front.accepted(self):
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(self.front.ctx.config.header_timeout, self._too_slow)
+        else:
+            self.decided = True  # turned away: what it sends now is not looked at
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -411,3 +411,16 @@ async def test_a_handshake_path_without_the_upgrade_is_a_public_request() -> Non
             async with await RawClient.connect(relay.port or 0) as public:
                 response = await public.request("GET", "/.phantom-relay/control", host=ALICE)
             assert response.status == 200 and response.get("x-echo-method") == "GET"
+
+
+@async_test()
+async def test_a_connection_over_max_connections_per_client_is_never_served() -> None:
+    async with running_relay({"max_connections_per_client": 1}) as relay:
+        async with running_agent(relay.port or 0, unused_port()):
+            async with await RawClient.connect(relay.port or 0, source="127.0.0.2") as first:
+                async with await RawClient.connect(relay.port or 0, source="127.0.0.2") as second:
+                    await second.send(b"GET / HTTP/1.1\r\nHost: " + ALICE.encode() + b"\r\n\r\n")
+                    response = await second.read_response()
+                    assert response.status == 503
+                    assert await second.is_closed_by_peer()
+                await first.close()
