@@ -19,7 +19,7 @@ from typing import Any
 import h11
 
 from ..config import BackendURL, host_port
-from ..endpoint import Endpoint, EndpointClosed, ReadTimeout
+from ..endpoint import Endpoint, ReadTimeout
 from ..tunnel import Tunnel
 from . import protocol
 from .hub import MISSED_PINGS
@@ -44,6 +44,12 @@ class Refusal(Exception):
     def final(self) -> bool:
         """Retrying cannot help: a wrong token, a name not allowed or not valid."""
         return self.status in (400, 401, 403)
+
+
+# What dialling the relay can end in, short of a bug: refused, reset or closed (EndpointClosed
+# is an OSError), timed out (not an OSError before Python 3.11), or an answer that is not
+# the relay's.
+_DIAL_FAILURES = (Refusal, OSError, asyncio.TimeoutError, protocol.ProtocolError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +85,9 @@ class Agent:
         while True:
             try:
                 registered = await self._session()
-            except Refusal as exc:
-                if exc.final:
+            except _DIAL_FAILURES as exc:  # TLS failures too: certificates get renewed
+                if isinstance(exc, Refusal) and exc.final:
                     raise
-                log.warning("%s", exc)
-                registered = False
-            except (
-                OSError,  # refused, reset, TLS (a certificate may be renewed meanwhile)
-                asyncio.TimeoutError,  # not an OSError before Python 3.11
-                EndpointClosed,
-                protocol.ProtocolError,
-            ) as exc:
                 log.warning("relay %s: %s", self.options.relay.netloc, exc or type(exc).__name__)
                 registered = False
             attempt = 0 if registered else attempt + 1
@@ -236,6 +234,11 @@ class Agent:
             data, _ = await self._upgrade(
                 protocol.DATA_PATH, self._data_headers(key, b"%d" % number)
             )
+        except _DIAL_FAILURES as exc:
+            # The relay gave up waiting (409), or is gone: its client has its answer already.
+            log.warning("data connection %d: %s", number, exc or type(exc).__name__)
+            local.close()
+            return
         except BaseException:
             local.close()
             raise
@@ -248,7 +251,7 @@ class Agent:
                 data, _ = await self._upgrade(
                     protocol.DATA_PATH, self._data_headers(key, protocol.WARM)
                 )
-            except (Refusal, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            except _DIAL_FAILURES as exc:
                 log.debug("warm data connection: %s", exc)
                 return  # the session is ending; the next one starts its own
             try:
