@@ -179,7 +179,8 @@ class Agent:
                 for message in decoder.feed(data):
                     if message.kind is Kind.READY and not registered:
                         registered = True
-                        silence = message.number / 1000 * (MISSED_PINGS + 1)
+                        # Pings every READY's milliseconds (at least a second's worth here).
+                        silence = max(message.number, 1000) / 1000 * (MISSED_PINGS + 1)
                         self.on_ready(message.text)
                         for _ in range(options.warm):
                             self._spawn(self._warm(key))
