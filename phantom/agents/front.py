@@ -156,14 +156,8 @@ class RelayConnection(Endpoint):
         if isinstance(session, Refused):
             self._refuse(session.status, session.reason)
             return
-        url = self.front.public_url(session.name)
-        self.transport.write(
-            switching(
-                (b"Phantom-Relay-Session", session.key.encode()),
-                (b"Phantom-Relay-Url", url.encode()),
-            )
-        )
-        hub.attach(session, self.detach(), unread, url)
+        self.transport.write(switching((b"Phantom-Relay-Session", session.key.encode())))
+        hub.attach(session, self.detach(), unread, self.front.public_url(session.name))
 
     def _data(self, headers: list[tuple[bytes, bytes]]) -> None:
         name = protocol.header(headers, protocol.NAME_HEADER) or b""
