@@ -31,7 +31,8 @@ from phantom.cache.rules import CACHE_STRATEGIES, parse_path_rule
 from phantom.command import CommandError, parse_command
 from phantom.dotenv import DotenvError, parse_dotenv
 from phantom.errors import ConfigError
-from phantom.paths import normalize_target
+from phantom.microfrontends import parse_microfrontends
+from phantom.patterns import parse_pattern, parse_rewrite, serves
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +54,6 @@ __all__ = [
     "parse_backend_url",
     "parse_host",
     "parse_log_level",
-    "mounted_at",
     "parse_port",
     "with_overrides",
 ]
@@ -127,8 +127,13 @@ class ServerConfig:
     cache_max_entries: int = 10_000  # the three cache bounds: 0 = nothing is cached
     cache_max_bytes: int = 256 * 1024 * 1024
     cache_max_object_bytes: int = 8 * 1024 * 1024
-    bind_to: str = "*"  # a path prefix ("/api", no trailing slash) or "*" (the fallback)
-    strip_prefix: bool = True  # remove bind_to from the path before forwarding
+    # Entries: "*" (the fallback), a prefix ("/api"), an exact path ("=/pricing") or a
+    # pattern ("/users/{id}", "/files/{path*}"); see phantom.patterns.
+    bind_to: tuple[str, ...] = ("*",)
+    strip_prefix: bool = True  # remove a plain bind_to prefix from the path before forwarding
+    rewrite: str | None = None  # the backend path built from bind_to's captures ("/v1/{id}")
+    methods: tuple[str, ...] = ()  # the methods this server takes ("GET" brings HEAD); () = any
+    fallback_url: BackendURL | None = None  # where requests go when proxy_url refuses them
     hosts: tuple[str, ...] = ()  # lowercased "app.example.com" / "*.example.com"; () = any
     preserve_host: bool = True  # False: send the backend's host (and Origin on upgrades)
     merge_slashes: bool = True  # "//a" is forwarded, cached and matched as "/a" (phantom.paths)
@@ -159,6 +164,9 @@ class ServerConfig:
 
     backend_ca: str | None = None  # extra CA file (PEM) trusted for an https:// backend
     backend_tls_verify: bool = True  # false: accept any backend certificate (logged at start)
+    # Where each key set for this server came from ("[defaults]", "[server.app]", ...), for
+    # `phantom check`; keys not listed are phantom's defaults. Not a setting: not compared.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def pre_generate(self) -> bool:
@@ -425,20 +433,45 @@ def _check_directory(value: object) -> str:
     return text
 
 
-def _check_bind_to(value: object) -> str:
+def _check_bind_to(value: object) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        got = "[]" if isinstance(items, (list, tuple)) else _type_name(value)
+        raise _Invalid(f"expected a path, a pattern or an array of them, got {got}")
+    entries = []
+    for item in items:
+        try:
+            entries.append(parse_pattern(_check_str(item)).text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+    return tuple(dict.fromkeys(entries))
+
+
+def _check_rewrite(value: object) -> str:
     text = _check_str(value)
-    if text == "*":
-        return text
-    if not text.startswith("/") or any(c in text for c in "?#*") or not text.isprintable():
-        raise _Invalid(f'expected "*" or a path prefix such as "/api", got {text!r}')
-    if any(ch.isspace() for ch in text):
-        raise _Invalid(f"must not contain spaces, got {text!r}")
-    # Requests are routed by their path's normal form: a prefix in another form never matches.
-    normal = normalize_target(text.encode()).target(merge_slashes=True).decode()
-    if normal != text:
-        raise _Invalid(f"write the path in its normal form, {normal!r}, got {text!r}")
-    # "/api/" and "/api" mount the same thing; "/" mounts everything, like "*".
-    return text.rstrip("/") or "*"
+    try:
+        parse_rewrite(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return text
+
+
+# RFC 9110 §5.6.2: a method is a token.
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_methods(value: object) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(
+            f'expected an array of methods such as ["GET", "POST"], got {_type_name(value)}'
+        )
+    methods = []
+    for item in value:
+        text = _check_str(item)
+        if not _TOKEN.fullmatch(text):
+            raise _Invalid(f"expected a method such as GET, got {text!r}")
+        methods.append(text.upper())
+    return tuple(dict.fromkeys(methods))
 
 
 def _check_host_pattern(value: object) -> str:
@@ -488,14 +521,6 @@ def _check_paths(value: object) -> tuple[str, ...]:
         raise _Invalid(f"expected an array of paths, got {_type_name(value)}")
     return tuple(dict.fromkeys(check_snapshot_path(item) for item in value))
 
-
-def mounted_at(bind_to: str, target: str) -> bool:
-    """Whether ``target`` (path, maybe with a query) is under the ``bind_to`` prefix, on a
-    segment boundary: ``/api`` holds ``/api``, ``/api/x`` and ``/api?q``, never ``/apix``."""
-    if bind_to == "*":
-        return True
-    rest = target[len(bind_to) :] if target.startswith(bind_to) else None
-    return rest is not None and (not rest or rest[0] in "/?")
 
 def _check_count(value: object) -> int:
     return _check_int(value, 1)
@@ -674,6 +699,9 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "cache_max_object_bytes": _check_size,
     "bind_to": _check_bind_to,
     "strip_prefix": _check_bool,
+    "rewrite": _check_rewrite,
+    "methods": _check_methods,
+    "fallback_url": parse_backend_url,
     "hosts": _check_hosts,
     "preserve_host": _check_bool,
     "merge_slashes": _check_bool,
@@ -713,6 +741,10 @@ _RELAY_CHECKS: Final[dict[str, _Check]] = {
 
 # Server keys that default to the root key of the same name.
 _INHERITED: Final[tuple[str, ...]] = ("max_body_bytes", "tunnel_idle_timeout")
+# Server keys that name one app: not in [defaults].
+_PER_APP: Final = frozenset(
+    {"proxy_url", "bind_to", "rewrite", "hosts", "execute", "execute_dir", "pre_generate_paths"}
+)
 
 
 def _key_part(name: object) -> str:
@@ -824,10 +856,22 @@ class _Reader:
         root = dict(self.from_env(root, ()))
         servers_raw = root.pop("server", None)
         relay = self.relay(root.pop("relay")) if "relay" in root else None
+        defaults_raw = root.pop("defaults", None)
+        microfrontends = root.pop("microfrontends", None)
         values = self.table(root, _ROOT_CHECKS, ())
-        inherited = {key: values[key] for key in _INHERITED if key in values}
+        layers = [("the root key", {key: values[key] for key in _INHERITED if key in values})]
+        if defaults_raw is not None:
+            layers.append(("[defaults]", self.defaults(defaults_raw)))
+        apps: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        if microfrontends is not None:
+            apps, port = self.microfrontends(microfrontends)
+            if port is not None:
+                values.setdefault("http_port", port)
         # A relay's backends are its agents: its file may have no [server.NAME] at all.
-        servers = () if relay and servers_raw is None else self.servers(servers_raw, inherited)
+        if relay and servers_raw is None and not apps:
+            servers: tuple[ServerConfig, ...] = ()
+        else:
+            servers = self.servers(servers_raw, layers, apps)
         if values.get("workers", 1) > 1:
             self.check_single_process(values.get("control_port"), servers, "workers")
         self.tls_listener(values)
@@ -900,10 +944,53 @@ class _Reader:
                 if key in values:
                     raise self.error(key, "set, but https_port is not: no TLS listener uses it")
 
-    def servers(self, raw: object, inherited: Mapping[str, Any]) -> tuple[ServerConfig, ...]:
-        if raw is None:
+    def defaults(self, raw: object) -> dict[str, Any]:
+        """``[defaults]``: any server key but those naming one app."""
+        table = self.check("defaults", _check_table, raw)
+        for key in table:
+            if key in _PER_APP:
+                raise self.error(
+                    _dotted("defaults", key), "names one app: set it in each [server.NAME] table"
+                )
+        return self.server_table(table, ("defaults",))
+
+    def microfrontends(
+        self, raw: object
+    ) -> tuple[dict[str, list[tuple[str, dict[str, Any]]]], int | None]:
+        """``microfrontends = "path"``: Turborepo's file as server layers (caching off below
+        ``[defaults]``, the file's values above it), and its ``localProxyPort``."""
+        path = self.path(self.check("microfrontends", _check_path, raw))
+        try:
+            with open(path, encoding="utf-8-sig") as file:
+                text = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else (
+                "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+            )
+            raise self.error("microfrontends", f"{path}: {reason}") from None
+        parsed = parse_microfrontends(text, path)
+        reader = _Reader(path, self.environ, self.base_dir)
+        origin = os.path.basename(path)
+        apps = {
+            name: [
+                ("microfrontends (caching off)", {"cache_strategy": "none"}),
+                (origin, reader.table(table, _SERVER_CHECKS, ("applications", name))),
+            ]
+            for name, table in parsed.servers.items()
+        }
+        return apps, parsed.port
+
+    def servers(
+        self,
+        raw: object,
+        layers: list[tuple[str, dict[str, Any]]],
+        apps: Mapping[str, list[tuple[str, dict[str, Any]]]],
+    ) -> tuple[ServerConfig, ...]:
+        """The servers: ``[server.NAME]`` tables over ``layers`` (root keys, ``[defaults]``);
+        an app of a microfrontends file comes first, its table of the same name over it."""
+        if raw is None and not apps:
             raise self.error("server", "at least one [server.NAME] table is required")
-        table = self.check("server", _check_table, raw)
+        table = self.check("server", _check_table, {} if raw is None else raw)
         for name, value in table.items():
             if not isinstance(value, Mapping):
                 if name in _SERVER_CHECKS:
@@ -916,9 +1003,15 @@ class _Reader:
                     _dotted("server", name),
                     "server names may use only letters, digits, '-' and '_'",
                 )
-        if not table:
+        if not table and not apps:
             raise self.error("server", "at least one [server.NAME] table is required")
-        servers = tuple(self.server(name, body, inherited) for name, body in table.items())
+        stacks: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for name, (base, app) in ((n, (a[0], a[1:])) for n, a in apps.items()):
+            stacks[name] = [*layers[:1], base, *layers[1:], *app]
+        for name, body in table.items():
+            own = (f"[{_dotted('server', name)}]", self.server_table(body, ("server", name)))
+            stacks[name] = [*stacks.get(name, layers), own]
+        servers = tuple(self.server(name, stack) for name, stack in stacks.items())
         self.check_mounts(servers)
         return servers
 
@@ -936,17 +1029,22 @@ class _Reader:
                 )
 
     def check_mounts(self, servers: tuple[ServerConfig, ...]) -> None:
-        """Two servers on the same prefix for the same host could never both be reached."""
-        claimed: dict[tuple[str, str], str] = {}
+        """Two servers with entries matching the same paths for the same host and a method in
+        common: the second could never be reached."""
+        claimed: dict[tuple[str, object], list[ServerConfig]] = {}
         for server in servers:
-            for host in server.hosts or ("",):
-                other = claimed.setdefault((host, server.bind_to), server.name)
-                if other != server.name:
-                    where = f" for host {host!r}" if host else ""
-                    raise self.error(
-                        _dotted("server", server.name, "bind_to"),
-                        f"{server.bind_to!r}{where} is already bound by server.{other}",
-                    )
+            for entry in server.bind_to:
+                shape = parse_pattern(entry).shape
+                for host in server.hosts or ("",):
+                    others = claimed.setdefault((host, shape), [])
+                    other = next((o for o in others if _share_a_method(o, server)), None)
+                    if other is not None and other.name != server.name:
+                        where = f" for host {host!r}" if host else ""
+                        raise self.error(
+                            _dotted("server", server.name, "bind_to"),
+                            f"{entry!r}{where} is already bound by server.{other.name}",
+                        )
+                    others.append(server)
 
     def webhooks(self, raw: object, prefix: tuple[str, ...]) -> tuple[WebhookConfig, ...]:
         key = _dotted(*prefix)
@@ -963,38 +1061,56 @@ class _Reader:
             hooks.append(WebhookConfig(**values))
         return tuple(hooks)
 
-    def server(
-        self, name: str, body: Mapping[str, Any], inherited: Mapping[str, Any]
-    ) -> ServerConfig:
-        body = dict(body)
+    def server_table(self, body: object, prefix: tuple[str, ...]) -> dict[str, Any]:
+        """A ``[server.NAME]`` or ``[defaults]`` table, checked; relative paths made absolute."""
+        body = dict(self.check(_dotted(*prefix), _check_table, body))
         hooks = body.pop("webhooks", None)
-        values = {**inherited, **self.table(body, _SERVER_CHECKS, ("server", name))}
+        values = self.table(body, _SERVER_CHECKS, prefix)
         if hooks is not None:
-            values["webhooks"] = self.webhooks(hooks, ("server", name, "webhooks"))
+            values["webhooks"] = self.webhooks(hooks, (*prefix, "webhooks"))
+        for key in ("cache_directory", "backend_ca"):
+            if values.get(key):
+                values[key] = os.path.abspath(self.path(values[key]))
+        return values
+
+    def server(self, name: str, layers: list[tuple[str, dict[str, Any]]]) -> ServerConfig:
+        """One server from its layers, the last one winning key by key."""
+        values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for origin, layer in layers:
+            values.update(layer)
+            origins.update(dict.fromkeys(layer, origin))
+
+        def key(name_of_key: str) -> str:
+            return _dotted("server", name, name_of_key)
+
         if "proxy_url" not in values:
             raise self.error(
-                _dotted("server", name, "proxy_url"),
-                'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"',
+                key("proxy_url"), 'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"'
             )
         if "execute" in values:
             values["execute_dir"] = os.path.abspath(self.path(values.get("execute_dir", ".")))
         if values.get("cache_storage_mode") == "filesystem" and not values.get("cache_directory"):
             raise self.error(
-                _dotted("server", name, "cache_directory"),
-                'required when cache_storage_mode = "filesystem"',
+                key("cache_directory"), 'required when cache_storage_mode = "filesystem"'
             )
-        if values.get("cache_directory"):
-            values["cache_directory"] = os.path.abspath(self.path(values["cache_directory"]))
-        if "backend_ca" in values:
-            values["backend_ca"] = os.path.abspath(self.path(values["backend_ca"]))
-        server = ServerConfig(name=name, **values)
+        server = ServerConfig(name=name, origins=tuple(origins.items()), **values)
+        if server.rewrite is not None:
+            for entry in server.bind_to:
+                try:
+                    parse_rewrite(server.rewrite).check(parse_pattern(entry))
+                except ValueError as exc:
+                    raise self.error(key("rewrite"), str(exc)) from None
         for path in server.pre_generate_paths:
-            if not mounted_at(server.bind_to, path):
+            if not serves(server.bind_to, path):
                 raise self.error(
-                    _dotted("server", name, "pre_generate_paths"),
-                    f"{path!r} is outside bind_to {server.bind_to!r}",
+                    key("pre_generate_paths"), f"{path!r} is outside bind_to {list(server.bind_to)}"
                 )
         return server
+
+
+def _share_a_method(one: ServerConfig, other: ServerConfig) -> bool:
+    return not one.methods or not other.methods or bool(set(one.methods) & set(other.methods))
 
 
 # --------------------------------------------------------------------------- public API
@@ -1117,18 +1233,27 @@ def _toml_value(key: str, value: object) -> str:
 _SECRETS: Final = frozenset({"control_auth"})
 
 
-def _describe_field(name: str, value: object) -> str:
+def _describe_field(name: str, value: object, origin: str | None = None) -> str:
     if value is None:
-        return f"# {name} is not set"
-    if name in _SECRETS:
-        return f"# {name} is set (not shown)"
-    return f"{name} = {_toml_value(name, value)}"
+        line = f"# {name} is not set"
+    elif name in _SECRETS:
+        line = f"# {name} is set (not shown)"
+    else:
+        line = f"{name} = {_toml_value(name, value)}"
+    if origin is None:
+        return line
+    return f"{line}{';' if '  # ' in line else '  #'} from {origin}"
 
 
 def describe(config: Config) -> str:
-    """The effective settings as TOML text, defaults filled in; it loads back to ``config``."""
+    """The effective settings as TOML text, defaults filled in; it loads back to ``config``.
+    A server's key that was set says where (``# from [defaults]``); the others are phantom's
+    defaults."""
     source = " ".join(config.source.splitlines())
-    lines = [f"# phantom: effective configuration from {source} (defaults filled in)"]
+    lines = [
+        f"# phantom: effective configuration from {source} (defaults filled in; a server's "
+        "key set in the file says where it came from)"
+    ]
     for f in fields(Config):
         if f.name not in ("servers", "source", "dotenv_vars") and (
             f.name != "relay" or config.relay is None  # a relay follows as its own table
@@ -1144,16 +1269,18 @@ def describe(config: Config) -> str:
         lines.append("[relay.tokens]")
         lines.append(f"# {len(config.relay.tokens)} token(s) set (not shown)")
     for server in config.servers:
+        origins = dict(server.origins)
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")
         for f in fields(ServerConfig):
             value = getattr(server, f.name)
-            if f.name == "name" or (f.name == "webhooks" and server.webhooks):
+            if f.name in ("name", "origins") or (f.name == "webhooks" and server.webhooks):
                 continue  # webhooks, when there are some, follow as [[...webhooks]] tables
-            lines.append(_describe_field(f.name, value))
+            lines.append(_describe_field(f.name, value, origins.get(f.name)))
         for hook in server.webhooks:
             lines.append("")
-            lines.append(f"[[{_dotted('server', server.name, 'webhooks')}]]")
+            table = _dotted("server", server.name, "webhooks")
+            lines.append(f"[[{table}]]  # from {origins['webhooks']}")
             lines.extend(
                 f"{f.name} = {_toml_value(f.name, getattr(hook, f.name))}"
                 for f in fields(WebhookConfig)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .config import mounted_at
 from .context import Site
 from .control import ControlError, ControlRequest, ControlResponse, ControlServer
 from .errors import PhantomError
+from .patterns import PathTrie, parse_pattern
 from .snapshots import gather_each
 
 __all__ = ["add_operation_routes"]
@@ -83,11 +83,15 @@ class _Operations:
 
     @staticmethod
     def snapshot_site(sites: list[Site], path: str) -> Site:
-        """The pre-generate server a path belongs to: the longest bind_to it is under."""
-        mounted = [s for s in sites if mounted_at(s.config.bind_to, path)]
-        if not mounted:
+        """The pre-generate server a path belongs to: the most specific bind_to it matches."""
+        trie: PathTrie[Site] = PathTrie()
+        for site in sites:
+            for entry in site.config.bind_to:
+                trie.add(parse_pattern(entry), site)
+        match = next(trie.matches(path.partition("?")[0]), None)
+        if match is None:
             raise _NoServer(f"no pre-generate server is mounted at {path}")
-        return max(mounted, key=lambda s: 0 if s.config.bind_to == "*" else len(s.config.bind_to))
+        return match[0]
 
     # -- invalidation ----------------------------------------------------------------------
 

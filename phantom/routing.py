@@ -19,28 +19,38 @@ Rules, in order:
    none, those with the most specific matching ``*.domain`` wildcard; if none, the servers
    without ``hosts``. The port and a trailing dot are ignored, case never matters. A host that
    is claimed is served only by the servers claiming it.
-2. **Path.** Among the candidates, the longest ``bind_to`` prefix matching on a segment
-   boundary (``/api`` matches ``/api`` and ``/api/x``, not ``/apix``); else the candidate bound
-   to ``"*"``; else no route (the caller answers 404).
-3. **Target.** With ``strip_prefix`` the prefix is removed (``/api`` alone becomes ``/``); the
-   ``proxy_url`` base path is prepended; the query is kept as sent.
+2. **Path.** Among the candidates, the ``bind_to`` entries matching the path, most specific
+   first (``phantom.patterns``: a literal segment beats a parameter beats a tail, so the
+   longest prefix wins and ``"*"`` comes last); else no route (the caller answers 404).
+3. **Method.** The first of those whose server's ``methods`` allow the request's method (any
+   method when it lists none; ``GET`` allows ``HEAD``). When paths matched but no method
+   did, :class:`MethodNotAllowed` (405) carries the methods that would have.
+4. **Target.** ``rewrite`` builds the path from the entry's captures; else ``strip_prefix``
+   removes a plain prefix (``/api`` alone becomes ``/``), and any other entry's path is kept.
+   Then the ``proxy_url`` base path is prepended; the query is kept as sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .config import ServerConfig, mounted_at
+from .config import BackendURL, ServerConfig
 from .errors import RequestRejected
 from .paths import normalize_target, strip_prefix
+from .patterns import FALLBACK, Match, PathTrie, Pattern, parse_pattern, parse_rewrite
 
-__all__ = ["Route", "Router", "backend_target", "request_host"]
+__all__ = [
+    "MethodNotAllowed",
+    "Route",
+    "Router",
+    "allowed_methods",
+    "request_host",
+    "route_on",
+]
 
-FALLBACK = "*"
-
-#: How many (host, target) decisions a router remembers, and the most bytes of host and
-#: target it remembers one for: the memo is bounded in size whatever clients send.
+#: How many (host, target, method) decisions a router remembers, and the most bytes of host
+#: and target it remembers one for: the memo is bounded in size whatever clients send.
 MEMO_ENTRIES = 1024
 MEMO_MAX_BYTES = 512
 
@@ -48,8 +58,35 @@ MEMO_MAX_BYTES = 512
 @dataclass(frozen=True, slots=True)
 class Route:
     server: ServerConfig
-    target: bytes  # what the backend is sent: base path + (stripped) path + query
+    target: bytes  # what the backend is sent: base path + (rewritten) path + query
     path: bytes  # the request's target in normal form: what every rule sees (path + query)
+    forwarded: bytes  # the target without proxy_url's base path (for fallback_url's)
+
+    def target_at(self, url: BackendURL) -> bytes:
+        """The target as sent to ``url`` (``fallback_url``): its base path, then the path."""
+        return url.base_path.encode("latin-1") + self.forwarded
+
+
+class MethodNotAllowed(RequestRejected):
+    """The path is served, but not for this method: 405 with ``Allow``."""
+
+    def __init__(self, allow: tuple[str, ...]) -> None:
+        super().__init__(405, "method not allowed here")
+        self.allow = allow
+
+    @property
+    def allow_header(self) -> bytes:
+        return ", ".join(self.allow).encode("ascii")
+
+
+def allowed_methods(server: ServerConfig) -> frozenset[bytes] | None:
+    """The methods ``server`` takes (``GET`` brings ``HEAD``), or None for any."""
+    if not server.methods:
+        return None
+    methods = set(server.methods)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return frozenset(method.encode("ascii") for method in methods)
 
 
 def request_host(host: bytes | None) -> str:
@@ -67,18 +104,70 @@ def request_host(host: bytes | None) -> str:
 
 
 class _Mounts:
-    """Servers sharing one host rule, by path prefix: longest first, then the fallback."""
+    """Servers sharing one host rule: their ``bind_to`` entries in a trie, and the decision
+    for a path and method among them."""
 
     def __init__(self, servers: Sequence[ServerConfig]) -> None:
-        bound = [s for s in servers if s.bind_to != FALLBACK]
-        self.prefixed = sorted(bound, key=lambda s: len(s.bind_to), reverse=True)
-        self.fallback = next((s for s in servers if s.bind_to == FALLBACK), None)
+        self.trie: PathTrie[ServerConfig] = PathTrie()
+        for server in servers:
+            for entry in server.bind_to:
+                self.trie.add(parse_pattern(entry), server)
+        self.methods = {s.name: allowed_methods(s) for s in servers}
+        self.rewrites = {s.name: parse_rewrite(s.rewrite) for s in servers if s.rewrite}
 
-    def match(self, path: str) -> ServerConfig | None:
-        for server in self.prefixed:
-            if mounted_at(server.bind_to, path):
-                return server
-        return self.fallback
+    def matches(self, path: str) -> Iterator[Match[ServerConfig]]:
+        """The entries matching ``path`` (merged slashes), most specific first; an
+        asterisk-form target (``OPTIONS *``) matches the ``"*"`` entries only."""
+        if path.startswith("/"):
+            return self.trie.matches(path)
+        return (match for match in self.trie.matches("/") if match[1].text == FALLBACK)
+
+    def decide(self, target: bytes, method: bytes) -> Route | tuple[str, ...] | None:
+        """The route, or the methods that would have been taken (405), or None (404)."""
+        normal = normalize_target(target)
+        merged = normal.merged.decode("latin-1")
+        allow: set[bytes] = set()
+        for server, pattern, values, depth in self.matches(merged):
+            methods = self.methods[server.name]
+            if methods is not None and method not in methods:
+                allow |= methods
+                continue
+            if normal.encoded_separator and not server.allow_encoded_slashes:
+                raise RequestRejected(400, "encoded slash, backslash or NUL in the path")
+            path = normal.target(merge_slashes=server.merge_slashes)
+            prefix = "/" + "/".join(merged.split("/")[1 : depth + 1]) if depth else ""
+            forwarded = self.forwarded(server, pattern, values, prefix, path.decode("latin-1"))
+            base = server.proxy_url.base_path.encode("latin-1")
+            return Route(server, base + forwarded, path, forwarded)
+        return tuple(sorted(m.decode("ascii") for m in allow)) or None
+
+    def forwarded(
+        self,
+        server: ServerConfig,
+        pattern: Pattern,
+        values: tuple[str, ...],
+        prefix: str,
+        target: str,
+    ) -> bytes:
+        """``target`` (path and query) as the backend gets it, before the base path: the
+        rewrite, or the prefix stripped, or as it is. ``prefix``: the matched segments before
+        a tail (merged slashes)."""
+        path, sep, query = target.partition("?")
+        rewrite = self.rewrites.get(server.name)
+        if path.startswith("/") and rewrite is not None:
+            path = rewrite.render(pattern, values, strip_prefix(path, prefix))
+        elif path.startswith("/") and pattern.is_prefix and server.strip_prefix:
+            path = strip_prefix(path, prefix) or "/"
+        return (path + sep + query).encode("latin-1")
+
+
+def route_on(server: ServerConfig, target: bytes, method: bytes = b"GET") -> Route | None:
+    """The route ``target`` takes to ``server`` alone (its ``hosts`` aside), or None when its
+    ``bind_to`` does not match: what a snapshot of ``target`` is fetched with."""
+    route = _Mounts([server]).decide(target, method)
+    if isinstance(route, tuple):
+        raise MethodNotAllowed(route)
+    return route
 
 
 class Router:
@@ -99,8 +188,8 @@ class Router:
             reverse=True,
         )
         self._any_host = _Mounts([s for s in servers if not s.hosts])
-        # (Host value, target) -> route, for route().
-        self._memo: dict[tuple[bytes | None, bytes], Route | None] = {}
+        # (Host value, target, method) -> route, or the Allow methods of a 405; for route().
+        self._memo: dict[tuple[bytes | None, bytes, bytes], Route | tuple[str, ...] | None] = {}
 
     def _mounts_for(self, host: str) -> _Mounts:
         mounts = self._exact.get(host)
@@ -111,35 +200,21 @@ class Router:
                 return group
         return self._any_host
 
-    def route(self, host: bytes | None, target: bytes) -> Route | None:
-        """The server for a request with this ``Host`` value and target, or None (404).
-        Raises RequestRejected (400) for a path with an encoded separator on a server that
-        does not allow them. Remembered for up to ``MEMO_ENTRIES`` hosts and targets (the one
+    def route(self, host: bytes | None, target: bytes, method: bytes = b"") -> Route | None:
+        """The server for a request with this ``Host`` value, target and method, or None
+        (404). Raises :class:`MethodNotAllowed` (405) when servers take the path but none the
+        method, and RequestRejected (400) for a path with an encoded separator on a server
+        that does not allow them. Remembered for up to ``MEMO_ENTRIES`` requests (the one
         remembered first is forgotten first): a site's requests repeat a few of them."""
         memo = self._memo
         try:
-            return memo[host, target]
+            route = memo[host, target, method]
         except KeyError:
-            pass
-        normal = normalize_target(target)
-        server = self._mounts_for(request_host(host)).match(normal.merged.decode("latin-1"))
-        route = None
-        if server is not None:
-            if normal.encoded_separator and not server.allow_encoded_slashes:
-                raise RequestRejected(400, "encoded slash, backslash or NUL in the path")
-            path = normal.target(merge_slashes=server.merge_slashes)
-            forwarded = backend_target(server, path.decode("latin-1"))
-            route = Route(server, forwarded.encode("latin-1"), path)
-        if len(target) + len(host or b"") <= MEMO_MAX_BYTES:
-            if len(memo) >= MEMO_ENTRIES:
-                del memo[next(iter(memo))]
-            memo[host, target] = route
+            route = self._mounts_for(request_host(host)).decide(target, method)
+            if len(target) + len(host or b"") <= MEMO_MAX_BYTES:
+                if len(memo) >= MEMO_ENTRIES:
+                    del memo[next(iter(memo))]
+                memo[host, target, method] = route
+        if isinstance(route, tuple):
+            raise MethodNotAllowed(route)
         return route
-
-
-def backend_target(server: ServerConfig, target: str) -> str:
-    """``target`` as the backend is sent it: prefix stripped, base path prepended, query kept."""
-    path, sep, query = target.partition("?")
-    if server.strip_prefix and server.bind_to != FALLBACK and path.startswith("/"):
-        path = strip_prefix(path, server.bind_to) or "/"
-    return server.proxy_url.base_path + path + sep + query

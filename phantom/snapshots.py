@@ -17,9 +17,9 @@ import h11
 from . import headers as hdr
 from .cache.policy import StorageDecision
 from .cache.store import CachedResponse
-from .config import ServerConfig, check_snapshot_path, mounted_at
-from .errors import NotFound, PhantomError, SnapshotError, UsageError
-from .routing import backend_target
+from .config import ServerConfig, check_snapshot_path
+from .errors import NotFound, PhantomError, RequestRejected, SnapshotError, UsageError
+from .routing import route_on
 from .upstream import Upstream
 
 __all__ = ["Snapshots", "gather_each"]
@@ -85,9 +85,18 @@ class Snapshots:
             check_snapshot_path(path)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if not mounted_at(self.server.bind_to, path):
-            raise UsageError(f"{path} is outside bind_to {self.server.bind_to!r}")
+        self._target(path)
         return path
+
+    def _target(self, path: str) -> bytes:
+        """What the backend is sent for ``path``: the route a GET for it takes."""
+        try:
+            route = route_on(self.server, path.encode("latin-1"))
+        except RequestRejected as exc:
+            raise UsageError(f"{path}: {exc.reason}") from None
+        if route is None:
+            raise UsageError(f"{path} is outside bind_to {list(self.server.bind_to)}")
+        return route.target
 
     async def add(self, path: str) -> CachedResponse:
         """Fetch ``path`` and keep it (replacing an older snapshot of it)."""
@@ -109,7 +118,7 @@ class Snapshots:
         netloc = self.server.proxy_url.netloc.encode()
         request = h11.Request(
             method=b"GET",
-            target=backend_target(self.server, path).encode("latin-1"),
+            target=self._target(path),
             headers=[(b"Host", netloc), (b"Via", hdr.VIA)],
         )
         conn = await self._upstream.connect()

@@ -38,7 +38,7 @@ def agent_servers(
         server = replace(server, cache_max_entries=0, cache_404_capacity=0)
     if not relay.relay_path_mode:
         return (server,)
-    return server, replace(server, hosts=(relay.relay_domain,), bind_to=f"/{name}")
+    return server, replace(server, hosts=(relay.relay_domain,), bind_to=(f"/{name}",))
 
 
 class AgentSites:

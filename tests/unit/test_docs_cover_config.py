@@ -11,7 +11,7 @@ from phantom.config import Config, RelayConfig, ServerConfig, WebhookConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 # Structure and derived values, not TOML keys.
-NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars", "relay"}
+NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars", "relay", "origins"}
 KEYS = sorted(
     {
         f.name

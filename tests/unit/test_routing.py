@@ -164,3 +164,87 @@ def test_encoded_separators_refused_unless_the_server_allows_them() -> None:
         r.route(b"example.com", b"/%2faccount")
     assert refused.value.status == 400
     assert routed(r, "/account") == ("web", "/account")
+
+
+def test_patterns_rewrites_and_most_specific_first() -> None:
+    r = router(
+        user={"bind_to": ["/users/{id}"], "rewrite": "/v1/user/{id}"},
+        me={"bind_to": "/users/me"},
+        files={"bind_to": "/files/{path*}", "rewrite": "/storage/{path*}"},
+        kept={"bind_to": ["/docs/{path*}", "=/pricing"]},
+        login={"bind_to": "/login", "rewrite": "/auth/login"},
+        web={"bind_to": "*"},
+    )
+    assert routed(r, "/users/7?full=1") == ("user", "/v1/user/7?full=1")
+    assert routed(r, "/users/7/") == ("user", "/v1/user/7")
+    assert routed(r, "/users/me") == ("me", "/")
+    assert routed(r, "/users/7/posts") == ("web", "/users/7/posts")
+    assert routed(r, "/files") == ("files", "/storage")
+    assert routed(r, "/files/a/b?x") == ("files", "/storage/a/b?x")
+    assert routed(r, "/docs/a") == ("kept", "/docs/a")  # a pattern's path is kept
+    assert routed(r, "/pricing") == ("kept", "/pricing")
+    assert routed(r, "/pricing/x") == ("web", "/pricing/x")
+    assert routed(r, "/login?next=/") == ("login", "/auth/login?next=/")
+    assert routed(r, "/login/x") == ("login", "/auth/login/x")
+
+
+def test_rewrite_reads_the_normal_form_and_base_path_comes_first() -> None:
+    r = router(user={"bind_to": "/users/{id}", "rewrite": "/u/{id}",
+                     "proxy_url": "http://127.0.0.1:8080/v1"})
+    assert routed(r, "/x/../users/%37?q") == ("user", "/v1/u/7?q")
+
+
+def request(r: Router, method: str, target: str) -> str | int:
+    try:
+        route = r.route(b"example.com", target.encode(), method.encode())
+    except routing.MethodNotAllowed as refused:
+        return f"405 {refused.allow_header.decode()}"
+    return 404 if route is None else route.server.name
+
+
+def test_methods_try_the_next_route_then_405_with_allow() -> None:
+    r = router(
+        read={"bind_to": "/users/{id}", "methods": ["GET"]},
+        write={"bind_to": "/users/{id}", "methods": ["post", "PUT"]},
+        any_users={"bind_to": "/users", "methods": ["OPTIONS"]},
+    )
+    assert request(r, "GET", "/users/1") == "read"
+    assert request(r, "HEAD", "/users/1") == "read"  # GET brings HEAD
+    assert request(r, "POST", "/users/1") == "write"
+    assert request(r, "OPTIONS", "/users/1") == "any_users"  # the next matching route
+    assert request(r, "DELETE", "/users/1") == "405 GET, HEAD, OPTIONS, POST, PUT"
+    assert request(r, "DELETE", "/users") == "405 OPTIONS"
+    assert request(r, "GET", "/other") == 404
+    for _ in range(2):  # remembered 405s answer the same, each time a new exception
+        assert request(r, "DELETE", "/users/1") == "405 GET, HEAD, OPTIONS, POST, PUT"
+
+
+def test_a_catch_all_takes_what_methods_leave() -> None:
+    r = router(api={"bind_to": "/api", "methods": ["GET"]}, web={"bind_to": "*"})
+    assert request(r, "POST", "/api/x") == "web"
+
+
+def test_asterisk_form_matches_only_the_fallback() -> None:
+    r = router(root={"bind_to": "=/"}, web={"bind_to": "*"})
+    assert routed(r, "*") == ("web", "*")
+    assert routed(router(root={"bind_to": ["=/", "/{x*}"]}), "*") is None
+
+
+def test_target_at_another_base_path() -> None:
+    r = router(api={"bind_to": "/api", "proxy_url": "http://127.0.0.1:8080/v1"})
+    route = r.route(None, b"/api/x?q")
+    assert route is not None and route.target == b"/v1/x?q"
+    fallback = config_from_dict(
+        {"server": {"f": {"proxy_url": "https://preview.example.com/base"}}}
+    ).servers[0].proxy_url
+    assert route.target_at(fallback) == b"/base/x?q"
+
+
+def test_route_on_one_server_ignores_hosts() -> None:
+    server = config_from_dict(
+        {"server": {"a": {"proxy_url": "http://127.0.0.1:1/b", "hosts": ["a.test"],
+                          "bind_to": "/x"}}}
+    ).servers[0]
+    route = routing.route_on(server, b"/x/y")
+    assert route is not None and route.target == b"/b/y"
+    assert routing.route_on(server, b"/z") is None
