@@ -216,6 +216,18 @@ def _setup_logging(level: str) -> None:
         handler.addFilter(RepeatedWarnings())
 
 
+def _load_microfrontends(config_path: str | None, microfrontends: str) -> Config:
+    """``--microfrontends FILE``: the phantom.toml next to FILE (or ``--config``) with its
+    ``microfrontends`` key set to FILE; without such a file, FILE alone (caching off)."""
+    here = os.path.dirname(os.path.abspath(microfrontends))
+    toml = config_path or os.path.join(here, DEFAULT_CONFIG)
+    if config_path is None and not os.path.exists(toml):
+        return config_from_dict(
+            {"microfrontends": os.path.abspath(microfrontends)}, source="<command line>"
+        )
+    return load_config(toml, microfrontends=microfrontends)
+
+
 def _load(
     config_path: str | None,
     *,
@@ -224,8 +236,11 @@ def _load(
     backend: str | None = None,
     log_level: str | None = None,
     workers: int | None = None,
+    microfrontends: str | None = None,
 ) -> Config:
-    if config_path is None and backend is not None and not os.path.exists(DEFAULT_CONFIG):
+    if microfrontends is not None:
+        config = _load_microfrontends(config_path, microfrontends)
+    elif config_path is None and backend is not None and not os.path.exists(DEFAULT_CONFIG):
         # `phantom serve --backend URL` alone: the built-in defaults in front of that backend
         # (the override below sets proxy_url, so a bad URL is reported as --backend's).
         config = config_from_dict(
@@ -414,6 +429,14 @@ def main() -> None:
     """phantom: a caching reverse proxy that also tunnels HTTP/1.1 upgrades (WebSocket)."""
 
 
+_MICROFRONTENDS_OPTION = click.option(
+    "--microfrontends",
+    metavar="FILE",
+    help="Turborepo's microfrontends.json: one server per application "
+    f"(with the {DEFAULT_CONFIG} next to it, if any).",
+)
+
+
 @main.command()
 @click.option(
     "--config",
@@ -434,6 +457,7 @@ def main() -> None:
     is_flag=True,
     help="Run the built-in demo (an origin with phantom in front); reads no config file.",
 )
+@_MICROFRONTENDS_OPTION
 def serve(
     config_path: str | None,
     host: str | None,
@@ -443,15 +467,16 @@ def serve(
     workers: int | None,
     loop_choice: str,
     demo: bool,
+    microfrontends: str | None,
 ) -> None:
     """Run the proxy until SIGINT/SIGTERM (a second signal forces the exit)."""
 
     def serving() -> int:
         if demo:
-            if config_path is not None or backend is not None:
+            if config_path is not None or backend is not None or microfrontends is not None:
                 _fail(
                     "--demo reads no config file and runs its own backend; "
-                    "drop --config and --backend",
+                    "drop --config, --backend and --microfrontends",
                     EXIT_USAGE,
                 )
             code = _serve_demo(host, port, log_level, loop_choice)
@@ -464,6 +489,7 @@ def serve(
                     backend=backend,
                     log_level=log_level,
                     workers=workers,
+                    microfrontends=microfrontends,
                 )
 
             config = loader()
@@ -681,6 +707,42 @@ def check(config_path: str) -> None:
     click.echo(describe(config), nl=False)
     for warning in risky_settings(config):
         click.echo(f"phantom: warning: {warning}", err=True)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help=f"Configuration file (default: ./{DEFAULT_CONFIG}).",
+)
+@_MICROFRONTENDS_OPTION
+@click.option("--host", "host", metavar="HOST", help="The Host the PATHs are requested with.")
+@click.option(
+    "--method", default="GET", show_default=True, metavar="METHOD", help="Their method."
+)
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+def routes(
+    config_path: str | None,
+    microfrontends: str | None,
+    host: str | None,
+    method: str,
+    paths: tuple[str, ...],
+) -> None:
+    """Print the routing table and, for each PATH, the server, backend and target it gets."""
+    from phantom.routetable import explain, routing_table
+    from phantom.routing import Router
+
+    try:
+        config = _load(config_path, microfrontends=microfrontends)
+    except ConfigError as err:
+        _fail(str(err), EXIT_USAGE)
+    click.echo(routing_table(config), nl=False)
+    if paths:
+        click.echo("")
+        router = Router(config.servers)
+        for path in paths:
+            click.echo(explain(router, path, host=host, method=method.upper()))
 
 
 # --------------------------------------------------------------------------- control calls

@@ -31,6 +31,7 @@ from phantom.cache.rules import CACHE_STRATEGIES, parse_path_rule
 from phantom.command import CommandError, parse_command
 from phantom.dotenv import DotenvError, parse_dotenv
 from phantom.errors import ConfigError
+from phantom.microfrontends import DEFAULT_PORT as MICROFRONTENDS_PORT
 from phantom.microfrontends import parse_microfrontends
 from phantom.patterns import parse_pattern, parse_rewrite, serves
 
@@ -865,8 +866,7 @@ class _Reader:
         apps: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         if microfrontends is not None:
             apps, port = self.microfrontends(microfrontends)
-            if port is not None:
-                values.setdefault("http_port", port)
+            values.setdefault("http_port", MICROFRONTENDS_PORT if port is None else port)
         # A relay's backends are its agents: its file may have no [server.NAME] at all.
         if relay and servers_raw is None and not apps:
             servers: tuple[ServerConfig, ...] = ()
@@ -1128,8 +1128,10 @@ def config_from_dict(
     return _Reader(source, environ, base_dir).config(data)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a TOML file. Every problem is a one-line :class:`ConfigError`."""
+def load_config(path: str | os.PathLike[str], *, microfrontends: str | None = None) -> Config:
+    """Read and validate a TOML file. Every problem is a one-line :class:`ConfigError`.
+    ``microfrontends`` (``--microfrontends FILE``) sets the root key of that name, relative
+    to the current directory."""
     source = os.fspath(path)
     try:
         with open(path, "rb") as file:
@@ -1150,6 +1152,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "<toml>", str(exc)) from None
+    if microfrontends is not None:
+        data["microfrontends"] = os.path.abspath(microfrontends)
     return config_from_dict(data, source, base_dir=os.path.dirname(source))
 
 

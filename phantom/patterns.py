@@ -79,6 +79,14 @@ class Pattern:
         return self.tail == ""
 
     @property
+    def sort_key(self) -> tuple[tuple[int, str], ...]:
+        """Orders entries the way matching prefers them where both match: per segment a
+        literal (by text) before a parameter; then an exact end, ``{name+}``, a tail."""
+        key = [(1, "") if segment is None else (0, segment) for segment in self.segments]
+        end = 2 if self.tail is None else (3 if self.min_tail else 4)
+        return (*key, (end, ""))
+
+    @property
     def shape(self) -> tuple[object, ...]:
         """What the entry matches, names aside: two entries of one shape match the same paths."""
         return (self.segments, self.tail is None, self.min_tail)
