@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +163,16 @@ def test_size_notes_and_origins_share_the_comment() -> None:
 )
 def test_defaults_errors(defaults: object, message: str) -> None:
     assert error_of({"defaults": defaults, **servers(a={})}).startswith(message)
+
+
+def toml_blocks(relative: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / relative).read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    return [textwrap.dedent(block) for block in blocks if "proxy_url" in block]
+
+
+@pytest.mark.parametrize(
+    "block", [*toml_blocks("docs/configuration.md"), *toml_blocks("README.md")]
+)
+def test_every_toml_example_in_the_docs_loads(block: str) -> None:
+    assert config_from_dict(tomllib.loads(block), SOURCE).servers
