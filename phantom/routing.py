@@ -38,7 +38,15 @@ from dataclasses import dataclass
 from .config import BackendURL, ServerConfig
 from .errors import RequestRejected
 from .paths import normalize_target, strip_prefix
-from .patterns import FALLBACK, Match, PathTrie, Pattern, parse_pattern, parse_rewrite
+from .patterns import (
+    FALLBACK,
+    Match,
+    PathTrie,
+    Pattern,
+    Rewrite,
+    parse_pattern,
+    parse_rewrite,
+)
 
 __all__ = [
     "MethodNotAllowed",
@@ -135,30 +143,28 @@ class _Mounts:
             if normal.encoded_separator and not server.allow_encoded_slashes:
                 raise RequestRejected(400, "encoded slash, backslash or NUL in the path")
             path = normal.target(merge_slashes=server.merge_slashes)
-            prefix = "/" + "/".join(merged.split("/")[1 : depth + 1]) if depth else ""
-            forwarded = self.forwarded(server, pattern, values, prefix, path.decode("latin-1"))
+            rewrite = self.rewrites.get(server.name)
+            forwarded = path
+            if path.startswith(b"/") and (
+                rewrite is not None or (pattern.is_prefix and server.strip_prefix)
+            ):
+                # The segments before the tail, as matched (slashes merged).
+                prefix = "/".join(merged.split("/", depth + 1)[: depth + 1]) if depth else ""
+                forwarded = _rewritten(path.decode("latin-1"), prefix, rewrite, pattern, values)
             base = server.proxy_url.base_path.encode("latin-1")
             return Route(server, base + forwarded, path, forwarded)
         return tuple(sorted(m.decode("ascii") for m in allow)) or None
 
-    def forwarded(
-        self,
-        server: ServerConfig,
-        pattern: Pattern,
-        values: tuple[str, ...],
-        prefix: str,
-        target: str,
-    ) -> bytes:
-        """``target`` (path and query) as the backend gets it, before the base path: the
-        rewrite, or the prefix stripped, or as it is. ``prefix``: the matched segments before
-        a tail (merged slashes)."""
-        path, sep, query = target.partition("?")
-        rewrite = self.rewrites.get(server.name)
-        if path.startswith("/") and rewrite is not None:
-            path = rewrite.render(pattern, values, strip_prefix(path, prefix))
-        elif path.startswith("/") and pattern.is_prefix and server.strip_prefix:
-            path = strip_prefix(path, prefix) or "/"
-        return (path + sep + query).encode("latin-1")
+
+def _rewritten(
+    target: str, prefix: str, rewrite: Rewrite | None, pattern: Pattern, values: tuple[str, ...]
+) -> bytes:
+    """``target`` (path and query) with ``prefix`` (the matched segments before a tail)
+    replaced by the rewrite of the match, or stripped; the query kept."""
+    path, sep, query = target.partition("?")
+    rest = strip_prefix(path, prefix)
+    path = rewrite.render(pattern, values, rest) if rewrite is not None else rest or "/"
+    return (path + sep + query).encode("latin-1")
 
 
 def route_on(server: ServerConfig, target: bytes, method: bytes = b"GET") -> Route | None:
