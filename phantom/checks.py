@@ -53,6 +53,13 @@ def risky_settings(config: Config) -> list[str]:
                 f"server.{server.name}.backend_tls_verify: false: the certificate of "
                 f"{server.proxy_url} is not checked (anyone on the path can impersonate it)"
             )
+        fallback = server.fallback_url
+        if fallback is not None and fallback.scheme == "http" and not _is_loopback(fallback.host):
+            warnings.append(
+                f"server.{server.name}.fallback_url: {fallback} is plain http to another "
+                "machine: requests that fall back (cookies and Authorization included) cross "
+                "the network unencrypted"
+            )
         bypassed = _h2c_bypasses(server)
         if bypassed:
             warnings.append(

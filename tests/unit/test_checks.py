@@ -107,3 +107,20 @@ def test_h2c_tunnelled_past_per_request_rules(server: dict[str, Any], bypassed: 
 )
 def test_h2c_quiet_where_it_bypasses_nothing(server: dict[str, Any]) -> None:
     assert warnings_for(**server) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "risky"),
+    [
+        ("http://preview.example.com", True),
+        ("http://10.0.0.5:8080", True),
+        ("https://preview.example.com", False),
+        ("http://127.0.0.1:9000", False),
+        ("http://localhost:9000", False),
+    ],
+)
+def test_plain_http_fallback_to_another_machine(url: str, risky: bool) -> None:
+    found = warnings_for(fallback_url=url)
+    assert bool(found) is risky
+    if risky:
+        assert found[0].startswith("server.app.fallback_url: http://")
