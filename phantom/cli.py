@@ -429,6 +429,12 @@ def main() -> None:
     """phantom: a caching reverse proxy that also tunnels HTTP/1.1 upgrades (WebSocket)."""
 
 
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help=f"Configuration file (default: ./{DEFAULT_CONFIG}).",
+)
 _MICROFRONTENDS_OPTION = click.option(
     "--microfrontends",
     metavar="FILE",
@@ -438,12 +444,7 @@ _MICROFRONTENDS_OPTION = click.option(
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    metavar="PATH",
-    help=f"Configuration file (default: ./{DEFAULT_CONFIG}).",
-)
+@_CONFIG_OPTION
 @click.option("--host", metavar="HOST", help="Listen on this address instead of `listen`.")
 @click.option("--port", type=int, metavar="N", help="Listen on this port instead of `http_port`.")
 @click.option("--backend", metavar="URL", help="Forward to this URL instead of `proxy_url`.")
@@ -710,12 +711,7 @@ def check(config_path: str) -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    metavar="PATH",
-    help=f"Configuration file (default: ./{DEFAULT_CONFIG}).",
-)
+@_CONFIG_OPTION
 @_MICROFRONTENDS_OPTION
 @click.option("--host", "host", metavar="HOST", help="The Host the PATHs are requested with.")
 @click.option(
