@@ -55,8 +55,6 @@ FALLBACK: Final = "*"
 _NAME: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _PARAM: Final = re.compile(rf"\{{({_NAME})\}}")
 _TAIL: Final = re.compile(rf"\{{({_NAME})([*+])\}}")
-_TAIL_REF: Final = re.compile(rf"\{{({_NAME})[*+]\}}")
-_NAME_REF: Final = re.compile(rf"\{{({_NAME})\}}")
 
 V = TypeVar("V")
 
@@ -209,9 +207,9 @@ class PathTrie(Generic[V]):
         if pattern.tail is None:
             node.exact.append((value, pattern))
         else:
-            node.tails.append((value, pattern))
-            # {name+} before {name*}: it asks for more. Stable, so equal ones keep their order.
-            node.tails.sort(key=lambda item: -item[1].min_tail)
+            # {name+} before {name*} (it asks for more); equal ones keep their order.
+            plus = sum(1 for _, added in node.tails if added.min_tail)
+            node.tails.insert(plus if pattern.min_tail else len(node.tails), (value, pattern))
 
     def matches(self, path: str) -> Iterator[Match[V]]:
         """The entries matching ``path`` (normal form, slashes merged, no query), most
@@ -278,7 +276,7 @@ class Rewrite:
         head = self.head
         if self.names:
             captured = dict(zip(pattern.params, values, strict=True))
-            head = _NAME_REF.sub(lambda m: captured[m[1]], head)
+            head = _PARAM.sub(lambda m: captured[m[1]], head)
         if pattern.is_prefix or self.tail is not None:
             return head.rstrip("/") + rest or "/"
         return head
@@ -293,11 +291,11 @@ def parse_rewrite(text: str) -> Rewrite:
     _check_text(text, 'a path such as "/v1/user/{id}"')
     head, tail = text, None
     last = text.rpartition("/")
-    tail_match = _TAIL_REF.fullmatch(last[2])
+    tail_match = _TAIL.fullmatch(last[2])
     if tail_match is not None:
         head, tail = last[0], tail_match[1]
-    names = tuple(_NAME_REF.findall(head))
-    if "{" in _NAME_REF.sub("", head) or "}" in _NAME_REF.sub("", head):
+    names = tuple(_PARAM.findall(head))
+    if "{" in _PARAM.sub("", head) or "}" in _PARAM.sub("", head):
         raise ValueError(
             f"expected {{name}} references and a last {{name*}}, got {text!r}"
         )
