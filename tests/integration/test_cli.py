@@ -96,10 +96,10 @@ def test_check_shipped_config_from_repo_root() -> None:
     assert result.stderr == ""
     out = result.stdout
     assert "[server.default]\n" in out
-    assert 'proxy_url = "http://127.0.0.1:8080"\n' in out
+    assert 'proxy_url = "http://127.0.0.1:8080"  # from [server.default]\n' in out
     assert "http_port = 3000\n" in out
     assert 'listen = "127.0.0.1"\n' in out
-    assert "enable_websocket = true\n" in out
+    assert "enable_websocket = true  # from [server.default]\n" in out
 
 
 def test_check_output_is_the_effective_config(tmp_path: Path) -> None:
@@ -246,7 +246,8 @@ def test_demo_rejects_config_and_backend(tmp_path: Path) -> None:
     result = phantom("serve", "--demo", "--backend", "http://127.0.0.1:1", cwd=tmp_path)
     assert_one_line_error(
         result,
-        "--demo reads no config file and runs its own backend; drop --config and --backend",
+        "--demo reads no config file and runs its own backend; "
+        "drop --config, --backend and --microfrontends",
     )
 
 
