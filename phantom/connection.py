@@ -31,6 +31,7 @@ from .exchange import CLIENT_CLOSED, Exchange
 from .fastlane import FastLane
 from .fastrelay import SimpleForward
 from .lookup import CacheLookup
+from .routing import MethodNotAllowed
 from .stages import RequestView
 from .upgrade import Upgrading
 
@@ -292,7 +293,18 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
         """Route the request to its server, ask the server's stages, and go on to the cache
         or the backend."""
         raw_headers = request.headers.raw_items()
-        route = self.router.route(hdr.get_header(raw_headers, b"host"), request.target)
+        try:
+            route = self.router.route(
+                hdr.get_header(raw_headers, b"host"), request.target, request.method
+            )
+        except MethodNotAllowed as refused:
+            await self._read_body()
+            self._respond_plain(
+                405,
+                b"This path does not take this method.\n",
+                headers=[hdr.PLAIN_TEXT, (b"Allow", refused.allow_header)],
+            )
+            return "next"
         if route is None:
             await self._read_body()
             self._respond_plain(404, b"No server is bound to this host and path.\n")

@@ -23,6 +23,7 @@ from .descriptors import DescriptorWatch, open_file_limit
 from .endpoint import DetachedState
 from .errors import PhantomError, SnapshotError
 from .exchange import Exchange
+from .fallback import Fallback
 from .metrics import Metrics
 from .routing import Router
 from .snapshots import Snapshots, gather_each
@@ -63,6 +64,7 @@ class Site:
 
     config: ServerConfig
     upstream: Upstream
+    fallback: Fallback | None
     cache: CacheStore
     snapshots: Snapshots
     webhooks: Webhooks
@@ -85,6 +87,11 @@ class Site:
         upstream = Upstream(
             server.proxy_url, config.backend_connect_timeout, backend_context(server, config.source)
         )
+        fallback = None
+        if server.fallback_url is not None:
+            fallback = Fallback(
+                server, server.fallback_url, config.backend_connect_timeout, config.source
+            )
         cache = CacheStore(
             max_entries=server.cache_max_entries,
             max_bytes=server.cache_max_bytes,
@@ -102,6 +109,7 @@ class Site:
         return cls(
             config=server,
             upstream=upstream,
+            fallback=fallback,
             cache=cache,
             snapshots=snapshots,
             webhooks=Webhooks(server.webhooks),
@@ -112,6 +120,12 @@ class Site:
             ),
             cache_key=cache_key,
         )
+
+    def close_pools(self) -> None:
+        """Close the idle pooled connections (to the backend and to the fallback)."""
+        self.upstream.close()
+        if self.fallback is not None:
+            self.fallback.upstream.close()
 
     def key_for(
         self, target: bytes, headers: Sequence[tuple[bytes, bytes]], scheme: bytes

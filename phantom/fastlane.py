@@ -108,7 +108,7 @@ class FastLane(FastRelay):
         entry, a miss others may wait for): the loop takes it through h11, from what the
         stages said (``decided``)."""
         try:
-            route = self.router.route(request.host, request.target)
+            route = self.router.route(request.host, request.target, request.method)
         except RequestRejected:
             return None  # the loop answers it
         if route is None:

@@ -187,7 +187,12 @@ class FastRelay(Forwarding):
             self.in_flight = None
             if self.is_lost:
                 raise ClientGone() from None
-            return self._backend_failed(site, self._promote(forward), exc)
+            promoted = self._promote(forward)
+            if exc.kind == "refused" and site.fallback is not None:
+                fields = promoted.headers.raw_items()
+                outgoing = self._outgoing(site, promoted, forward.target, fields)
+                return await self._fall_back(site, promoted, outgoing, plan, str(exc))
+            return self._backend_failed(site, promoted, exc)
         self.exchange.upstream_seconds = time.perf_counter() - forward.sent_at
         try:
             if isinstance(response, h11.Response):

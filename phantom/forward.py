@@ -17,8 +17,9 @@ from .cache import policy
 from .context import ProxyContext, Site
 from .endpoint import ReadTimeout
 from .errors import BackendError, RequestRejected
+from .fallback import Fallback
 from .relay import Plan, Relaying
-from .upstream import UpstreamConnection
+from .upstream import Upstream, UpstreamConnection
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
@@ -143,25 +144,76 @@ class Forwarding(Relaying):
         # chunk is answered 400 with nothing forwarded.
         first = await self._body_event() if self.h11.their_state is h11.SEND_BODY else None
 
+        retry = method in IDEMPOTENT and not announced.has_body
         request_time = site.cache.clock()
         sent_at = time.perf_counter()
         try:
-            upstream, response = await site.upstream.exchange(
-                lambda upstream: upstream.request(
-                    outgoing,
-                    lambda upstream: self._stream_request_body(upstream, first, limit),
-                    self.ctx.config.backend_timeout,
-                ),
-                retry=method in IDEMPOTENT and not announced.has_body,
-            )
+            upstream, response = await self._exchange(site.upstream, outgoing, first, limit, retry)
         except BackendError as exc:
             self.in_flight = None
             if self.is_lost:
                 raise ClientGone() from None
+            if exc.kind == "refused" and site.fallback is not None:
+                return await self._fall_back(
+                    site, request, outgoing, plan, str(exc), first, limit, retry
+                )
             if not self._serve_stale_on_error(site, request, plan, str(exc), exc.status):
                 raise
             self.exchange.error_kind = exc.kind
             return "next" if self.h11.their_state is h11.DONE else "close"
+        self.exchange.upstream_seconds = time.perf_counter() - sent_at
+        try:
+            return await self._relay_response(
+                site, upstream, request, response, plan, request_time
+            )
+        finally:
+            self.in_flight = None
+
+    async def _exchange(
+        self, pool: Upstream, outgoing: h11.Request, first: object, limit: int, retry: bool
+    ) -> tuple[UpstreamConnection, h11.Response]:
+        """Send ``outgoing`` and its body (``first`` event already read) on a connection of
+        ``pool``; the backend's response head."""
+        return await pool.exchange(
+            lambda upstream: upstream.request(
+                outgoing,
+                lambda upstream: self._stream_request_body(upstream, first, limit),
+                self.ctx.config.backend_timeout,
+            ),
+            retry=retry,
+        )
+
+    async def _fall_back(
+        self,
+        site: Site,
+        request: h11.Request,
+        outgoing: h11.Request,
+        plan: Plan,
+        problem: str,
+        first: object = None,
+        limit: int = 0,
+        retry: bool = True,
+    ) -> str:
+        """Send a request the backend refused to ``fallback_url`` instead (``phantom.fallback``);
+        its answer is relayed marked ``X-Phantom-Fallback: 1`` and never stored."""
+        fallback = cast(Fallback, site.fallback)
+        self._log_backend(
+            site, request.method, request.target, f"{problem}; falling back to {fallback.url}"
+        )
+        plan.land(site)  # requests waiting for this key's answer go on their own
+        plan = Plan(None, plan.reason, request_headers=plan.request_headers, fallback=True)
+        self.exchange.backend = fallback.url
+        request_time = site.cache.clock()
+        sent_at = time.perf_counter()
+        try:
+            upstream, response = await self._exchange(
+                fallback.upstream, fallback.request(outgoing, upgrade=False), first, limit, retry
+            )
+        except BackendError:
+            self.in_flight = None
+            if self.is_lost:
+                raise ClientGone() from None
+            raise
         self.exchange.upstream_seconds = time.perf_counter() - sent_at
         try:
             return await self._relay_response(

@@ -221,7 +221,7 @@ class Proxy:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             for site in self._ctx.sites.values():
-                site.upstream.close()
+                site.close_pools()
             raise failures[0]
 
     async def reload(self) -> Config:
@@ -280,7 +280,7 @@ class Proxy:
         ctx.sites.update(sites)
         for site in replaced:
             # Its idle pooled connections go now; ones in use finish their exchange first.
-            site.upstream.close()
+            site.close_pools()
         ctx.router = Router(new.servers)
         ctx.config = self.config = new
         ctx.descriptors.set_limit(open_file_limit())  # raised meanwhile with prlimit, say
@@ -338,7 +338,7 @@ class Proxy:
         # Let the cancelled tasks unwind before the loop may close.
         await asyncio.gather(*cancelled, return_exceptions=True)
         for site in ctx.sites.values():
-            site.upstream.close()
+            site.close_pools()
             site.webhooks.close()
         if self.control is not None:
             await self.control.close()

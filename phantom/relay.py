@@ -19,6 +19,7 @@ from .cache.policy import Forward
 from .cache.store import CachedResponse, Key
 from .context import Site
 from .errors import BackendError
+from .fallback import FALLBACK_FIELD
 from .upstream import UpstreamConnection
 
 
@@ -55,7 +56,7 @@ class Relaying(Answers):
                 except BaseException:
                     upstream.abort()
                     raise
-                site.upstream.release(upstream)
+                upstream.release()
                 update = revalidation.apply_update(
                     site, key, entry, request_headers, response, request_time, response_time
                 )
@@ -146,6 +147,8 @@ class Relaying(Answers):
         if decision is not None and encoding.varies(site.config.compress_strategy, out_headers):
             # Hits of this response will depend on Accept-Encoding: say so from the start.
             sent.append((b"Vary", b"Accept-Encoding"))
+        if plan.fallback:
+            sent.append(FALLBACK_FIELD)
         # The header leaves before the body: claim "stored" only when the length is known.
         sent.append(
             (
@@ -205,7 +208,7 @@ class Relaying(Answers):
         except BaseException:
             upstream.abort()
             raise
-        site.upstream.release(upstream)
+        upstream.release()
         if filling is not None and body is not None:
             filling.store(site, bytes(body))
         return "next"
@@ -252,6 +255,8 @@ class Plan:
     flight: asyncio.Future[None] | None = None
     # The request's fields with lowercase names (``list(request.headers)``), when known.
     request_headers: list[tuple[bytes, bytes]] | None = None
+    # The answer comes from fallback_url (marked, never stored: key is None).
+    fallback: bool = False
 
     def land(self, site: Site) -> None:
         """Let the waiters go (they look the key up again). Called as soon as the answer is

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .config import Config, ServerConfig
 from .errors import RequestRejected
 from .patterns import parse_pattern
-from .routing import MethodNotAllowed, Router
+from .routing import MethodNotAllowed, Router, target_at
 
 __all__ = ["explain", "routing_table"]
 
@@ -72,5 +72,5 @@ def explain(router: Router, path: str, *, host: str | None = None, method: str =
     fallback = route.server.fallback_url
     if fallback is not None:
         line += f" (if refused: fallback {fallback.scheme}://{fallback.netloc}"
-        line += route.target_at(fallback).decode("latin-1") + ")"
+        line += target_at(route.server, route.target, fallback).decode("latin-1") + ")"
     return line

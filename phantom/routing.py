@@ -55,6 +55,7 @@ __all__ = [
     "allowed_methods",
     "request_host",
     "route_on",
+    "target_at",
 ]
 
 #: How many (host, target, method) decisions a router remembers, and the most bytes of host
@@ -68,11 +69,12 @@ class Route:
     server: ServerConfig
     target: bytes  # what the backend is sent: base path + (rewritten) path + query
     path: bytes  # the request's target in normal form: what every rule sees (path + query)
-    forwarded: bytes  # the target without proxy_url's base path (for fallback_url's)
 
-    def target_at(self, url: BackendURL) -> bytes:
-        """The target as sent to ``url`` (``fallback_url``): its base path, then the path."""
-        return url.base_path.encode("latin-1") + self.forwarded
+
+def target_at(server: ServerConfig, target: bytes, url: BackendURL) -> bytes:
+    """``target``, as ``server``'s backend gets it, for ``url`` (``fallback_url``) instead:
+    ``url``'s base path in place of ``proxy_url``'s."""
+    return url.base_path.encode("latin-1") + target[len(server.proxy_url.base_path) :]
 
 
 class MethodNotAllowed(RequestRejected):
@@ -152,7 +154,7 @@ class _Mounts:
                 prefix = "/".join(merged.split("/", depth + 1)[: depth + 1]) if depth else ""
                 forwarded = _rewritten(path.decode("latin-1"), prefix, rewrite, pattern, values)
             base = server.proxy_url.base_path.encode("latin-1")
-            return Route(server, base + forwarded, path, forwarded)
+            return Route(server, base + forwarded, path)
         return tuple(sorted(m.decode("ascii") for m in allow)) or None
 
 
@@ -206,7 +208,7 @@ class Router:
                 return group
         return self._any_host
 
-    def route(self, host: bytes | None, target: bytes, method: bytes = b"") -> Route | None:
+    def route(self, host: bytes | None, target: bytes, method: bytes) -> Route | None:
         """The server for a request with this ``Host`` value, target and method, or None
         (404). Raises :class:`MethodNotAllowed` (405) when servers take the path but none the
         method, and RequestRejected (400) for a path with an encoded separator on a server

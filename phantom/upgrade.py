@@ -15,6 +15,7 @@ from .answers import over_limit
 from .cache.policy import Forward
 from .context import ProxyContext, Site
 from .errors import BackendError
+from .fallback import FALLBACK_FIELD
 from .forward import Forwarding
 from .relay import Plan
 
@@ -46,21 +47,37 @@ class Upgrading(Forwarding):
         if limit and len(self.ctx.tunnels) >= limit:
             raise over_limit("too many tunnels")
         self.tunnel_hold = self._take_tunnel_share(raw_headers)
-        upstream = await site.upstream.connect()
-        self.in_flight = upstream  # a client that leaves now aborts the handshake
-        outgoing = self._backend_headers(
-            site,
-            hdr.upgrade_request_headers(
-                raw_headers,
-                client_ip=self.client_ip,
-                proto=self.proto,
-                trusted=self.trusted,
-                by=self.by,
+        outgoing = h11.Request(
+            method=request.method,
+            target=target,
+            headers=self._backend_headers(
+                site,
+                hdr.upgrade_request_headers(
+                    raw_headers,
+                    client_ip=self.client_ip,
+                    proto=self.proto,
+                    trusted=self.trusted,
+                    by=self.by,
+                ),
+                upgrade=True,
             ),
-            upgrade=True,
         )
+        backend_url, fallback = site.config.proxy_url, site.fallback
         try:
-            upstream.send(h11.Request(method=request.method, target=target, headers=outgoing))
+            upstream = await site.upstream.connect()
+            fallback = None
+        except BackendError as exc:
+            if exc.kind != "refused" or fallback is None:
+                raise
+            self._log_backend(
+                site, request.method, request.target, f"{exc}; falling back to {fallback.url}"
+            )
+            backend_url = self.exchange.backend = fallback.url
+            outgoing = fallback.request(outgoing, upgrade=True)
+            upstream = await fallback.upstream.connect()
+        self.in_flight = upstream  # a client that leaves now aborts the handshake
+        try:
+            upstream.send(outgoing)
             for part in body:
                 upstream.send(h11.Data(data=part))
             upstream.send(h11.EndOfMessage())
@@ -72,11 +89,13 @@ class Upgrading(Forwarding):
             self.in_flight = None
         if isinstance(response, h11.Response):
             # The backend declined: an ordinary response, and keep-alive may go on.
+            plan = Plan(None, Forward.REQUEST, fallback=fallback is not None)
             return await self._relay_response(
-                site, upstream, request, response, Plan(None, Forward.REQUEST),
-                site.cache.clock(),
+                site, upstream, request, response, plan, site.cache.clock()
             )
-        problem = handshake.switch_problem(outgoing, response.headers.raw_items())
+        problem = handshake.switch_problem(
+            outgoing.headers.raw_items(), response.headers.raw_items()
+        )
         if problem is not None:
             # Not the switch that was asked for: splicing would hand the client a connection
             # to something no rule has seen. Neither leg is usable any more.
@@ -87,13 +106,15 @@ class Upgrading(Forwarding):
             # The client left during the handshake: nobody to tunnel for.
             upstream.abort()
             return "close"
+        if fallback is not None:  # the 101 goes out verbatim, and says where it came from
+            head = head[:-2] + b"%s: %s\r\n\r\n" % FALLBACK_FIELD
         self.write(head)
         self.exchange.status = 101
         client = self.detach()
         client.unread = self.h11.trailing_data[0] + client.unread
         backend = upstream.detach()
         backend.unread = upstream.h11.trailing_data[0] + backend.unread
-        label = f"{self.client_ip} {request.target.decode('latin-1')} -> {site.config.proxy_url}"
+        label = f"{self.client_ip} {request.target.decode('latin-1')} -> {backend_url}"
         holds = [hold for hold in (self.hold, self.tunnel_hold) if hold is not None]
         self.ctx.open_tunnel(
             client, backend, label, site.config.tunnel_idle_timeout, self.exchange, holds

@@ -55,6 +55,10 @@ class UpstreamConnection(Endpoint):
         # Dropped because nobody wants the answer any more: its request is not retried.
         self.abandoned = False
 
+    def release(self) -> None:
+        """Back to its own pool after a complete exchange (closed if it can't be reused)."""
+        self._pool.release(self)
+
     def data_received(self, data: bytes) -> None:
         if self._idle_timer is not None:
             # A pooled connection must stay silent; anything it says makes it unusable.

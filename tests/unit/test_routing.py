@@ -21,7 +21,7 @@ def router(**servers: dict[str, Any]) -> Router:
 
 
 def routed(r: Router, target: str, host: str | None = "example.com") -> tuple[str, str] | None:
-    route = r.route(None if host is None else host.encode(), target.encode())
+    route = r.route(None if host is None else host.encode(), target.encode(), b"GET")
     return None if route is None else (route.server.name, route.target.decode())
 
 
@@ -58,7 +58,9 @@ def test_remembered_decisions_match_fresh_ones_and_stay_bounded() -> None:
     requests += [(b"a.test", f"/api/{n}".encode()) for n in range(routing.MEMO_ENTRIES + 10)]
     for _ in range(2):  # the second round answers from memory where it can
         for host, target in requests:
-            assert remembering.route(host, target) == Router(servers).route(host, target)
+            assert remembering.route(host, target, b"GET") == Router(servers).route(
+                host, target, b"GET"
+            )
     assert len(remembering._memo) == routing.MEMO_ENTRIES
 
 
@@ -144,24 +146,24 @@ def test_with_backend_host_replaces_host_and_origin_only_on_request() -> None:
 def test_routing_and_the_forwarded_target_use_the_normal_form() -> None:
     r = router(admin={"bind_to": "/admin"}, web={"bind_to": "*"})
     for target in ("/admin/x", "/%61dmin/x", "//admin//x", "/x/../admin/x", "/%2E/admin/x"):
-        route = r.route(b"example.com", target.encode())
+        route = r.route(b"example.com", target.encode(), b"GET")
         assert route is not None
         assert (route.server.name, route.target, route.path) == ("admin", b"/x", b"/admin/x")
 
 
 def test_merge_slashes_false_routes_by_the_merged_path_but_keeps_the_slashes() -> None:
     r = router(api={"bind_to": "/api", "merge_slashes": False}, web={"bind_to": "*"})
-    route = r.route(b"example.com", b"//api//x/%61?q")
+    route = r.route(b"example.com", b"//api//x/%61?q", b"GET")
     assert route is not None
     assert (route.server.name, route.target, route.path) == ("api", b"//x/a?q", b"//api//x/a?q")
 
 
 def test_encoded_separators_refused_unless_the_server_allows_them() -> None:
     r = router(api={"bind_to": "/api", "allow_encoded_slashes": True}, web={"bind_to": "*"})
-    route = r.route(b"example.com", b"/api/a%2fb")
+    route = r.route(b"example.com", b"/api/a%2fb", b"GET")
     assert route is not None and route.target == b"/a%2Fb"
     with pytest.raises(RequestRejected) as refused:
-        r.route(b"example.com", b"/%2faccount")
+        r.route(b"example.com", b"/%2faccount", b"GET")
     assert refused.value.status == 400
     assert routed(r, "/account") == ("web", "/account")
 
@@ -232,12 +234,12 @@ def test_asterisk_form_matches_only_the_fallback() -> None:
 
 def test_target_at_another_base_path() -> None:
     r = router(api={"bind_to": "/api", "proxy_url": "http://127.0.0.1:8080/v1"})
-    route = r.route(None, b"/api/x?q")
+    route = r.route(None, b"/api/x?q", b"GET")
     assert route is not None and route.target == b"/v1/x?q"
     fallback = config_from_dict(
         {"server": {"f": {"proxy_url": "https://preview.example.com/base"}}}
     ).servers[0].proxy_url
-    assert route.target_at(fallback) == b"/base/x?q"
+    assert routing.target_at(route.server, route.target, fallback) == b"/base/x?q"
 
 
 def test_route_on_one_server_ignores_hosts() -> None:
