@@ -3,7 +3,8 @@
 A dev server that is not running refuses connections; with ``fallback_url`` (Turborepo's
 ``development.fallback``) the request, or an upgrade handshake, goes to that URL instead of
 being answered 502: the same path and query under the fallback's base path, the fallback's own
-``Host`` (a deployed site is chosen by its name), and ``X-Phantom-Fallback: 1`` on the answer.
+``Host`` (a deployed site is chosen by its name; an upgrade's ``Origin`` is the fallback's
+too), and ``X-Phantom-Fallback: 1`` on the answer.
 Only a refused connection falls back: nothing of the request reached the backend, so it can be
 sent elsewhere whatever its method. A timeout or an error answer is the backend's to give.
 """
@@ -23,6 +24,8 @@ from .upstream import Upstream
 
 __all__ = ["FALLBACK_FIELD", "Fallback"]
 
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
 #: The field marking an answer that came from ``fallback_url`` (like ``Cache-Status``, ours).
 FALLBACK_FIELD: Final = (b"X-Phantom-Fallback", b"1")
 
@@ -39,7 +42,11 @@ class Fallback:
         )
         self.upstream = Upstream(url, connect_timeout, tls)
         self._server = server
-        self._netloc = url.netloc.encode("latin-1")
+        # Host as a browser would send it to that URL: no port when it is the scheme's own.
+        bare = f"[{url.host}]" if ":" in url.host else url.host
+        host = bare if url.port == _DEFAULT_PORTS[url.scheme] else url.netloc
+        self._host = host.encode("latin-1")
+        self._scheme = url.scheme.encode("ascii")
 
     def request(self, outgoing: h11.Request, *, upgrade: bool) -> h11.Request:
         """The request ``outgoing`` (as the backend would have got it) for the fallback."""
@@ -47,6 +54,6 @@ class Fallback:
             method=outgoing.method,
             target=target_at(self._server, outgoing.target, self.url),
             headers=hdr.with_backend_host(
-                outgoing.headers.raw_items(), self._netloc, origin=upgrade
+                outgoing.headers.raw_items(), self._host, origin=upgrade, scheme=self._scheme
             ),
         )

@@ -266,10 +266,13 @@ def forward_response_headers(headers: HeaderPairs) -> HeaderList:
     return strip_hop_by_hop(headers)
 
 
-def with_backend_host(headers: HeaderList, netloc: bytes, *, origin: bool) -> HeaderList:
+def with_backend_host(
+    headers: HeaderList, netloc: bytes, *, origin: bool, scheme: bytes = b"http"
+) -> HeaderList:
     """Send the backend's own ``host:port`` as Host (``preserve_host = false``); with
-    ``origin``, an upgrade's Origin becomes ``http://host:port`` too, for dev servers that
-    refuse WebSockets from another origin. X-Forwarded-Host keeps the client's host."""
+    ``origin``, an upgrade's Origin becomes ``http://host:port`` too (``scheme``), for
+    servers that refuse WebSockets from another origin. X-Forwarded-Host keeps the client's
+    host."""
     out: HeaderList = [(b"Host", netloc)]
     for name, value in headers:
         lower = name.lower()
@@ -277,7 +280,7 @@ def with_backend_host(headers: HeaderList, netloc: bytes, *, origin: bool) -> He
             out[0] = (name, netloc)  # keep the client's casing of the name
             continue
         if origin and lower == b"origin":
-            value = b"http://" + netloc
+            value = scheme + b"://" + netloc
         out.append((name, value))
     return out
 

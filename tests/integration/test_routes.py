@@ -225,3 +225,23 @@ async def test_a_refused_fallback_is_the_502_it_would_have_been() -> None:
         answer = await get(proxy.port, "/x")
         assert answer.status == 502
         assert not answer.has("x-phantom-fallback")
+
+
+@async_test()
+async def test_a_fallback_gets_its_own_host_and_origin_without_the_default_port() -> None:
+    async with WebSocketBackend() as preview:
+        servers = {
+            "app": {
+                "proxy_url": f"http://127.0.0.1:{unused_port()}",
+                "fallback_url": f"http://127.0.0.1:{preview.port}",
+                "preserve_host": True,
+            },
+        }
+        async with create_proxy(servers_config(servers)) as proxy:
+            url = f"ws://127.0.0.1:{proxy.port}/socket"
+            async with connect(url, origin="http://localhost:3024") as ws:  # type: ignore[arg-type]
+                await ws.send("x")
+                assert await ws.recv() == "x"
+        headers = {n.lower(): v for n, v in preview.request_headers[0]}
+        assert headers["origin"] == f"http://127.0.0.1:{preview.port}"
+        assert headers["x-forwarded-host"] == f"127.0.0.1:{proxy.port}"
