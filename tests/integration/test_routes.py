@@ -245,3 +245,33 @@ async def test_a_fallback_gets_its_own_host_and_origin_without_the_default_port(
         headers = {n.lower(): v for n, v in preview.request_headers[0]}
         assert headers["origin"] == f"http://127.0.0.1:{preview.port}"
         assert headers["x-forwarded-host"] == f"127.0.0.1:{proxy.port}"
+
+
+def base_path_app(base: str) -> TestOrigin:
+    """Like a dev server with a base path (Vite's ``base``): a path outside it is redirected
+    to the base, one inside it answered."""
+
+    def handler(request: Any) -> Reply:
+        if request.path.startswith(base):
+            return Reply(200, [], f"app {request.target.decode()}".encode())
+        return Reply(302, [("Location", base)], b"")
+
+    origin = TestOrigin()
+    origin.routes = Everything(handler)
+    return origin
+
+
+@async_test()
+async def test_an_app_with_a_base_path_needs_its_prefix_kept() -> None:
+    """The README's case: strip_prefix = false serves a base-path app; the default strip sends
+    it paths outside its base, and its redirect to the base comes back to it stripped again."""
+    async with base_path_app("/docs/") as app:
+        kept = {"docs": {"proxy_url": app.url, "bind_to": "/docs", "strip_prefix": False}}
+        async with create_proxy(servers_config(kept)) as proxy:
+            answer = await get(proxy.port, "/docs/")
+            assert (answer.status, answer.body) == (200, b"app /docs/")
+        stripped = {"docs": {"proxy_url": app.url, "bind_to": "/docs"}}
+        async with create_proxy(servers_config(stripped)) as proxy:
+            for _ in range(3):  # following the redirect: the same answer, for ever
+                answer = await get(proxy.port, "/docs/")
+                assert (answer.status, answer.get("location")) == (302, "/docs/")
