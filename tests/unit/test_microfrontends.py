@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from phantom.config import config_from_dict, describe, load_config
+from phantom.config import config_from_dict, describe, load_config, with_overrides
 from phantom.errors import ConfigError
 from phantom.microfrontends import parse_microfrontends, turborepo_port
 from phantom.routing import Router
@@ -173,6 +173,8 @@ def test_a_phantom_toml_next_to_it_turns_caching_on_and_extends_apps(tmp_path: P
 
 def test_the_seed_routes_hmr_to_the_docs_app_unchanged(tmp_path: Path) -> None:
     config = config_from_dict({"microfrontends": str(SEED)}, "phantom.toml")
+    assert config.http_port == 3024  # Turborepo's own port: the file names none
+    assert with_overrides(config, port=4000).http_port == 4000
     router = Router(config.servers)
     for target, name in [
         (b"/_next/webpack-hmr", "web"),
