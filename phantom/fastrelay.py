@@ -189,9 +189,13 @@ class FastRelay(Forwarding):
                 raise ClientGone() from None
             promoted = self._promote(forward)
             if exc.kind == "refused" and site.fallback is not None:
-                fields = promoted.headers.raw_items()
-                outgoing = self._outgoing(site, promoted, forward.target, fields)
-                return await self._fall_back(site, promoted, outgoing, plan, str(exc))
+                # The loop's way, which turns to fallback_url (the backend refuses again).
+                try:
+                    return await self._forward(
+                        site, promoted, forward.target, promoted.headers.raw_items(), plan
+                    )
+                except BackendError as failed:
+                    exc = failed
             return self._backend_failed(site, promoted, exc)
         self.exchange.upstream_seconds = time.perf_counter() - forward.sent_at
         try:

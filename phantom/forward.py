@@ -148,15 +148,21 @@ class Forwarding(Relaying):
         request_time = site.cache.clock()
         sent_at = time.perf_counter()
         try:
-            upstream, response = await self._exchange(site.upstream, outgoing, first, limit, retry)
+            try:
+                upstream, response = await self._exchange(
+                    site.upstream, outgoing, first, limit, retry
+                )
+            except BackendError as exc:
+                if exc.kind != "refused" or site.fallback is None or self.is_lost:
+                    raise
+                outgoing, plan = self._fall_back(site, request, outgoing, plan, str(exc))
+                upstream, response = await self._exchange(
+                    site.fallback.upstream, outgoing, first, limit, retry
+                )
         except BackendError as exc:
             self.in_flight = None
             if self.is_lost:
                 raise ClientGone() from None
-            if exc.kind == "refused" and site.fallback is not None:
-                return await self._fall_back(
-                    site, request, outgoing, plan, str(exc), first, limit, retry
-                )
             if not self._serve_stale_on_error(site, request, plan, str(exc), exc.status):
                 raise
             self.exchange.error_kind = exc.kind
@@ -183,44 +189,22 @@ class Forwarding(Relaying):
             retry=retry,
         )
 
-    async def _fall_back(
-        self,
-        site: Site,
-        request: h11.Request,
-        outgoing: h11.Request,
-        plan: Plan,
-        problem: str,
-        first: object = None,
-        limit: int = 0,
-        retry: bool = True,
-    ) -> str:
-        """Send a request the backend refused to ``fallback_url`` instead (``phantom.fallback``);
-        its answer is relayed marked ``X-Phantom-Fallback: 1`` and never stored."""
+    def _fall_back(
+        self, site: Site, request: h11.Request, outgoing: h11.Request, plan: Plan, problem: str
+    ) -> tuple[h11.Request, Plan]:
+        """A request the backend refused, as its ``fallback_url`` gets it
+        (:mod:`phantom.fallback`), and its plan: the answer is relayed marked
+        ``X-Phantom-Fallback: 1`` and never stored."""
         fallback = cast(Fallback, site.fallback)
         self._log_backend(
             site, request.method, request.target, f"{problem}; falling back to {fallback.url}"
         )
         plan.land(site)  # requests waiting for this key's answer go on their own
-        plan = Plan(None, plan.reason, request_headers=plan.request_headers, fallback=True)
         self.exchange.backend = fallback.url
-        request_time = site.cache.clock()
-        sent_at = time.perf_counter()
-        try:
-            upstream, response = await self._exchange(
-                fallback.upstream, fallback.request(outgoing, upgrade=False), first, limit, retry
-            )
-        except BackendError:
-            self.in_flight = None
-            if self.is_lost:
-                raise ClientGone() from None
-            raise
-        self.exchange.upstream_seconds = time.perf_counter() - sent_at
-        try:
-            return await self._relay_response(
-                site, upstream, request, response, plan, request_time
-            )
-        finally:
-            self.in_flight = None
+        return (
+            fallback.request(outgoing, upgrade=False),
+            Plan(None, plan.reason, request_headers=plan.request_headers, fallback=True),
+        )
 
     async def _stream_request_body(
         self, upstream: UpstreamConnection, first: object, limit: int

@@ -139,9 +139,14 @@ async def test_the_seeds_hmr_sockets_reach_each_app_with_the_path_unchanged(
         assert web.paths == ["/_next/webpack-hmr"]
 
 
+# "none": simple GETs take the fast lane's relay; "all": the request loop's way.
+CACHING = pytest.mark.parametrize("cache_strategy", ["none", "all"])
+
+
+@CACHING
 @async_test()
 async def test_a_refused_backend_falls_back_marked_and_logged(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, cache_strategy: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="phantom")
     async with answering("preview") as preview:
@@ -155,7 +160,8 @@ async def test_a_refused_backend_falls_back_marked_and_logged(
             },
             "web": {"proxy_url": f"http://127.0.0.1:{down}"},
         }
-        async with create_proxy(servers_config(servers)) as proxy:
+        config = servers_config(servers, defaults={"cache_strategy": cache_strategy})
+        async with create_proxy(config) as proxy:
             async with await RawClient.connect(proxy.port) as client:
                 for _ in range(2):  # the second on the fallback's pooled connection
                     answer = await client.request(
@@ -213,12 +219,14 @@ async def test_a_running_backend_is_not_replaced_by_the_fallback() -> None:
             assert preview.log == []
 
 
+@CACHING
 @async_test()
-async def test_a_refused_fallback_is_the_502_it_would_have_been() -> None:
+async def test_a_refused_fallback_is_the_502_it_would_have_been(cache_strategy: str) -> None:
     servers = {
         "app": {
             "proxy_url": f"http://127.0.0.1:{unused_port()}",
             "fallback_url": f"http://127.0.0.1:{unused_port()}",
+            "cache_strategy": cache_strategy,
         },
     }
     async with create_proxy(servers_config(servers)) as proxy:
