@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import h11
 
@@ -35,6 +36,22 @@ SIMPLE_HEAD_LIMIT = 64 * 1024
 SIMPLE_MAX_HEADERS = 100
 
 _Head = TypeVar("_Head")
+
+# What asyncio (and uvloop) raise when every address of a name failed in its own words:
+# "Multiple exceptions: [Errno 111] Connect call failed ('::1', ...), [Errno 111] ...".
+_ERRNO: Final = re.compile(r"\[Errno (\d+)\]")
+
+
+def connect_failure(exc: OSError) -> str:
+    """The ``BackendError.kind`` of a failed connect: ``refused`` when nothing listens (at
+    any of the name's addresses: ``localhost`` may be ``::1`` and ``127.0.0.1``), ``reset``,
+    else ``unreachable``."""
+    codes = [exc.errno] if exc.errno is not None else [int(n) for n in _ERRNO.findall(str(exc))]
+    if codes and all(code == errno.ECONNREFUSED for code in codes):
+        return "refused"
+    if codes == [errno.ECONNRESET]:
+        return "reset"
+    return "unreachable"
 
 
 class UpstreamConnection(Endpoint):
@@ -322,10 +339,9 @@ class Upstream:
             raise BackendError(f"TLS to {url.netloc}: {exc.reason or exc}", "tls") from None
         except OSError as exc:
             reason = exc.strerror or exc.__class__.__name__
-            kind = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset"}.get(
-                exc.errno or 0, "unreachable"
-            )
-            raise BackendError(f"cannot connect to {url.netloc}: {reason}", kind) from None
+            raise BackendError(
+                f"cannot connect to {url.netloc}: {reason}", connect_failure(exc)
+            ) from None
         return conn
 
     def take_idle(self) -> UpstreamConnection | None:

@@ -1,11 +1,15 @@
-"""phantom.fallback: the request a refused backend's fallback_url gets (no socket opened)."""
+"""phantom.fallback: the request a refused backend's fallback_url gets, and what counts as
+refused (upstream.connect_failure). No socket is opened."""
 
 from __future__ import annotations
+
+import errno
 
 import h11
 
 from phantom.config import config_from_dict
 from phantom.fallback import Fallback
+from phantom.upstream import connect_failure
 
 
 def fallback_for(proxy_url: str, fallback_url: str) -> Fallback:
@@ -49,3 +53,21 @@ def test_a_port_other_than_the_schemes_stays_in_host() -> None:
         (b"Host", b"[::1]:8080"),
         (b"Origin", b"http://[::1]:8080"),
     ]
+
+
+def test_a_name_whose_every_address_refuses_is_refused() -> None:
+    refused, unreachable = errno.ECONNREFUSED, errno.ENETUNREACH
+    both = OSError(
+        f"Multiple exceptions: [Errno {refused}] Connect call failed ('::1', 3001, 0, 0), "
+        f"[Errno {refused}] Connect call failed ('127.0.0.1', 3001)"
+    )
+    assert connect_failure(both) == "refused"
+    mixed = OSError(
+        f"Multiple exceptions: [Errno {unreachable}] Network is unreachable, "
+        f"[Errno {refused}] Connect call failed ('127.0.0.1', 3001)"
+    )
+    assert connect_failure(mixed) == "unreachable"
+    assert connect_failure(ConnectionRefusedError(refused, "refused")) == "refused"
+    assert connect_failure(ConnectionResetError(errno.ECONNRESET, "reset")) == "reset"
+    assert connect_failure(OSError(errno.EHOSTUNREACH, "No route to host")) == "unreachable"
+    assert connect_failure(OSError("odd")) == "unreachable"
