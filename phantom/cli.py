@@ -237,7 +237,9 @@ def _load(
     log_level: str | None = None,
     workers: int | None = None,
     microfrontends: str | None = None,
+    hint: str = "pass --config PATH or --backend URL, or try --demo",
 ) -> Config:
+    """The configuration a command runs with; ``hint``: what to do without a config file."""
     if microfrontends is not None:
         config = _load_microfrontends(config_path, microfrontends)
     elif config_path is None and backend is not None and not os.path.exists(DEFAULT_CONFIG):
@@ -251,7 +253,6 @@ def _load(
             config = load_config(config_path or DEFAULT_CONFIG)
         except ConfigError as err:
             if config_path is None and err.key == "<file>":
-                hint = "pass --config PATH or --backend URL, or try --demo"
                 raise ConfigError(err.source, err.key, f"{err.problem} ({hint})") from None
             raise
     return with_overrides(
@@ -730,7 +731,11 @@ def routes(
     from phantom.routing import Router
 
     try:
-        config = _load(config_path, microfrontends=microfrontends)
+        config = _load(
+            config_path,
+            microfrontends=microfrontends,
+            hint="pass --config PATH or --microfrontends FILE",
+        )
     except ConfigError as err:
         _fail(str(err), EXIT_USAGE)
     click.echo(routing_table(config), nl=False)

@@ -78,3 +78,11 @@ def test_a_bad_microfrontends_file_is_one_line(tmp_path: Path) -> None:
     )
     demo = phantom("serve", "--demo", "--microfrontends", "x.json", cwd=tmp_path)
     assert demo.returncode == 2 and "--microfrontends" in demo.stderr
+
+
+def test_routes_without_a_config_says_what_to_pass(tmp_path: Path) -> None:
+    result = phantom("routes", cwd=tmp_path)
+    assert_one_line_error(
+        result,
+        "phantom.toml: <file>: file not found (pass --config PATH or --microfrontends FILE)",
+    )
