@@ -43,6 +43,7 @@ from phantom.throttle import RepeatedWarnings
 
 if TYPE_CHECKING:
     from phantom.proxy import ConfigLoader, Proxy
+    from phantom.workers import WorkerSeat
 
 __all__ = ["CLIError", "main", "new_event_loop", "run"]
 
@@ -299,10 +300,12 @@ def _pid_file(path: str | None) -> Iterator[None]:
             os.unlink(path)
 
 
-async def _serve(config: Config, stop: asyncio.Event, loader: ConfigLoader) -> None:
+async def _serve(
+    config: Config, stop: asyncio.Event, loader: ConfigLoader, worker: WorkerSeat | None = None
+) -> None:
     from phantom.proxy import Proxy
 
-    proxy = Proxy(config, loader=loader)
+    proxy = Proxy(config, loader=loader, worker=worker)
     try:
         # Interruptible: starting may wait long for an execute command's backend.
         await _until_stopped(proxy.start(), stop)
@@ -358,9 +361,9 @@ async def _serve(config: Config, stop: asyncio.Event, loader: ConfigLoader) -> N
 def _serve_workers(config: Config, loader: ConfigLoader, loop_choice: str) -> int:
     from phantom.workers import WorkersFailed, supervise
 
-    def worker_main(worker_config: Config) -> int:
+    def worker_main(worker_config: Config, seat: WorkerSeat) -> int:
         try:
-            return run(lambda stop: _serve(worker_config, stop, loader), loop_choice)
+            return run(lambda stop: _serve(worker_config, stop, loader, seat), loop_choice)
         except CLIError as err:
             click.echo(f"phantom: {err.message}", err=True)
             return err.exit_code
@@ -370,7 +373,7 @@ def _serve_workers(config: Config, loader: ConfigLoader, loop_choice: str) -> in
     except OSError as exc:
         where = host_port(config.listen, config.http_port)
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}") from None
-    except WorkersFailed as exc:
+    except (WorkersFailed, PhantomError) as exc:  # PhantomError: an execute command failed
         raise CLIError(str(exc)) from None
 
 

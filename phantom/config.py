@@ -205,6 +205,7 @@ class Config:
     shutdown_timeout: float = 30.0  # graceful drain bound on SIGTERM / close()
     log_level: str = "info"  # debug|info|warning|error
     workers: int = 1  # processes sharing the port (SO_REUSEPORT), each with its own cache
+    metrics_per_worker: bool = False  # workers > 1: /metrics per worker (a label), not summed
     control_port: int | None = None  # None = no control API; 0 = pick a free port
     control_listen: str = "127.0.0.1"
     control_auth: str | None = None  # bearer token every control call but /healthz needs
@@ -659,6 +660,7 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "shutdown_timeout": _check_timeout,
     "log_level": parse_log_level,
     "workers": parse_workers,
+    "metrics_per_worker": _check_bool,
     "control_port": parse_port,
     "control_listen": parse_host,
     "control_auth": _check_secret,
@@ -872,8 +874,6 @@ class _Reader:
             servers: tuple[ServerConfig, ...] = ()
         else:
             servers = self.servers(servers_raw, layers, apps)
-        if values.get("workers", 1) > 1:
-            self.check_single_process(values.get("control_port"), servers, "workers")
         self.tls_listener(values)
         for key in ("cert_path", "key_path"):
             if key in values:
@@ -1014,19 +1014,6 @@ class _Reader:
         servers = tuple(self.server(name, stack) for name, stack in stacks.items())
         self.check_mounts(servers)
         return servers
-
-    def check_single_process(
-        self, control_port: int | None, servers: tuple[ServerConfig, ...], key: str
-    ) -> None:
-        """What workers > 1 cannot do yet: each worker has its own cache (one control listener
-        could not reach them all), and each would start its own copy of an execute command."""
-        if control_port is not None:
-            raise self.error(key, "control_port works with workers = 1 only (for now)")
-        for server in servers:
-            if server.execute is not None:
-                raise self.error(
-                    key, f"server.{server.name}.execute works with workers = 1 only (for now)"
-                )
 
     def check_mounts(self, servers: tuple[ServerConfig, ...]) -> None:
         """Two servers with entries matching the same paths for the same host and a method in
@@ -1177,8 +1164,6 @@ def with_overrides(
         changes["log_level"] = reader.check("--log-level", parse_log_level, log_level)
     if workers is not None:
         changes["workers"] = reader.check("--workers", parse_workers, workers)
-        if changes["workers"] > 1:
-            reader.check_single_process(config.control_port, config.servers, "--workers")
     if backend is not None:
         url = reader.check("--backend", parse_backend_url, backend)
         if len(config.servers) != 1:

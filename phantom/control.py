@@ -13,10 +13,12 @@ handler gets the parsed request and returns a :class:`ControlResponse`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,13 +140,21 @@ def _is_address(host: str) -> bool:
 
 
 class ControlServer:
-    def __init__(self, host: str, port: int, auth: str | None) -> None:
+    """The control API on ``host:port``, or on the Unix socket ``path`` instead: the channel
+    through which the supervisor of ``workers = N`` reaches each worker (in a directory only
+    phantom's user can enter, so it carries no token)."""
+
+    def __init__(
+        self, host: str, port: int, auth: str | None, *, path: str | None = None
+    ) -> None:
         self.host = host
         self.requested_port = port
         self.auth = auth
+        self.path = path
         self.port: int | None = None
         self._routes: dict[str, dict[str, Handler]] = {}
         self._public: set[str] = set()
+        self._fallback: Handler | None = None
         self._server: asyncio.Server | None = None
 
     def route(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
@@ -153,7 +163,23 @@ class ControlServer:
         if public:
             self._public.add(path)
 
+    def fallback(self, handler: Handler) -> None:
+        """Let ``handler`` answer every call no route claims (after the same checks)."""
+        self._fallback = handler
+
+    @property
+    def sockets(self) -> list[int]:
+        """The listening sockets' descriptors (a forked worker closes its copies)."""
+        if self._server is None:
+            return []
+        return [sock.fileno() for sock in self._server.sockets]
+
     async def start(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # left by a worker that died in this seat
+            self._server = await asyncio.start_unix_server(self._serve, self.path)
+            return
         self._server = await asyncio.start_server(
             self._serve, self.host, self.requested_port, reuse_address=True
         )
@@ -185,10 +211,13 @@ class ControlServer:
 
     async def _dispatch(self, request: ControlRequest) -> ControlResponse:
         methods = self._routes.get(request.path)
-        if methods is None:
+        if methods is None and self._fallback is not None:
+            handler = self._fallback
+        elif methods is None:
             raise ControlError(404, f"no such endpoint: {request.path}")
-        handler = methods.get(request.method)
-        if handler is None:
+        elif (found := methods.get(request.method)) is not None:
+            handler = found
+        else:
             allow = ", ".join(sorted(methods)).encode()
             raise ControlError(405, f"use {allow.decode()}", [(b"Allow", allow)])
         if self.auth is not None and request.path not in self._public:

@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from typing import Final
 
 from .command import Step, change_dir, parse_command, should_run
-from .config import ServerConfig
+from .config import Config, ServerConfig
 from .errors import ExecuteError
 
-__all__ = ["STOP_GRACE", "TAIL_LINES", "Launcher"]
+__all__ = ["STOP_GRACE", "TAIL_LINES", "Launcher", "launchers_for", "start_all", "stop_all"]
 
 log = logging.getLogger("phantom.execute")
 
@@ -236,3 +236,33 @@ class Launcher:
         elif tail:
             message += " (no output)"
         return ExecuteError(message)
+
+
+def launchers_for(config: Config) -> dict[str, Launcher]:
+    """A launcher for each server with an ``execute`` command, by server name; the environment
+    wins over the .env file."""
+    environ = {**dict(config.dotenv_vars), **os.environ}
+    return {s.name: Launcher(s, environ) for s in config.servers if s.execute is not None}
+
+
+async def start_all(launchers: Mapping[str, Launcher]) -> None:
+    """Start every command, concurrently, and wait for their ports. On a failure (or
+    cancellation) stop the others: nothing phantom started may outlive a failed start."""
+    starts = [asyncio.ensure_future(launcher.start()) for launcher in launchers.values()]
+    if not starts:
+        return
+    try:
+        done, _ = await asyncio.wait(starts, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if (failure := task.exception()) is not None:
+                raise failure
+    except BaseException:
+        for task in starts:
+            task.cancel()
+        await asyncio.gather(*starts, return_exceptions=True)
+        await stop_all(launchers)
+        raise
+
+
+async def stop_all(launchers: Mapping[str, Launcher]) -> None:
+    await asyncio.gather(*(launcher.stop() for launcher in launchers.values()))

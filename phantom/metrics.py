@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .exchange import Exchange, cache_result, method_class
 
-__all__ = ["CONTENT_TYPE", "UPSTREAM_BUCKETS", "Gauges", "Metrics"]
+__all__ = ["CONTENT_TYPE", "UPSTREAM_BUCKETS", "Gauges", "Metrics", "sum_expositions"]
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -237,3 +237,53 @@ def _number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(value)
+
+
+#: Families that say whether something works, not how much: the fleet's value is the worst
+#: worker's (one worker cut off from Redis is an outage to see), not the number of workers.
+_STATES = frozenset({"phantom_redis_up"})
+
+
+def sum_expositions(texts: Sequence[tuple[int, str]], per_worker: bool = False) -> str:
+    """One exposition from the workers' ``(index, text)``: every sample (counters, gauges,
+    histogram buckets, ``_sum`` and ``_count``) summed over the workers, families in the order
+    first seen; with ``per_worker`` each sample is kept, with a ``worker`` label instead."""
+    heads: dict[str, list[str]] = {}  # family -> its HELP and TYPE lines
+    samples: dict[str, dict[str, list[float]]] = {}  # family -> series -> values
+    for index, text in texts:
+        family = ""
+        for line in text.splitlines():
+            if line.startswith("# "):
+                family = line.split(" ", 3)[2]
+                if family not in heads:
+                    heads[family], samples[family] = [], {}
+                if len(heads[family]) < 2 and line not in heads[family]:
+                    heads[family].append(line)
+                continue
+            series, _, value = line.rpartition(" ")
+            if not series:
+                continue
+            if per_worker:
+                series = _with_worker(series, index)
+            samples[family].setdefault(series, []).append(_parse_number(value))
+    out: list[str] = []
+    for family, lines in heads.items():
+        out.extend(lines)
+        combine = min if family in _STATES else sum
+        out.extend(f"{series} {_number(combine(values))}"
+                   for series, values in samples[family].items())
+    return "\n".join(out) + "\n"
+
+
+def _with_worker(series: str, index: int) -> str:
+    label = f'worker="{index}"'
+    if series.endswith("}"):
+        return f"{series[:-1]},{label}}}"
+    return f"{series}{{{label}}}"
+
+
+def _parse_number(text: str) -> float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)

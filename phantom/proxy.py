@@ -21,11 +21,12 @@ from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
 from .descriptors import open_file_limit
 from .errors import ConfigError, SnapshotError
-from .launcher import Launcher
+from .launcher import Launcher, launchers_for, start_all, stop_all
 from .metrics import CONTENT_TYPE, Gauges
 from .operations import add_operation_routes
 from .routing import Router
 from .tls import listener_context
+from .workers import WorkerSeat
 
 log = logging.getLogger("phantom")
 
@@ -75,6 +76,7 @@ _RESTART_KEYS = (
     "http_port",
     "https_port",
     "workers",
+    "metrics_per_worker",
     "control_port",
     "control_listen",
     "control_auth",
@@ -93,7 +95,9 @@ class Proxy:
         cache_key: KeyFunction | None = None,
         loader: ConfigLoader | None = None,
         frontend: FrontendFactory = _Clients,
+        worker: WorkerSeat | None = None,
     ) -> None:
+        """``worker``: this proxy is one worker of ``workers = N``, in this seat."""
         self.config = config
         self._loader = loader
         self._cache_key = cache_key
@@ -107,15 +111,19 @@ class Proxy:
         self._closed: asyncio.Event | None = None
         self._closing: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()  # set by hurry(): the drain stops waiting
+        self.worker = worker
         self.port: int | None = None
-        # The servers' execute commands, by server name; the environment wins over .env.
-        environ = {**dict(config.dotenv_vars), **os.environ}
-        self.launchers: Mapping[str, Launcher] = {
-            s.name: Launcher(s, environ) for s in config.servers if s.execute is not None
-        }
+        # The servers' execute commands, by server name; a worker's run in the supervisor.
+        self.launchers: Mapping[str, Launcher] = {} if worker else launchers_for(config)
         self.https_port: int | None = None  # the bound TLS port, when https_port is set
         self.control: ControlServer | None = None
-        if config.control_port is not None:
+        if worker is not None:
+            if worker.control_socket is not None:
+                # The supervisor serves control_port and checks the token; it reaches this
+                # worker here.
+                self.control = ControlServer("", 0, None, path=worker.control_socket)
+                self._add_control_routes(self.control)
+        elif config.control_port is not None:
             self.control = ControlServer(
                 config.control_listen, config.control_port, config.control_auth
             )
@@ -145,10 +153,14 @@ class Proxy:
             raise RuntimeError("proxy already started")
         loop = asyncio.get_running_loop()
         front = self._frontend
-        await self._launch()
+        await start_all(self.launchers)
         try:
             await self._pre_generate()
             self._closed = asyncio.Event()
+            if self.worker is not None and self.control is not None:
+                # Before the listener: a worker that holds a cache is always reachable for
+                # an invalidation.
+                await self.control.start()
             self._server = await loop.create_server(
                 lambda: front.connection(False),
                 self.config.listen,
@@ -172,14 +184,16 @@ class Proxy:
                     backlog=1024,
                 )
                 self.https_port = self._tls_server.sockets[0].getsockname()[1]
-            if self.control is not None:
+            if self.control is not None and self.worker is None:
                 await self.control.start()
         except BaseException:
             if self._server is not None:
                 self._server.close()
             if self._tls_server is not None:
                 self._tls_server.close()
-            await self._stop_launchers()
+            if self.control is not None:
+                await self.control.close()
+            await stop_all(self.launchers)
             raise
         for warning in risky_settings(self.config):
             log.warning("%s", warning)
@@ -191,27 +205,6 @@ class Proxy:
             " and ".join(urls),
             ", ".join(f"{s.name}: {s.proxy_url}" for s in self.config.servers),
         )
-
-    async def _launch(self) -> None:
-        """Start every execute command, concurrently, and wait for their ports. On a failure
-        (or cancellation) stop the others: nothing phantom started may outlive a failed start."""
-        starts = [asyncio.ensure_future(launcher.start()) for launcher in self.launchers.values()]
-        if not starts:
-            return
-        try:
-            done, _ = await asyncio.wait(starts, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if (failure := task.exception()) is not None:
-                    raise failure
-        except BaseException:
-            for task in starts:
-                task.cancel()
-            await asyncio.gather(*starts, return_exceptions=True)
-            await self._stop_launchers()
-            raise
-
-    async def _stop_launchers(self) -> None:
-        await asyncio.gather(*(launcher.stop() for launcher in self.launchers.values()))
 
     async def _pre_generate(self) -> None:
         """Fetch every pre-generate server's snapshots before the listener opens: a site must
@@ -349,7 +342,7 @@ class Proxy:
             await self._tls_server.wait_closed()
         self._frontend.close()
         # Last: the backends phantom started served the requests drained above.
-        await self._stop_launchers()
+        await stop_all(self.launchers)
         assert self._closed is not None
         self._closed.set()
 

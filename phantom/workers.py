@@ -2,25 +2,37 @@
 
 Each worker is a fork of the parent running the ordinary single-process server: its own event
 loop, cache and backend pool; the kernel spreads new connections over their listening sockets.
-The parent serves nothing. It keeps one bound, non-listening SO_REUSEPORT socket so that the
-port stays ours while a worker restarts (and ``http_port = 0`` means one port for all), starts
-a new worker when one dies, and forwards SIGTERM, SIGINT and SIGHUP to the workers. Workers run
-in their own process group, so a Ctrl-C in the terminal reaches them once, through the parent.
+The parent serves no proxied request. It keeps one bound, non-listening SO_REUSEPORT socket so
+that the port stays ours while a worker restarts (and ``http_port = 0`` means one port for all),
+starts a new worker when one dies, and forwards SIGTERM, SIGINT and SIGHUP to the workers.
+Workers run in their own process group, so a Ctrl-C in the terminal reaches them once, through
+the parent.
+
+The parent also runs what must exist once: the servers' ``execute`` commands (started before
+the first worker, stopped after the last one has drained) and, with ``control_port``, the
+control API, which reaches each worker over a Unix socket of its seat (:mod:`phantom.fanout`).
+A replacement worker binds the same socket path, so it rejoins without the parent doing
+anything. The parent runs a plain asyncio loop; a worker forgets it as its first act.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
-from types import FrameType
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
-from .config import Config
+from .config import Config, host_port
+from .fanout import FleetControl, channel_path
+from .launcher import Launcher, launchers_for, start_all, stop_all
 
 log = logging.getLogger("phantom.workers")
 
@@ -32,12 +44,22 @@ MAX_EARLY_EXITS = 3
 EXIT_GRACE_SECONDS = 5.0
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-#: Runs one worker's server with the given config; returns its exit code.
-WorkerMain = Callable[[Config], int]
+
+@dataclass(frozen=True, slots=True)
+class WorkerSeat:
+    """Worker ``index`` of ``workers = N``. ``control_socket``: where the parent reaches its
+    control API (None without ``control_port``). Its ``execute`` commands run in the parent."""
+
+    index: int
+    control_socket: str | None
+
+
+#: Runs one worker's server with the given config in its seat; returns its exit code.
+WorkerMain = Callable[[Config, WorkerSeat], int]
 
 
 class WorkersFailed(RuntimeError):
-    """The port could not be reserved, or workers kept dying right after starting."""
+    """The control port could not be opened, or workers kept dying right after starting."""
 
 
 class _Worker:
@@ -68,7 +90,8 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
     """Run ``config.workers`` workers until a forwarded SIGTERM/SIGINT has stopped them all.
 
     Returns 0 when every worker exited cleanly after the stop signal, else 1. Raises
-    :class:`WorkersFailed` when workers keep dying right after they start.
+    :class:`WorkersFailed` when workers keep dying right after they start, OSError when the
+    port cannot be reserved, and an ExecuteError when an ``execute`` command fails to start.
     """
     reserved = [reserve_port(config)]
     if config.https_port is not None:
@@ -79,14 +102,102 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
             raise
         config = replace(config, https_port=reserved[1].getsockname()[1])
     config = replace(config, http_port=reserved[0].getsockname()[1])
-    context = multiprocessing.get_context("fork")
-    workers: list[_Worker] = []
-    stopping = False
+    # The parent's loop is asyncio's own: what a forked worker inherits of it is simple to drop.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_Supervisor(config, worker_main, reserved).run())
+    finally:
+        for sock in reserved:
+            sock.close()
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
-    def spawn(index: int) -> None:
+
+class _Supervisor:
+    def __init__(
+        self, config: Config, worker_main: WorkerMain, reserved: list[socket.socket]
+    ) -> None:
+        self.config = config
+        self.worker_main = worker_main
+        self.reserved = reserved
+        self.context = multiprocessing.get_context("fork")
+        self.workers: list[_Worker] = []
+        # Set by the signal handler, which runs synchronously (signal.signal, not the loop's
+        # handlers): a stop that arrives while a worker is forked is seen before the next fork.
+        self.stopping = False
+        # The workers' control sockets live in a directory only our user can enter.
+        self.channels: str | None = None
+        self.control: FleetControl | None = None
+
+    async def run(self) -> int:
+        previous = {sig: signal.signal(sig, self.forward) for sig in FORWARDED}
+        launchers = launchers_for(self.config)
+        try:
+            if self.config.control_port is not None:
+                self.channels = tempfile.mkdtemp(prefix="phantom-workers-")
+                self.control = FleetControl(self.config, self.channels, self.alive)
+                try:
+                    await self.control.start()
+                except OSError as exc:
+                    where = host_port(self.config.control_listen, self.config.control_port)
+                    raise WorkersFailed(
+                        f"cannot listen on {where} (control_port): {exc.strerror or exc}"
+                    ) from None
+            # The backends phantom starts are up before a worker forwards to them.
+            if not await self.start_commands(launchers):
+                return 0  # stopped while the commands started
+            for index in range(self.config.workers):
+                self.spawn(index)
+            await self.watch()
+            return await self.wait_all(self.config.shutdown_timeout + EXIT_GRACE_SECONDS)
+        except BaseException:
+            for worker in self.workers:
+                if worker.process.exitcode is None:
+                    worker.process.kill()
+                worker.process.join(EXIT_GRACE_SECONDS)
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            # Last: the backends phantom started served the requests the workers drained.
+            await stop_all(launchers)
+            if self.control is not None:
+                await self.control.close()
+            if self.channels is not None:
+                shutil.rmtree(self.channels, ignore_errors=True)
+
+    async def start_commands(self, launchers: Mapping[str, Launcher]) -> bool:
+        """Start the execute commands; False when a stop signal came first (then what had
+        started is stopped). Raises ExecuteError when one fails to start."""
+        starting = asyncio.ensure_future(start_all(launchers))
+        try:
+            while not (starting.done() or self.stopping):
+                await asyncio.wait({starting}, timeout=POLL_SECONDS)
+        finally:
+            if not starting.done():
+                starting.cancel()  # start_all stops what it began
+                await asyncio.wait({starting})
+        if starting.cancelled():
+            return False
+        starting.result()
+        return True
+
+    def alive(self) -> list[int]:
+        """The seats whose worker is running now."""
+        return [w.index for w in self.workers if w.process.exitcode is None]
+
+    def spawn(self, index: int) -> None:
         """Start worker ``index`` in its slot of ``workers``."""
-        process = context.Process(
-            target=_worker_entry, args=(worker_main, config, reserved), name=f"phantom-{index}"
+        seat = WorkerSeat(
+            index, None if self.channels is None else channel_path(self.channels, index)
+        )
+        inherited = [sock.fileno() for sock in self.reserved]
+        if self.control is not None:
+            inherited.extend(self.control.sockets)
+        process = self.context.Process(
+            target=_worker_entry,
+            args=(self.worker_main, self.config, seat, inherited),
+            name=f"phantom-{index}",
         )
         # Signals wait until the child has its own handlers (a stop signal arriving during the
         # fork would otherwise run the parent's forwarding handler inside the child) and until
@@ -95,40 +206,35 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
         # same reason no worker starts once a stop signal has been forwarded.
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         try:
-            if stopping:
+            if self.stopping:
                 return
             process.start()
             worker = _Worker(index, process)
-            if index < len(workers):
-                workers[index] = worker
+            if index < len(self.workers):
+                self.workers[index] = worker
             else:
-                workers.append(worker)
+                self.workers.append(worker)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         log.info("worker %d started (pid %s)", index, process.pid)
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
+    def forward(self, signum: int, _frame: object) -> None:
         if signum != signal.SIGHUP:
-            stopping = True
-        for worker in workers:
+            self.stopping = True
+        for worker in self.workers:
             pid = worker.process.pid
             if pid is not None and worker.process.exitcode is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-    try:
-        for index in range(config.workers):
-            spawn(index)
+    async def watch(self) -> None:
+        """Replace workers that die, until a stop signal; give up when they die at once."""
         early_exits = 0
-        while not stopping:
-            time.sleep(POLL_SECONDS)
-            for worker in workers:
+        while not self.stopping:
+            await asyncio.sleep(POLL_SECONDS)
+            for worker in self.workers:
                 code = worker.process.exitcode
-                if code is None or stopping:
+                if code is None or self.stopping:
                     continue
                 lived = time.monotonic() - worker.started
                 log.warning(
@@ -140,38 +246,29 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
                     raise WorkersFailed(
                         f"workers keep exiting right after starting (last exit code {code})"
                     )
-                spawn(worker.index)
-        return _wait_all(workers, config.shutdown_timeout + EXIT_GRACE_SECONDS)
-    except BaseException:
-        for worker in workers:
+                self.spawn(worker.index)
+
+    async def wait_all(self, bound: float) -> int:
+        deadline = time.monotonic() + bound
+        while self.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+        for worker in self.workers:
             if worker.process.exitcode is None:
+                log.warning("worker %d (pid %s) still running; killing it",
+                            worker.index, worker.process.pid)
                 worker.process.kill()
             worker.process.join(EXIT_GRACE_SECONDS)
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sock in reserved:
-            sock.close()
-
-
-def _wait_all(workers: list[_Worker], bound: float) -> int:
-    deadline = time.monotonic() + bound
-    for worker in workers:
-        worker.process.join(max(0.0, deadline - time.monotonic()))
-        if worker.process.exitcode is None:
-            log.warning("worker %d (pid %s) still running; killing it",
-                        worker.index, worker.process.pid)
-            worker.process.kill()
-            worker.process.join(EXIT_GRACE_SECONDS)
-    return 0 if all(w.process.exitcode == 0 for w in workers) else 1
+        return 0 if all(w.process.exitcode == 0 for w in self.workers) else 1
 
 
 def _worker_entry(
-    worker_main: WorkerMain, config: Config, reserved: list[socket.socket]
+    worker_main: WorkerMain, config: Config, seat: WorkerSeat, inherited: list[int]
 ) -> None:
-    for sock in reserved:
-        sock.close()
+    # Forget the parent's loop: this thread runs a loop of its own from here.
+    asyncio.events._set_running_loop(None)
+    for fd in inherited:  # the reserved ports and the control port are the parent's
+        with contextlib.suppress(OSError):
+            os.close(fd)
     # Our own process group: the terminal's Ctrl-C reaches us once, forwarded by the parent.
     os.setpgid(0, 0)
     # A stop signal that arrives before the worker's loop has installed its own handlers
@@ -181,8 +278,8 @@ def _worker_entry(
     # A forwarded SIGHUP must not end the worker before its loop installs the reload handler.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
-    raise SystemExit(worker_main(config))
+    raise SystemExit(worker_main(config, seat))
 
 
-def _stop_before_serving(signum: int, _frame: FrameType | None) -> None:
+def _stop_before_serving(signum: int, _frame: object) -> None:
     raise SystemExit(0)

@@ -931,9 +931,13 @@ def test_workers_bad(value: Any, problem: str) -> None:
     assert error_of(minimal(workers=value)) == f"{SOURCE}: workers: {problem}"
 
 
-def test_workers_with_control_port_is_refused() -> None:
-    message = error_of(minimal(workers=2, control_port=0))
-    assert message == f"{SOURCE}: workers: control_port works with workers = 1 only (for now)"
+def test_workers_with_control_port_and_per_worker_metrics() -> None:
+    """The supervisor serves the control port for every worker (phantom.fanout)."""
+    config = config_from_dict(minimal(workers=2, control_port=0), SOURCE)
+    assert (config.workers, config.control_port, config.metrics_per_worker) == (2, 0, False)
+    assert config_from_dict(minimal(metrics_per_worker=True), SOURCE).metrics_per_worker
+    message = error_of(minimal(metrics_per_worker="yes"))
+    assert message == f"{SOURCE}: metrics_per_worker: expected a boolean, got string"
 
 
 def test_workers_override() -> None:
@@ -1071,15 +1075,11 @@ def test_env_values_that_are_not_the_keys_type(
     assert message in str(info.value)
 
 
-def test_workers_with_execute_is_refused() -> None:
-    message = error_of({"workers": 2, **with_server(execute="npm start")})
-    assert message == f"{SOURCE}: workers: server.app.execute works with workers = 1 only (for now)"
-    config = config_from_dict(with_server(execute="npm start"), SOURCE)
-    with pytest.raises(ConfigError) as info:
-        with_overrides(config, workers=2)
-    assert str(info.value).endswith(
-        "--workers: server.app.execute works with workers = 1 only (for now)"
-    )
+def test_workers_with_execute_is_accepted() -> None:
+    """The supervisor runs execute commands once, for every worker."""
+    config = config_from_dict({"workers": 2, **with_server(execute="npm start")}, SOURCE)
+    assert config.servers[0].execute == "npm start"
+    assert with_overrides(config, workers=3).workers == 3
 
 
 def test_file_keys_are_relative_to_the_config_file(tmp_path: Path) -> None:
