@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from phantom.access_log import format_combined, format_json
 from phantom.config import BackendURL
 from phantom.exchange import Exchange, cache_result, method_class
-from phantom.metrics import UPSTREAM_BUCKETS, Gauges, Metrics
+from phantom.metrics import UPSTREAM_BUCKETS, Gauges, Metrics, sum_expositions
 
 BACKEND = BackendURL("http", "127.0.0.1", 8000, "")
 
@@ -210,3 +210,45 @@ def test_json_line() -> None:
     assert record["backend"] == "http://127.0.0.1:8000"
     assert record["upstream_time"] == 0.01 and record["request_time"] == 0.012
     assert record["user_agent"] == "ua" and record["referer"] is None
+
+
+# -- workers = N: the supervisor's sum of the workers' expositions ---------------------------
+
+
+def worker_text(requests: int, upstream: float, open_fds: int) -> str:
+    metrics = Metrics()
+    for _ in range(requests):
+        metrics.exchange_done(exchange(cache_status=b"phantom; hit"))
+    metrics.exchange_done(exchange(upstream_seconds=upstream))
+    return metrics.render(gauges(open_fds=open_fds))
+
+
+def test_sum_expositions_adds_counters_gauges_and_histograms_bucket_by_bucket() -> None:
+    text = sum_expositions([(0, worker_text(2, 0.02, 10)), (1, worker_text(5, 3.0, 20))])
+    samples = parsed(text)  # still valid exposition
+    key = (("method", "GET"), ("server", "app"), ("status", "200"), ("status_class", "2xx"))
+    assert samples["phantom_requests_total"][key] == 2 + 1 + 5 + 1
+    assert samples["process_open_fds"] == {(): 30}
+    assert samples["phantom_connections_open"] == {(): 6}
+    buckets = samples["phantom_upstream_seconds_bucket"]
+    assert buckets[(("le", "0.025"), ("server", "app"))] == 1
+    assert buckets[(("le", "5.0"), ("server", "app"))] == 2
+    assert samples["phantom_upstream_seconds_count"] == {(("server", "app"),): 2}
+    assert samples["phantom_upstream_seconds_sum"][(("server", "app"),)] == pytest.approx(3.02)
+    assert text.count("# TYPE phantom_requests_total counter") == 1
+
+
+def test_sum_expositions_takes_the_lowest_of_a_state() -> None:
+    up = "# HELP phantom_redis_up Redis.\n# TYPE phantom_redis_up gauge\nphantom_redis_up 1\n"
+    down = up.replace("up 1", "up 0")
+    assert "phantom_redis_up 0\n" in sum_expositions([(0, up), (1, down), (2, up)])
+    assert "phantom_redis_up 1\n" in sum_expositions([(0, up), (1, up)])
+
+
+def test_sum_expositions_per_worker_labels_each_sample() -> None:
+    text = sum_expositions([(0, worker_text(1, 0.02, 10)), (3, worker_text(1, 0.02, 20))], True)
+    samples = parsed(text)
+    assert samples["process_open_fds"] == {(("worker", "0"),): 10, (("worker", "3"),): 20}
+    key = (("method", "GET"), ("server", "app"), ("status", "200"), ("status_class", "2xx"))
+    assert samples["phantom_requests_total"][(*key, ("worker", "3"))] == 2
+    assert text.count("# TYPE phantom_requests_total counter") == 1
