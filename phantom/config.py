@@ -14,6 +14,7 @@ The TOML shape::
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import math
 import os
@@ -46,6 +47,7 @@ __all__ = [
     "BackendURL",
     "Config",
     "RelayConfig",
+    "RedisConfig",
     "ServerConfig",
     "WebhookConfig",
     "config_from_dict",
@@ -60,7 +62,7 @@ __all__ = [
 ]
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-STORAGE_MODES: Final = ("memory", "filesystem")
+STORAGE_MODES: Final = ("memory", "filesystem", "redis")
 ACCESS_LOG_FORMATS: Final = ("combined", "json")
 
 _URL_SHAPE: Final = "expected http[s]://host[:port][/path]"
@@ -159,7 +161,10 @@ class ServerConfig:
     cache_404_capacity: int = 100  # 404s are kept apart, at most this many; 0 = none
     cache_404_ttl: float = 60.0  # lifetime of a 404 without explicit freshness
     compress_strategy: str = "brotli"  # none|brotli|gzip|deflate: how stored bodies are kept
-    cache_storage_mode: str = "memory"  # memory|filesystem (bodies on disk)
+    cache_storage_mode: str = "memory"  # memory|filesystem (bodies on disk)|redis (shared)
+    # Redis mode: the in-process first level in front of Redis, and how old its entries get.
+    cache_l1_max_bytes: int = 16 * 1024 * 1024
+    cache_l1_ttl: float = 1.0
     cache_directory: str = ""  # where filesystem mode keeps bodies (required there)
     cache_status_header: bool = True  # false: answers carry no Cache-Status (the log keeps it)
 
@@ -192,6 +197,29 @@ class RelayConfig:
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The ``[redis]`` table: the Redis that servers with ``cache_storage_mode = "redis"``
+    share (every worker and host with the same Redis, key_prefix and server name)."""
+
+    url: str  # redis://[:password@]host[:port][/db], rediss://..., unix:///path[?db=N]
+    key_prefix: str = "phantom:"
+    timeout: float = 0.25  # seconds per command; a slower Redis counts as down
+    pool_size: int = 16  # connections per process
+
+    @property
+    def shown_url(self) -> str:
+        """The URL without its password, for messages and ``phantom check``."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return parts._replace(netloc=user + netloc).geturl()
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -210,6 +238,7 @@ class Config:
     control_listen: str = "127.0.0.1"
     control_auth: str | None = None  # bearer token every control call but /healthz needs
     dotenv: str | None = None  # the .env file that was loaded (absolute path)
+    redis: RedisConfig | None = None  # the [redis] table
     # Limits (README "Reliability"). 0 means "no limit" / "off" where noted.
     max_header_bytes: int = 64 * 1024  # request line + headers -> 431
     max_headers: int = 100  # header fields -> 431
@@ -588,6 +617,28 @@ def _check_access_log_format(value: object) -> str:
     return text
 
 
+def _check_redis_url(value: object) -> str:
+    text = _check_str(value)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in REDIS_SCHEMES or not (parts.hostname or parts.path):
+        # Not echoed: the URL may carry a password.
+        raise _Invalid(
+            "expected redis://host[:port][/db], rediss://host[:port][/db] or unix:///path"
+        )
+    return text
+
+
+def _check_key_prefix(value: object) -> str:
+    text = _check_str(value)
+    if not text or not text.isprintable() or any(ch in text for ch in "*?[]\\ "):
+        raise _Invalid(f"expected printable text without spaces or * ? [ ] \\, got {text!r}")
+    return text
+
+
 def _check_table(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(f"expected a table, got {_type_name(value)}")
@@ -684,6 +735,13 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "access_log_format": _check_access_log_format,
 }
 
+_REDIS_CHECKS: Final[dict[str, _Check]] = {
+    "url": _check_redis_url,
+    "key_prefix": _check_key_prefix,
+    "timeout": _check_timeout,
+    "pool_size": lambda value: _check_int(value, 2, 1024),  # one holds the subscription
+}
+
 _WEBHOOK_CHECKS: Final[dict[str, _Check]] = {
     "url": parse_backend_url,
     "type": lambda value: _check_choice(value, WEBHOOK_TYPES),
@@ -726,6 +784,8 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "compress_strategy": lambda value: _check_choice(value, COMPRESS_STRATEGIES),
     "cache_storage_mode": lambda value: _check_choice(value, STORAGE_MODES),
     "cache_directory": _check_str,
+    "cache_l1_max_bytes": _check_size,
+    "cache_l1_ttl": _check_ttl,
     "cache_status_header": _check_bool,
     "max_body_bytes": _check_size,
     "tunnel_idle_timeout": _check_ttl,
@@ -861,6 +921,7 @@ class _Reader:
         relay = self.relay(root.pop("relay")) if "relay" in root else None
         defaults_raw = root.pop("defaults", None)
         microfrontends = root.pop("microfrontends", None)
+        redis = self.redis(root.pop("redis", None))
         values = self.table(root, _ROOT_CHECKS, ())
         layers = [("the root key", {key: values[key] for key in _INHERITED if key in values})]
         if defaults_raw is not None:
@@ -874,6 +935,7 @@ class _Reader:
             servers: tuple[ServerConfig, ...] = ()
         else:
             servers = self.servers(servers_raw, layers, apps)
+        self.check_redis_users(redis, servers)
         self.tls_listener(values)
         for key in ("cert_path", "key_path"):
             if key in values:
@@ -886,6 +948,7 @@ class _Reader:
             dotenv=dotenv,
             dotenv_vars=added,
             relay=relay,
+            redis=redis,
             **values,
         )
 
@@ -932,6 +995,30 @@ class _Reader:
         if not tokens:
             raise self.error("relay.tokens", "no token: no agent could register")
         return tuple(tokens)
+
+    def redis(self, raw: object) -> RedisConfig | None:
+        if raw is None:
+            return None
+        values = self.table(self.check("redis", _check_table, raw), _REDIS_CHECKS, ("redis",))
+        if "url" not in values:
+            raise self.error("redis.url", 'missing: where Redis is, e.g. "redis://127.0.0.1:6379/0"')
+        return RedisConfig(**values)
+
+    def check_redis_users(
+        self, redis: RedisConfig | None, servers: tuple[ServerConfig, ...]
+    ) -> None:
+        """A server in redis mode needs the [redis] table and the client library."""
+        users = [s for s in servers if s.cache_storage_mode == "redis"]
+        if not users:
+            return
+        key = _dotted("server", users[0].name, "cache_storage_mode")
+        if redis is None:
+            raise self.error(key, '"redis" needs a [redis] table with url')
+        if not redis_client_installed():
+            raise self.error(
+                key,
+                "\"redis\" needs the Redis client: pip install 'phantom-proxy[redis]'",
+            )
 
     def tls_listener(self, values: Mapping[str, Any]) -> None:
         """https_port, cert_path and key_path come together (readability is checked at start)."""
@@ -1099,6 +1186,14 @@ class _Reader:
 def _share_a_method(one: ServerConfig, other: ServerConfig) -> bool:
     return not one.methods or not other.methods or bool(set(one.methods) & set(other.methods))
 
+def redis_client_installed() -> bool:
+    """Whether redis-py (the ``redis`` extra) can be imported."""
+    try:
+        importlib.import_module("redis.asyncio")
+    except ImportError:
+        return False
+    return True
+
 
 # --------------------------------------------------------------------------- public API
 
@@ -1245,9 +1340,18 @@ def describe(config: Config) -> str:
     ]
     for f in fields(Config):
         if f.name not in ("servers", "source", "dotenv_vars") and (
-            f.name != "relay" or config.relay is None  # a relay follows as its own table
+            f.name not in ("relay", "redis") or getattr(config, f.name) is None  # tables follow
         ):
             lines.append(_describe_field(f.name, getattr(config, f.name)))
+    if config.redis is not None:
+        lines.extend(("", "[redis]"))
+        for f in fields(RedisConfig):
+            value = getattr(config.redis, f.name)
+            if f.name == "url" and config.redis.shown_url != value:
+                shown = _toml_string(config.redis.shown_url)
+                lines.append(f"# url = {shown}  (password not shown)")
+            else:
+                lines.append(_describe_field(f.name, value))
     if config.relay is not None:
         lines.append("")
         lines.append("[relay]")

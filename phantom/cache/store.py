@@ -10,6 +10,7 @@ default); entries go on that clock once past freshness plus their stale window.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -122,12 +123,20 @@ def _variants_size(variants: Variants) -> float:
 
 class _Entries(TLRUCache[Key, Variants, float]):
     """A TLRUCache that reports what it drops by itself (expiry, LRU eviction), so that body
-    files can go with their entries."""
+    files can go with their entries. An entry goes at its ``retain_until``, or ``hold_for``
+    seconds after it was stored, whichever comes first."""
 
     def __init__(
-        self, maxsize: float, clock: Callable[[], float], on_drop: Callable[[Variants], None]
+        self,
+        maxsize: float,
+        clock: Callable[[], float],
+        on_drop: Callable[[Variants], None],
+        hold_for: float,
     ) -> None:
-        super().__init__(maxsize, _ttu, clock, _variants_size)
+        def held(key: Key, variants: Variants, now: float) -> float:
+            return min(_ttu(key, variants, now), now + hold_for)
+
+        super().__init__(maxsize, _ttu if hold_for == math.inf else held, clock, _variants_size)
         self._on_drop = on_drop
 
     def expire(self, time: float | None = None) -> list[tuple[Key, Variants]]:
@@ -149,8 +158,9 @@ class CacheStore:
     Bounded by ``max_entries`` (URLs) and by ``max_bytes`` (sum of ``CachedResponse.size``); a
     single response larger than ``max_object_bytes`` (or ``max_bytes``) is refused. 404
     responses are held to ``max_404_entries`` URLs of their own (the negative cache). Entries are
-    kept while fresh or within their stale window (``CachedResponse.retain_until``); whether
-    one may answer a request is the policy's decision (:func:`policy.lookup`).
+    kept while fresh or within their stale window (``CachedResponse.retain_until``), and at
+    most ``hold_for`` seconds (the first level of the shared cache keeps copies briefly);
+    whether one may answer a request is the policy's decision (:func:`policy.lookup`).
     """
 
     __slots__ = (
@@ -173,6 +183,7 @@ class CacheStore:
         *,
         max_404_entries: int = 100,
         disk: DiskBodies | None = None,
+        hold_for: float = math.inf,
     ) -> None:
         if min(max_entries, max_bytes, max_object_bytes, max_404_entries) < 0:
             raise ValueError("cache limits must not be negative")
@@ -185,7 +196,7 @@ class CacheStore:
         self._not_found_keys: OrderedDict[Key, None] = OrderedDict()
         self._clock = clock
         self._disk = disk
-        self._cache = _Entries(max_bytes, clock, self._drop)
+        self._cache = _Entries(max_bytes, clock, self._drop, hold_for)
 
     @property
     def clock(self) -> Callable[[], float]:

@@ -379,7 +379,7 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
         ),
         (
             with_server(cache_storage_mode="disk"),
-            "server.app.cache_storage_mode: expected one of memory, filesystem, got 'disk'",
+            "server.app.cache_storage_mode: expected one of memory, filesystem, redis, got 'disk'",
         ),
         (
             with_server(cache_storage_mode="filesystem"),
@@ -1096,3 +1096,68 @@ def test_file_keys_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert config.access_log == os.path.join(base, "logs", "access.log")
     assert config.servers[0].backend_ca == os.path.join(base, "ca.pem")
     assert config_from_dict({**minimal(), "access_log": "off"}).access_log == "off"
+
+
+# -- the shared cache: [redis] and cache_storage_mode = "redis" -------------------------------
+
+
+def redis_data(redis: dict[str, Any] | None = None, **server: Any) -> dict[str, Any]:
+    data = with_server(cache_storage_mode="redis", **server)
+    return {"redis": {"url": "redis://127.0.0.1:6379/0", **(redis or {})}, **data}
+
+
+def test_redis_mode_defaults() -> None:
+    config = config_from_dict(redis_data(), SOURCE)
+    assert config.redis is not None
+    assert (config.redis.key_prefix, config.redis.timeout, config.redis.pool_size) == (
+        "phantom:", 0.25, 16
+    )
+    server = config.servers[0]
+    assert (server.cache_l1_max_bytes, server.cache_l1_ttl) == (16 * 1024 * 1024, 1.0)
+    assert config_from_dict(minimal(), SOURCE).redis is None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (with_server(cache_storage_mode="redis"),
+         'server.app.cache_storage_mode: "redis" needs a [redis] table with url'),
+        ({"redis": {}, **with_server()},
+         'redis.url: missing: where Redis is, e.g. "redis://127.0.0.1:6379/0"'),
+        ({"redis": {"url": "http://:hunter2@h"}, **with_server()},
+         "redis.url: expected redis://host[:port][/db], rediss://host[:port][/db] or "
+         "unix:///path"),
+        (redis_data({"key_prefix": "a*"}),
+         "redis.key_prefix: expected printable text without spaces or * ? [ ] \\, got 'a*'"),
+        (redis_data({"timeout": 0}), "redis.timeout: must be greater than 0, got 0"),
+        (redis_data({"pool_size": 1}), "redis.pool_size: must be between 2 and 1024, got 1"),
+        (redis_data({"db": 1}), "redis.db: unknown key"),
+        (redis_data(cache_l1_ttl=-1), "server.app.cache_l1_ttl: must be 0 or greater, got -1"),
+        ({"redis": "redis://h", **with_server()}, "redis: expected a table, got string"),
+    ],
+)
+def test_redis_bad(data: dict[str, Any], problem: str) -> None:
+    message = error_of(data)
+    assert message == f"{SOURCE}: {problem}"
+    assert "hunter2" not in message
+
+
+def test_redis_mode_without_the_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("redis", "redis.asyncio"):
+        monkeypatch.setitem(sys.modules, name, None)  # import -> ImportError
+    assert error_of(redis_data()) == (
+        f"{SOURCE}: server.app.cache_storage_mode: \"redis\" needs the Redis client: "
+        "pip install 'phantom-proxy[redis]'"
+    )
+
+
+def test_redis_url_from_the_environment_and_its_password_never_shown() -> None:
+    url = "rediss://user:hunter2@cache.internal:6380/1"
+    data = {**redis_data(), "redis": {"url": "$env:REDIS_URL"}}
+    config = config_from_dict(data, SOURCE, {"REDIS_URL": url})
+    assert config.redis is not None and config.redis.url == url
+    text = describe(config)
+    assert "hunter2" not in text
+    assert '# url = "rediss://user:***@cache.internal:6380/1"  (password not shown)' in text
+    plain = config_from_dict(redis_data(), SOURCE)
+    assert config_from_dict(tomllib.loads(describe(plain)), SOURCE) == plain

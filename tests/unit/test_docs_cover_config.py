@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from phantom.config import Config, RelayConfig, ServerConfig, WebhookConfig
+from phantom.config import Config, RedisConfig, RelayConfig, ServerConfig, WebhookConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 # Structure and derived values, not TOML keys.
-NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars", "relay", "origins"}
+NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars", "relay", "origins", "redis"}
 KEYS = sorted(
     {
         f.name
-        for cls in (Config, ServerConfig, WebhookConfig, RelayConfig)
+        for cls in (Config, ServerConfig, WebhookConfig, RelayConfig, RedisConfig)
         for f in dataclasses.fields(cls)
     }
     - NOT_KEYS

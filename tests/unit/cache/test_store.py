@@ -414,3 +414,15 @@ def test_zero_404_capacity_stores_no_404() -> None:
     missing = response()
     missing.status = 404
     assert store.put(key("/m"), missing) is False
+
+
+def test_hold_for_bounds_how_long_an_entry_is_kept() -> None:
+    """The first level of the shared cache keeps a copy ``hold_for`` seconds at most, however
+    long it stays fresh."""
+    clock = FakeClock()
+    store = CacheStore(100, 1_000_000, 100_000, clock=clock, hold_for=1.0)
+    store.put(key("/a"), response(freshness_lifetime=60.0))
+    clock.now += 0.9
+    assert get(store, key("/a")) is not None
+    clock.now += 0.2
+    assert get(store, key("/a")) is None
