@@ -40,6 +40,10 @@ class Gauges:
     cache_bytes: Mapping[str, int]  # server -> bytes
     open_fds: int | None  # None where the platform can't tell
     max_fds: int | None
+    # The shared cache's Redis link (None without a server in redis mode): 1 up / 0 down, and
+    # the commands and connection attempts that failed so far.
+    redis_up: int | None = None
+    redis_errors: int = 0
 
 
 @dataclass(slots=True)
@@ -176,6 +180,21 @@ class Metrics:
                 for d, n in self.tunnel_bytes.items()
             ),
         )
+        if gauges.redis_up is not None:
+            _family(
+                out,
+                "phantom_redis_up",
+                "gauge",
+                "1 while the shared cache's Redis answers, 0 while it is unavailable.",
+                [((), gauges.redis_up)],
+            )
+            _family(
+                out,
+                "phantom_redis_errors_total",
+                "counter",
+                "Redis commands and connection attempts that failed or were late.",
+                [((), gauges.redis_errors)],
+            )
         if gauges.open_fds is not None:
             _family(
                 out,

@@ -97,14 +97,13 @@ class _Operations:
 
     async def invalidate_all(self, request: ControlRequest) -> ControlResponse:
         sites = self.caches(request.json_object())
-        return ControlResponse.json(
-            200, {"invalidated": sum(s.cache.invalidate_all() for s in sites)}
-        )
+        count = sum([await site.cache.purge_all() for site in sites])
+        return ControlResponse.json(200, {"invalidated": count})
 
     async def invalidate(self, request: ControlRequest) -> ControlResponse:
         body = request.json_object()
         pattern = _field(body, "pattern", str, 'a non-empty pattern such as "GET:/api/*"')
-        count = sum(s.cache.invalidate(pattern) for s in self.caches(body))
+        count = sum([await s.cache.purge(pattern) for s in self.caches(body)])
         return ControlResponse.json(200, {"pattern": pattern, "invalidated": count})
 
     async def bulk_invalidate(self, request: ControlRequest) -> ControlResponse:
@@ -116,7 +115,7 @@ class _Operations:
             if not isinstance(pattern, str) or not pattern:
                 results.append({"pattern": pattern, "ok": False, "error": "not a pattern"})
                 continue
-            count = sum(s.cache.invalidate(pattern) for s in sites)
+            count = sum([await s.cache.purge(pattern) for s in sites])
             results.append({"pattern": pattern, "ok": True, "invalidated": count})
         return _bulk(results)
 

@@ -329,6 +329,15 @@ class CacheStore:
             doomed = [key for key in cache if matches(key[1])]
             return sum(self.discard(key) for key in doomed)
 
+    async def purge(self, pattern: str) -> int:
+        """:meth:`invalidate`, as the control API calls it: a shared store also removes the
+        entries from Redis and the other processes before it returns."""
+        return self.invalidate(pattern)
+
+    async def purge_all(self) -> int:
+        """:meth:`invalidate_all`, as the control API calls it (see :meth:`purge`)."""
+        return self.invalidate_all()
+
     def invalidate_all(self) -> int:
         """Remove every entry; returns how many responses there were."""
         count = len(self)

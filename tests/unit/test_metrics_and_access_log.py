@@ -252,3 +252,10 @@ def test_sum_expositions_per_worker_labels_each_sample() -> None:
     key = (("method", "GET"), ("server", "app"), ("status", "200"), ("status_class", "2xx"))
     assert samples["phantom_requests_total"][(*key, ("worker", "3"))] == 2
     assert text.count("# TYPE phantom_requests_total counter") == 1
+
+
+def test_redis_families_only_with_a_shared_cache() -> None:
+    assert "phantom_redis" not in Metrics().render(gauges())
+    samples = parsed(Metrics().render(gauges(redis_up=0, redis_errors=3)))
+    assert samples["phantom_redis_up"] == {(): 0}
+    assert samples["phantom_redis_errors_total"] == {(): 3}
