@@ -4,7 +4,10 @@ layout (proxy on core 0, wrk and the origin on core 1).
 
     git archive main phantom | tar -x -C /tmp/phantom-main   # a baseline, if wanted
     benchmarks/.venv/bin/python -m benchmarks.hit_cost [--baseline /tmp/phantom-main]
-        [--seconds 3] [--rounds 3] [--path /small]
+        [--seconds 3] [--rounds 3] [--path /small] [--shared-cache]
+
+``--shared-cache`` adds phantom with ``cache_storage_mode = "redis"`` (a redis-server on the
+load core): its hits come from the first level, so they should cost what memory hits cost.
 
 Prints requests/s (``wrk -t1 -c50`` on the path) and the proxy process's own CPU time (user +
 system, from ``/proc``) divided by the requests wrk counted. On a machine shared with other work
@@ -21,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.run import LOAD_CORE, PROXY_CORE, Endpoint, wrk
-from benchmarks.targets import ROOT, Target, start_origin
+from benchmarks.targets import ROOT, Target, shared_cache_tail, start_origin, start_redis
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -33,13 +36,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    kind: str, source: Path | None, origin_port: int, workdir: Path, seconds: int, path: str
+    kind: str,
+    source: Path | None,
+    origin_port: int,
+    workdir: Path,
+    seconds: int,
+    path: str,
+    tail: str = "",
 ) -> tuple[float, float]:
     """(requests/s, CPU microseconds per request) of one target; phantom runs from
-    ``source``."""
+    ``source``, with ``tail`` added to its config."""
     if source is not None:
         os.environ["PYTHONPATH"] = str(source)
-    target = Target(kind).start(origin_port, workdir, PROXY_CORE)
+    target = Target(kind, config_tail=tail).start(origin_port, workdir, PROXY_CORE)
     try:
         ep = Endpoint(target.port, origin_port, forward_proxy=False)
         wrk(ep, path, 1, workdir, str(LOAD_CORE))  # fill the cache and the pool, warm up
@@ -57,23 +66,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--path", default="/small", help="/small (hits) or /nc/small (passed)")
+    parser.add_argument("--shared-cache", action="store_true", help="add phantom in redis mode")
     args = parser.parse_args()
-    targets: dict[str, tuple[str, Path | None]] = {}
+    targets: dict[str, tuple[str, Path | None, str]] = {}
     if args.baseline is not None:
-        targets["baseline"] = ("phantom", args.baseline.resolve())
-    targets["phantom"] = ("phantom", ROOT)
-    targets["nginx"] = ("nginx", None)
+        targets["baseline"] = ("phantom", args.baseline.resolve(), "")
+    targets["phantom"] = ("phantom", ROOT, "")
+    targets["nginx"] = ("nginx", None, "")
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         origin = start_origin(workdir / "origin", LOAD_CORE)
+        redis = start_redis(workdir / "redis", LOAD_CORE) if args.shared_cache else None
+        if redis is not None:
+            targets["phantom-redis"] = ("phantom", ROOT, shared_cache_tail(redis.port))
+            results["phantom-redis"] = []
         try:
             for n in range(args.rounds):
-                for name, (kind, source) in targets.items():
+                for name, (kind, source, tail) in targets.items():
                     results[name].append(
                         measure(
                             kind, source, origin.port, workdir / f"{name}{n}", args.seconds,
-                            args.path,
+                            args.path, tail,
                         )
                     )
                 line = ", ".join(
@@ -83,6 +97,8 @@ def main() -> None:
                 print(f"round {n + 1}: {line}", flush=True)
         finally:
             origin.stop()
+            if redis is not None:
+                redis.stop()
     rate = {name: statistics.median(r for r, _ in runs) for name, runs in results.items()}
     cost = {name: statistics.median(c for _, c in runs) for name, runs in results.items()}
     for name in targets:

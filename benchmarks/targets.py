@@ -132,6 +132,8 @@ class Target:
     workers: int = 1
     loop: str = "uvloop"
     extra: dict[str, str] = field(default_factory=dict)
+    # phantom: lines added to [server.bench] (and tables after it), e.g. the shared cache's.
+    config_tail: str = ""
 
     def available(self) -> str | None:
         """None when this target can run here, else why not."""
@@ -156,7 +158,9 @@ class Target:
             raise RuntimeError("direct is the origin itself")
         if self.kind == "phantom":
             config = workdir / "phantom.toml"
-            config.write_text(phantom_config(port, origin_port, self.workers))
+            config.write_text(
+                phantom_config(port, origin_port, self.workers) + self.config_tail
+            )
             argv = [sys.executable, "-m", "phantom", "serve", "--config", str(config)]
             argv += ["--loop", self.loop]
         elif self.kind == "nginx":
@@ -198,6 +202,41 @@ def start_origin(workdir: Path, core: int) -> Process:
         time.sleep(0.002)
     proc.startup = time.perf_counter() - (deadline - START_TIMEOUT)
     return proc
+
+
+def start_redis(workdir: Path, core: int) -> Process:
+    """A redis-server on a free port, persistence off, for ``cache_storage_mode = "redis"``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / "redis.log"
+    popen = subprocess.Popen(
+        ["taskset", "-c", str(core), "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    proc = Process("redis", popen, port, log)
+    deadline = time.perf_counter() + START_TIMEOUT
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            pass
+        if not proc.alive() or time.perf_counter() > deadline:
+            proc.stop()
+            raise RuntimeError(f"redis-server did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.01)
+
+
+def shared_cache_tail(redis_port: int, l1_ttl: float | None = None) -> str:
+    """``Target.config_tail`` for phantom in redis mode on the Redis at ``redis_port``."""
+    lines = ['cache_storage_mode = "redis"']
+    if l1_ttl is not None:
+        lines.append(f"cache_l1_ttl = {l1_ttl}")
+    lines += ["[redis]", f'url = "redis://127.0.0.1:{redis_port}/0"']
+    return "\n".join(lines) + "\n"
 
 
 def phantom_config(port: int, origin_port: int, workers: int) -> str:
