@@ -83,6 +83,7 @@ def _glob(text: str, wildcard: bool = False) -> str:
 
 
 class SharedStore(CacheStore):
+    shared = True
     __slots__ = ("_link", "_pending", "_prefix", "_server", "_token", "_writes")
 
     def __init__(
@@ -144,13 +145,18 @@ class SharedStore(CacheStore):
             return ()
         for variant in reversed(variants):  # oldest first: the newest ends up first
             CacheStore.put(self, key, variant)
-        return self.variants(key)
+        # As read, not as kept: with cache_l1_ttl = 0 the first level keeps nothing.
+        now = self.clock()
+        return tuple(variant for variant in variants if now < variant.retain_until)
 
     def put(self, key: Key, response: CachedResponse) -> bool:
         """Store in the first level and, in the background, in Redis (the URL's variants as
         they are now: a response that was refused still removed the one it replaced)."""
         stored = super().put(key, response)
-        writing = self._link.background(self._write(key, self.variants(key)))
+        # What the first level holds now (the other Vary variants with it); with
+        # cache_l1_ttl = 0 it holds nothing, and the response goes alone.
+        variants = self.variants(key) or ((response,) if stored else ())
+        writing = self._link.background(self._write(key, variants))
         if writing is not None:
             self._writes[key] = writing
             writing.add_done_callback(lambda done: self._written(key, done))
@@ -247,10 +253,17 @@ class SharedStore(CacheStore):
 
     # -- fleet-wide coalescing --------------------------------------------------------------
 
-    async def lead(self, key: Key, seconds: float) -> bool:
-        """Take the fill lock of ``key`` for at most ``seconds``: True when this process is to
-        fetch it (the lock is ours, or Redis is unavailable and each process fills for
-        itself), False when another process is fetching it (:meth:`await_fill`)."""
+    async def follow(self, key: Key, seconds: float) -> Variants | None:
+        """Before a miss on ``key`` goes to the backend: None when this process is to go (it
+        holds the fill lock of ``key`` now, for at most ``seconds``; :meth:`release` it once
+        the response is stored), or when Redis is unavailable (each process fills for
+        itself); else what the process holding the lock stored, waited for at most
+        ``seconds``: () when it stored nothing (then go without the lock)."""
+        if await self._lead(key, seconds):
+            return None
+        return await self._await_fill(key, seconds)
+
+    async def _lead(self, key: Key, seconds: float) -> bool:
         name, milliseconds = self._lock_name(key), max(1, math.ceil(seconds * 1000))
         try:
             return bool(
@@ -271,11 +284,10 @@ class SharedStore(CacheStore):
         except Unavailable:
             pass  # it expires by itself
 
-    async def await_fill(self, key: Key, seconds: float) -> Variants:
-        """Wait at most ``seconds`` for the process holding the fill lock of ``key`` to store
-        the response: its variants (now in the first level too), or () when the lock went
-        without a response (not storable, or its holder died and the lock expired), when the
-        time is up or when Redis is unavailable: then the caller fetches for itself."""
+    async def _await_fill(self, key: Key, seconds: float) -> Variants:
+        """The variants the holder of the fill lock stored (now in the first level too), or
+        () when the lock went without a response (not storable, or its holder died and the
+        lock expired), when ``seconds`` are up or when Redis is unavailable."""
         entry, lock = self.entry_name(key), self._lock_name(key)
         deadline = self.clock() + seconds
         while self.clock() < deadline:

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from cachetools import TLRUCache
 
@@ -197,6 +198,22 @@ class CacheStore:
         self._clock = clock
         self._disk = disk
         self._cache = _Entries(max_bytes, clock, self._drop, hold_for)
+
+    #: Whether a lookup that misses here may find the response in a second level, shared with
+    #: other processes (:mod:`.shared`): then the request path awaits :meth:`fetch` and asks
+    #: :meth:`follow` before it fills.
+    shared: ClassVar[bool] = False
+
+    async def fetch(self, key: Key) -> Variants:
+        """The second level's variants under ``key`` (none: memory is all there is)."""
+        return ()
+
+    async def follow(self, key: Key, seconds: float) -> Variants | None:
+        """None: this process fills ``key`` itself (no other process could)."""
+        return None
+
+    async def release(self, key: Key) -> None:
+        """Done filling ``key`` (see :meth:`follow`)."""
 
     @property
     def clock(self) -> Callable[[], float]:

@@ -120,27 +120,33 @@ async def test_first_level_copies_expire_after_cache_l1_ttl(tmp_path: Path) -> N
             await asyncio.sleep(0.3)
             assert a.variants(key("/p")) == ()
             assert await a.fetch(key("/p"))  # still in Redis
+        async with process(redis.url, l1_ttl=0) as b:
+            # Nothing is kept in the first level: each lookup is a Redis round trip.
+            b.put(key("/q"), page(b"v2", b.clock()))
+            assert b.variants(key("/q")) == ()
+            await shared_soon(b, key("/q"))
+            (got,) = await b.fetch(key("/q"))
+            assert got.body == b"v2" and b.variants(key("/q")) == ()
 
 
 @async_test(timeout=20)
 async def test_fill_lock_one_process_fetches_the_other_waits(tmp_path: Path) -> None:
     with redis_server(tmp_path) as redis:
         async with process(redis.url) as a, process(redis.url) as b:
-            assert await a.lead(key("/cold"), 5.0) is True
-            assert await b.lead(key("/cold"), 5.0) is False
-            waiting = asyncio.ensure_future(b.await_fill(key("/cold"), 5.0))
+            assert await a.follow(key("/cold"), 5.0) is None  # A fills it
+            waiting = asyncio.ensure_future(b.follow(key("/cold"), 5.0))
             await asyncio.sleep(0.05)
-            assert not waiting.done()
+            assert not waiting.done()  # B waits for A
             a.put(key("/cold"), page(b"filled", a.clock()))
             await a.release(key("/cold"))
             (got,) = await asyncio.wait_for(waiting, 2)
             assert got.body == b"filled"
-            # A holder that dies: its lock expires and the waiter fetches for itself.
-            assert await a.lead(key("/dies"), 0.2) is True
+            # A holder that dies: its lock expires and the waiter goes for itself.
+            assert await a.follow(key("/dies"), 0.2) is None
             start = time.monotonic()
-            assert await b.await_fill(key("/dies"), 5.0) == ()
+            assert await b.follow(key("/dies"), 5.0) == ()
             assert time.monotonic() - start < 1.0
-            assert await b.lead(key("/dies"), 5.0) is True
+            assert await b.follow(key("/dies"), 5.0) is None
 
 
 @async_test(timeout=30)
