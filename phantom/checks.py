@@ -6,6 +6,7 @@ Pure module: reads a Config, touches nothing.
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
 from .config import Config, ServerConfig
 from .handshake import H2C, allows
@@ -39,6 +40,14 @@ def risky_settings(config: Config) -> list[str]:
             f"https_port: the relay listens on {config.listen} without TLS: agents send their "
             "token, and public clients their traffic, in clear text"
         )
+    redis = config.redis
+    if redis is not None:
+        parts = urlsplit(redis.url)
+        if parts.scheme == "redis" and not _is_loopback(parts.hostname or ""):
+            warnings.append(
+                f"redis.url: {redis.shown_url} is reached without TLS: cached pages (and the "
+                "password) cross the network in clear; use rediss://"
+            )
     for server in config.servers:
         caching = min(server.cache_max_entries, server.cache_max_bytes) > 0
         several_hosts = len(server.hosts) > 1 or any(h.startswith("*.") for h in server.hosts)

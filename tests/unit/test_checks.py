@@ -124,3 +124,22 @@ def test_plain_http_fallback_to_another_machine(url: str, risky: bool) -> None:
     assert bool(found) is risky
     if risky:
         assert found[0].startswith("server.app.fallback_url: http://")
+
+
+@pytest.mark.parametrize(
+    ("url", "risky"),
+    [
+        ("redis://:hunter2@cache.internal:6379/0", True),
+        ("redis://10.0.0.5:6379", True),
+        ("rediss://:hunter2@cache.internal:6380/0", False),
+        ("redis://127.0.0.1:6379/0", False),
+        ("unix:///run/redis.sock", False),
+    ],
+)
+def test_redis_across_the_network_without_tls(url: str, risky: bool) -> None:
+    found = warnings_for({"redis": {"url": url}}, cache_storage_mode="redis")
+    assert bool(found) is risky
+    if risky:
+        assert found[0].startswith("redis.url: ")
+        assert found[0].endswith("use rediss://")
+        assert "hunter2" not in found[0]
