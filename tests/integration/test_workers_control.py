@@ -54,27 +54,13 @@ async def until(predicate: Any, what: str) -> None:
     await asyncio.to_thread(wait_for, predicate, what)
 
 
-async def serving(port: int, control_port: int, workers: int) -> None:
-    async def ready() -> bool:
-        try:
-            status, body = await control(control_port, "GET", "/healthz")
-        except OSError:
-            return False
-        return status == 200 and body["workers"] == workers
-
-    for _ in range(200):
-        if await ready():
-            # Each worker binds its control socket before its listener: wait for both.
-            for _ in range(200):
-                try:
-                    status, text = await control(control_port, "GET", "/metrics")
-                except OSError:
-                    status = 0
-                if status == 200 and text.count("# TYPE phantom_requests_total") == 1:
-                    return
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the workers did not come up")
+async def serving(log: Path, listening: int) -> None:
+    """Until ``listening`` workers in all have said they listen (each binds its control
+    socket before its listener)."""
+    await until(
+        lambda: log.read_text().count(" INFO phantom: listening on ") >= listening,
+        f"{listening} workers listening",
+    )
 
 
 async def spread(port: int) -> None:
@@ -89,7 +75,7 @@ async def test_invalidate_all_reaches_every_worker_and_metrics_are_summed(tmp_pa
     async with TestOrigin({"/page": PAGE}) as origin:
         port, control_port = unused_port(), unused_port()
         with serve(write_config(tmp_path, port, control_port, origin.port)) as proc:
-            await serving(port, control_port, 4)
+            await serving(tmp_path / "phantom.log", 4)
             await spread(port)
             first = origin.requests["/page"]  # one per worker the connections reached
             assert first >= 2
@@ -131,11 +117,12 @@ async def test_a_replaced_worker_rejoins_and_per_worker_metrics_label_them(
             tmp_path, port, control_port, origin.port, "metrics_per_worker = true"
         )
         with serve(config) as proc:
-            await serving(port, control_port, 4)
+            await serving(tmp_path / "phantom.log", 4)
             first = children(proc.pid)
             os.kill(min(first), signal.SIGKILL)
             await until(lambda: len(children(proc.pid) - first) == 1, "a replacement worker")
-            await serving(port, control_port, 4)
+            await serving(tmp_path / "phantom.log", 5)
+            assert (await control(control_port, "GET", "/healthz"))[1]["workers"] == 4
             await spread(port)
             status, text = await control(control_port, "GET", "/metrics")
             assert status == 200
@@ -187,7 +174,7 @@ async def test_execute_runs_once_in_the_supervisor(tmp_path: Path) -> None:
         config.read_text() + f'execute = "{sys.executable} backend.py {backend} {starts}"\n'
     )
     with serve(config) as proc:
-        await serving(port, control_port, 4)
+        await serving(tmp_path / "phantom.log", 4)
         assert (await get(port, "/")).body == b"ok"
         lines = starts.read_text().splitlines()
         assert len(lines) == 1
