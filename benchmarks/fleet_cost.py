@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 
+from benchmarks.hit_cost import medians, print_round
 from benchmarks.run import LOAD_CORE, PROXY_CORE, Endpoint
 from benchmarks.targets import Target, shared_cache_tail, start_origin, start_redis
 
@@ -73,16 +73,11 @@ def main() -> None:
                 for name, target in targets.items():
                     run = measure(target, origin.port, workdir / f"{name}{n}", args.seconds)
                     results[name].append(run)
-                line = ", ".join(
-                    f"{name} {runs[-1][0]:,.0f}/s p50 {runs[-1][1]:.0f} us"
-                    for name, runs in results.items()
-                )
-                print(f"round {n + 1}: {line}", flush=True)
+                print_round(n, results, "{rate:,.0f}/s p50 {cost:.0f} us")
         finally:
             redis.stop()
             origin.stop()
-    rate = {name: statistics.median(r for r, _ in runs) for name, runs in results.items()}
-    p50 = {name: statistics.median(p for _, p in runs) for name, runs in results.items()}
+    rate, p50 = medians(results)
     for name in targets:
         print(
             f"{name:9s} {rate[name]:9,.0f} hits/s ({rate[name] / rate['memory']:.2f}x memory)"

@@ -60,6 +60,24 @@ def measure(
     return rate, used / (rate * seconds) * 1e6
 
 
+def print_round(n: int, results: dict[str, list[tuple[float, float]]], shape: str) -> None:
+    """One line for round ``n``: each target's latest (rate, cost) in ``shape``."""
+    line = ", ".join(
+        f"{name} " + shape.format(rate=runs[-1][0], cost=runs[-1][1])
+        for name, runs in results.items()
+    )
+    print(f"round {n + 1}: {line}", flush=True)
+
+
+def medians(
+    results: dict[str, list[tuple[float, float]]],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each target's median rate and median cost over the rounds."""
+    rate = {name: statistics.median(r for r, _ in runs) for name, runs in results.items()}
+    cost = {name: statistics.median(c for _, c in runs) for name, runs in results.items()}
+    return rate, cost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="a source tree holding phantom/")
@@ -90,17 +108,12 @@ def main() -> None:
                             args.path, tail,
                         )
                     )
-                line = ", ".join(
-                    f"{name} {runs[-1][0]:,.0f}/s {runs[-1][1]:.1f} us"
-                    for name, runs in results.items()
-                )
-                print(f"round {n + 1}: {line}", flush=True)
+                print_round(n, results, "{rate:,.0f}/s {cost:.1f} us")
         finally:
             origin.stop()
             if redis is not None:
                 redis.stop()
-    rate = {name: statistics.median(r for r, _ in runs) for name, runs in results.items()}
-    cost = {name: statistics.median(c for _, c in runs) for name, runs in results.items()}
+    rate, cost = medians(results)
     for name in targets:
         print(
             f"{name:9s} {rate[name]:9,.0f} req/s ({rate[name] / rate['nginx']:.2f}x nginx)"

@@ -16,6 +16,7 @@ from .cache import policy
 from .cache.disk import DiskBodies
 from .cache.policy import KeyFunction
 from .cache.rules import CacheRules, parse_path_rule
+from .cache.shared import SharedStore
 from .cache.store import CachedResponse, CacheStore, Key
 from .clients import Hold, Shares
 from .config import Config, ServerConfig
@@ -25,6 +26,7 @@ from .errors import PhantomError, SnapshotError
 from .exchange import Exchange
 from .fallback import Fallback
 from .metrics import Metrics
+from .redis_link import RedisLink
 from .routing import Router
 from .snapshots import Snapshots, gather_each
 from .stages import Stages
@@ -82,8 +84,13 @@ class Site:
 
     @classmethod
     def build(
-        cls, server: ServerConfig, config: Config, cache_key: KeyFunction | None = None
+        cls,
+        server: ServerConfig,
+        config: Config,
+        cache_key: KeyFunction | None = None,
+        redis: RedisLink | None = None,
     ) -> Site:
+        """``redis``: the process's link to the ``[redis]`` Redis, for redis mode."""
         upstream = Upstream(
             server.proxy_url, config.backend_connect_timeout, backend_context(server, config.source)
         )
@@ -92,13 +99,7 @@ class Site:
             fallback = Fallback(
                 server, server.fallback_url, config.backend_connect_timeout, config.source
             )
-        cache = CacheStore(
-            max_entries=server.cache_max_entries,
-            max_bytes=server.cache_max_bytes,
-            max_object_bytes=server.cache_max_object_bytes,
-            max_404_entries=server.cache_404_capacity,
-            disk=_open_disk(server),
-        )
+        cache = _open_store(server, redis)
         snapshots = Snapshots(
             server,
             upstream,
@@ -180,13 +181,35 @@ class CacheGroup:
         return sum(site.cache.total_bytes for site in self._sites.values())
 
 
-def _open_disk(server: ServerConfig) -> DiskBodies | None:
-    """The body directory of filesystem mode, cleared of a previous run's files."""
-    if server.cache_storage_mode != "filesystem":
-        return None
-    disk = DiskBodies(server.cache_directory)
-    disk.open()
-    return disk
+def _open_store(server: ServerConfig, redis: RedisLink | None) -> CacheStore:
+    """The store of ``cache_storage_mode``: in memory, bodies on disk (the directory cleared
+    of a previous run's files), or shared through Redis."""
+    if server.cache_storage_mode == "redis" and redis is not None:
+        return SharedStore(
+            redis,
+            server.name,
+            max_entries=server.cache_max_entries,
+            max_bytes=server.cache_l1_max_bytes,
+            max_object_bytes=server.cache_max_object_bytes,
+            max_404_entries=server.cache_404_capacity,
+            l1_ttl=server.cache_l1_ttl,
+        )
+    if server.cache_storage_mode == "redis":
+        log.warning(
+            "server.%s: cache_storage_mode = \"redis\" needs a restart ([redis] was not set "
+            "when phantom started); caching in memory until then", server.name,
+        )
+    disk = None
+    if server.cache_storage_mode == "filesystem":
+        disk = DiskBodies(server.cache_directory)
+        disk.open()
+    return CacheStore(
+        max_entries=server.cache_max_entries,
+        max_bytes=server.cache_max_bytes,
+        max_object_bytes=server.cache_max_object_bytes,
+        max_404_entries=server.cache_404_capacity,
+        disk=disk,
+    )
 
 
 class LiveConnection(Protocol):
@@ -215,6 +238,8 @@ class ProxyContext:
     draining: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     access_log: AccessLog | None = None
+    # The link to the [redis] Redis (started and closed by the proxy), when there is one.
+    redis: RedisLink | None = None
     # The open-file limit is read here and on reload (Proxy.reload), never per connection.
     descriptors: DescriptorWatch = field(
         default_factory=lambda: DescriptorWatch(open_file_limit())
@@ -267,14 +292,17 @@ class ProxyContext:
 
     @classmethod
     def build(cls, config: Config, cache_key: KeyFunction | None = None) -> ProxyContext:
+        redis = None if config.redis is None else RedisLink(config.redis)
         sites = {
-            server.name: Site.build(server, config, cache_key) for server in config.servers
+            server.name: Site.build(server, config, cache_key, redis)
+            for server in config.servers
         }
         return cls(
             config=config,
             sites=sites,
             router=Router(config.servers),
             access_log=AccessLog.from_config(config),
+            redis=redis,
         )
 
     def close_quiet_tunnels(self, moved: Mapping[Tunnel, int]) -> dict[Tunnel, int]:

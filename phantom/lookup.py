@@ -51,6 +51,9 @@ class CacheLookup(Forwarding):
             else site.key_for(request.target, headers, self.proto)
         )
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
+        if cache.shared and isinstance(state, policy.Miss) and key not in site.inflight:
+            # Not in this process's first level: one round trip to the shared one.
+            state = policy.lookup(method, headers, await cache.fetch(key), cache.clock())
         collapsed = False
         coalesce = fills_cache(state) and key not in site.uncacheable
         if coalesce and key in site.inflight:
@@ -80,10 +83,24 @@ class CacheLookup(Forwarding):
         flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         site.inflight[key] = flight
         plan = Plan(key, state.reason, entry, flight, headers)
+        leading = False  # holds the fill lock of the processes that share the cache
         try:
+            if cache.shared:
+                # Another process sharing the cache may be fetching it: wait for its answer.
+                filled = await cache.follow(key, site.config.coalesce_timeout)
+                leading = filled is None
+                found = policy.lookup(method, headers, filled or (), cache.clock())
+                body = cache.body(found.entry) if isinstance(found, policy.Fresh) else None
+                if isinstance(found, policy.Fresh) and body is not None:
+                    plan.land(site)  # the requests waiting here find it in the first level
+                    await self._read_body()
+                    self._serve_stored(site, key, request, target, raw_headers, found, body, True)
+                    return "next"
             return await self._forward(site, request, target, raw_headers, plan)
         finally:
             plan.land(site)
+            if leading:
+                await cache.release(key)
 
     def _serve_stored(
         self,

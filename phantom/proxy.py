@@ -80,6 +80,7 @@ _RESTART_KEYS = (
     "control_port",
     "control_listen",
     "control_auth",
+    "redis",
 )
 
 
@@ -155,6 +156,9 @@ class Proxy:
         front = self._frontend
         await start_all(self.launchers)
         try:
+            if self._ctx.redis is not None:
+                # Never fails: a Redis that is away is retried in the background.
+                await self._ctx.redis.start()
             await self._pre_generate()
             self._closed = asyncio.Event()
             if self.worker is not None and self.control is not None:
@@ -193,6 +197,8 @@ class Proxy:
                 self._tls_server.close()
             if self.control is not None:
                 await self.control.close()
+            if self._ctx.redis is not None:
+                await self._ctx.redis.close()
             await stop_all(self.launchers)
             raise
         for warning in risky_settings(self.config):
@@ -255,7 +261,7 @@ class Proxy:
                 or new.backend_timeout != old.backend_timeout
             ):
                 # A changed site starts with a fresh pool and cache; an unchanged one keeps both.
-                site = Site.build(server, new, self._cache_key)
+                site = Site.build(server, new, self._cache_key, ctx.redis)
                 if server.pre_generate:
                     await site.pre_generate()
             sites[server.name] = site
@@ -333,6 +339,8 @@ class Proxy:
         for site in ctx.sites.values():
             site.close_pools()
             site.webhooks.close()
+        if ctx.redis is not None:
+            await ctx.redis.close()  # after the drain: the last responses were shared
         if self.control is not None:
             await self.control.close()
         if ctx.access_log is not None:
@@ -407,6 +415,8 @@ class Proxy:
                 cache_bytes={name: site.cache.total_bytes for name, site in sites.items()},
                 open_fds=_open_fds(),
                 max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                redis_up=None if ctx.redis is None else int(ctx.redis.up),
+                redis_errors=0 if ctx.redis is None else ctx.redis.errors,
             )
         )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import async_test, get
 from origin import LOCALHOST, Reply, TestOrigin, unused_port
-from redis_server import RedisServer, needs_redis
+from redis_server import needs_redis, redis_server
 from test_serve_process import linux_only, serve
 from test_workers_control import control, samples, until
 
@@ -76,8 +76,7 @@ async def ready(*fleet: Host) -> None:
 async def test_a_miss_on_a_is_a_hit_on_b_and_an_invalidation_on_a_reaches_b(
     tmp_path: Path,
 ) -> None:
-    redis = RedisServer(tmp_path).start()
-    try:
+    with redis_server(tmp_path) as redis:
         async with TestOrigin({"/page": PAGE}) as origin:
             with hosts(tmp_path, redis.url, origin.port) as (a, b):
                 await ready(a, b)
@@ -95,8 +94,6 @@ async def test_a_miss_on_a_is_a_hit_on_b_and_an_invalidation_on_a_reaches_b(
                 await asyncio.sleep(0.1)  # within 100 ms, B's first level is cleared too
                 assert (await get(b.port, "/page")).status == 200
                 assert origin.requests["/page"] == 2
-    finally:
-        redis.stop()
 
 
 @async_test(timeout=40)
@@ -104,8 +101,7 @@ async def test_fifty_concurrent_misses_over_two_hosts_reach_the_origin_once(
     tmp_path: Path,
 ) -> None:
     slow = Reply(200, [("Cache-Control", "max-age=600")], b"cold", delay=0.5)
-    redis = RedisServer(tmp_path).start()
-    try:
+    with redis_server(tmp_path) as redis:
         async with TestOrigin({"/cold": slow}) as origin:
             with hosts(tmp_path, redis.url, origin.port) as (a, b):
                 await ready(a, b)
@@ -114,16 +110,13 @@ async def test_fifty_concurrent_misses_over_two_hosts_reach_the_origin_once(
                 )
                 assert [r.body for r in answers] == [b"cold"] * 50
                 assert origin.requests["/cold"] == 1
-    finally:
-        redis.stop()
 
 
 @async_test(timeout=60)
 async def test_redis_killed_mid_run_every_request_is_answered_and_sharing_resumes(
     tmp_path: Path,
 ) -> None:
-    redis = RedisServer(tmp_path).start()
-    try:
+    with redis_server(tmp_path) as redis:
         async with TestOrigin({"/page": PAGE, "/after": PAGE}) as origin:
             with hosts(tmp_path, redis.url, origin.port) as (a, b):
                 await ready(a, b)
@@ -149,8 +142,6 @@ async def test_redis_killed_mid_run_every_request_is_answered_and_sharing_resume
                             "the write")
                 assert (await get(b.port, "/after")).status == 200
                 assert origin.requests["/after"] == 1
-    finally:
-        redis.stop()
     log = (tmp_path / "host0.log").read_text()
     assert log.count("is unavailable") == 1
     assert log.count("connected to") == 2
