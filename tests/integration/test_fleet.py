@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import async_test, get
+from conftest import async_test, fetch, get
 from origin import LOCALHOST, Reply, TestOrigin, unused_port
 from redis_server import needs_redis, redis_server
 from test_serve_process import linux_only, serve
@@ -94,6 +94,13 @@ async def test_a_miss_on_a_is_a_hit_on_b_and_an_invalidation_on_a_reaches_b(
                 await asyncio.sleep(0.1)  # within 100 ms, B's first level is cleared too
                 assert (await get(b.port, "/page")).status == 200
                 assert origin.requests["/page"] == 2
+                # A POST through A (RFC 9111 §4.4) invalidates the URL on B as well.
+                await until(lambda: redis.command("DBSIZE").strip() == b":1", "B's write")
+                assert (await fetch(a.port, "POST", "/page", body=b"x")).status == 200
+                assert origin.requests["/page"] == 3
+                await asyncio.sleep(0.1)
+                assert (await get(b.port, "/page")).status == 200
+                assert origin.requests["/page"] == 4
 
 
 @async_test(timeout=40)
