@@ -1,18 +1,19 @@
 #!/bin/sh
 # One command for the benchmark suite: benchmarks/bench.sh [--quick] [run.py options]
-# Makes benchmarks/.venv (phantom editable, proxy.py, matplotlib, py-spy) on first use and, run
-# as root with apt-get available, installs nginx, HAProxy and wrk when they are missing.
+# Makes benchmarks/.venv (phantom editable with its redis extra, proxy.py, matplotlib, py-spy) on
+# first use and, run as root with apt-get available, installs nginx, HAProxy, wrk and
+# redis-server (for the shared-cache figures) when they are missing.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q -e "$root" proxy.py matplotlib py-spy
+    "$venv/bin/pip" install -q -e "$root[redis]" proxy.py matplotlib py-spy
     touch "$venv/.installed"
 fi
 missing=""
-for tool in nginx haproxy wrk; do
+for tool in nginx haproxy wrk redis-server; do
     command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then

@@ -3,9 +3,12 @@ served from the first level (``cache_l1_ttl`` 1 s, the default), and in redis mo
 ``cache_l1_ttl = 0`` (every hit a second-level hit: one Redis round trip), interleaved.
 
     benchmarks/.venv/bin/python -m benchmarks.fleet_cost [--seconds 3] [--rounds 3]
+        [--connections 50]
 
-The proxy's workers run on core 0; wrk (``-t1 -c50 --latency``), the origin and redis-server on
-core 1. Prints hits/s and the p50 latency of each, and the p50 a mode adds to memory mode's.
+The proxy's workers run on core 0; wrk (``-t1 --latency``), the origin and redis-server on
+core 1. Prints hits/s and the p50 latency of each, and the p50 a mode adds to memory mode's:
+with ``--connections 1`` the latency of one hit at a time, with 50 the throughput (and a p50
+that is mostly queueing).
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from benchmarks.targets import Target, shared_cache_tail, start_origin, start_re
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
-def wrk_latency(port: int, path: str, seconds: int, workdir: Path) -> tuple[float, float]:
+def wrk_latency(
+    port: int, path: str, seconds: int, workdir: Path, connections: int
+) -> tuple[float, float]:
     """(requests/s, p50 latency in microseconds) of ``wrk --latency`` on ``path``."""
     script = workdir / "wrk.lua"
     script.write_text(f'wrk.path = "{path}"\nwrk.headers["Host"] = "bench"\n')
     out = subprocess.run(
-        ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", "-c50", f"-d{seconds}s", "--latency",
+        ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         "--latency",
          "-s", str(script), f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout
@@ -41,12 +47,14 @@ def wrk_latency(port: int, path: str, seconds: int, workdir: Path) -> tuple[floa
     return float(rate.group(1)), float(p50.group(1)) * _UNITS[p50.group(2)] * 1e6
 
 
-def measure(target: Target, origin_port: int, workdir: Path, seconds: int) -> tuple[float, float]:
+def measure(
+    target: Target, origin_port: int, workdir: Path, seconds: int, connections: int
+) -> tuple[float, float]:
     proxy = target.start(origin_port, workdir, PROXY_CORE)
     try:
         ep = Endpoint(proxy.port, origin_port, forward_proxy=False)
-        wrk_latency(ep.port, "/small", 1, workdir)  # fill the caches and pools, warm up
-        return wrk_latency(ep.port, "/small", seconds, workdir)
+        wrk_latency(ep.port, "/small", 1, workdir, 50)  # fill the caches and pools, warm up
+        return wrk_latency(ep.port, "/small", seconds, workdir, connections)
     finally:
         proxy.stop()
 
@@ -55,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -71,7 +80,10 @@ def main() -> None:
         try:
             for n in range(args.rounds):
                 for name, target in targets.items():
-                    run = measure(target, origin.port, workdir / f"{name}{n}", args.seconds)
+                    run = measure(
+                        target, origin.port, workdir / f"{name}{n}", args.seconds,
+                        args.connections,
+                    )
                     results[name].append(run)
                 print_round(n, results, "{rate:,.0f}/s p50 {cost:.0f} us")
         finally:
