@@ -369,7 +369,7 @@ def _serve_workers(config: Config, loader: ConfigLoader, loop_choice: str) -> in
             return err.exit_code
 
     try:
-        return supervise(config, worker_main)
+        return supervise(config, worker_main, loader)
     except OSError as exc:
         where = host_port(config.listen, config.http_port)
         raise CLIError(f"cannot listen on {where}: {_reason(exc)}") from None

@@ -1239,6 +1239,28 @@ def load_config(path: str | os.PathLike[str], *, microfrontends: str | None = No
     return config_from_dict(data, source, base_dir=os.path.dirname(source))
 
 
+# Root keys a reload cannot change: the sockets are bound, the processes and links started.
+RESTART_KEYS: Final = (
+    "listen",
+    "http_port",
+    "https_port",
+    "workers",
+    "metrics_per_worker",
+    "control_port",
+    "control_listen",
+    "control_auth",
+    "redis",
+)
+
+
+def keep_restart_keys(new: Config, running: Config) -> tuple[Config, list[str]]:
+    """``new`` (a reloaded config) with the :data:`RESTART_KEYS` of the ``running`` one (what
+    is bound stays as bound: a worker's port is the supervisor's reserved one), and the keys
+    whose change waits for a restart."""
+    changed = [key for key in RESTART_KEYS if getattr(new, key) != getattr(running, key)]
+    return replace(new, **{key: getattr(running, key) for key in RESTART_KEYS}), changed
+
+
 def with_overrides(
     config: Config,
     *,

@@ -47,17 +47,23 @@ class _NotServing(Exception):
 
 class FleetControl:
     def __init__(
-        self, config: Config, directory: str, seats: Callable[[], Sequence[int]]
+        self,
+        config: Config,
+        directory: str,
+        seats: Callable[[], Sequence[int]],
+        reloaded: Callable[[], None],
     ) -> None:
         assert config.control_port is not None
         self.directory = directory
         self.seats = seats  # the indexes of the workers running now
+        self.reloaded = reloaded  # after the workers reloaded: the supervisor does too
         self.per_worker = config.metrics_per_worker
         self.server = ControlServer(
             config.control_listen, config.control_port, config.control_auth
         )
         self.server.route("GET", "/healthz", self.healthz, public=True)
         self.server.route("GET", "/metrics", self.metrics)
+        self.server.route("POST", "/reload", self.reload)
         self.server.fallback(self.forward)
 
     @property
@@ -80,6 +86,12 @@ class FleetControl:
             return ControlResponse(failed[0], failed[1])
         texts = [(index, body.decode()) for index, (_, body) in answers]
         return ControlResponse(200, sum_expositions(texts, self.per_worker).encode(), CONTENT_TYPE)
+
+    async def reload(self, request: ControlRequest) -> ControlResponse:
+        response = await self.forward(request)
+        if response.status == 200:
+            self.reloaded()
+        return response
 
     async def forward(self, request: ControlRequest) -> ControlResponse:
         answers = await self._ask_all(request, CALL_TIMEOUT)

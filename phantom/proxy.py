@@ -8,14 +8,13 @@ import logging
 import os
 import resource
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol
 
 from .access_log import AccessLog
 from .cache.policy import KeyFunction
 from .checks import risky_settings
-from .config import Config, config_from_dict, host_port, load_config
+from .config import Config, config_from_dict, host_port, keep_restart_keys, load_config
 from .connection import ClientConnection
 from .context import CacheGroup, ProxyContext, Site
 from .control import ControlRequest, ControlResponse, ControlServer
@@ -70,18 +69,6 @@ class _Clients:
 # keeps moving bytes is given the full shutdown_timeout, as a request in flight is.
 TUNNEL_QUIET_SECONDS = 1.0
 
-# Keys a reload cannot change: the sockets are already bound.
-_RESTART_KEYS = (
-    "listen",
-    "http_port",
-    "https_port",
-    "workers",
-    "metrics_per_worker",
-    "control_port",
-    "control_listen",
-    "control_auth",
-    "redis",
-)
 
 
 class Proxy:
@@ -232,15 +219,10 @@ class Proxy:
         """
         if self._loader is None:
             raise ConfigError(self.config.source, "<reload>", "no configuration file to re-read")
-        new = self._loader()
         old = self.config
-        kept = {}
-        for key in _RESTART_KEYS:
-            if getattr(new, key) != getattr(old, key):
-                log.warning("reload: %s changed; it takes effect after a restart", key)
-            # What is bound stays as bound (a worker's port is the supervisor's reserved one).
-            kept[key] = getattr(old, key)
-        new = replace(new, **kept)
+        new, changed = keep_restart_keys(self._loader(), old)
+        for key in changed:
+            log.warning("reload: %s changed; it takes effect after a restart", key)
         launched = {s.name: (s.execute, s.execute_dir) for s in old.servers}
         for server in new.servers:
             if launched.get(server.name, (None, None)) != (server.execute, server.execute_dir):

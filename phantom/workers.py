@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from .config import Config, host_port
+from .config import Config, host_port, keep_restart_keys
+from .errors import ConfigError
 from .fanout import FleetControl, channel_path
 from .launcher import Launcher, launchers_for, start_all, stop_all
 
@@ -56,6 +57,8 @@ class WorkerSeat:
 
 #: Runs one worker's server with the given config in its seat; returns its exit code.
 WorkerMain = Callable[[Config, WorkerSeat], int]
+#: Reads the configuration again (a reload); raises ConfigError when it is invalid.
+ConfigLoader = Callable[[], Config]
 
 
 class WorkersFailed(RuntimeError):
@@ -86,8 +89,14 @@ def reserve_port(config: Config, port: int | None = None) -> socket.socket:
     return sock
 
 
-def supervise(config: Config, worker_main: WorkerMain) -> int:
+def supervise(
+    config: Config, worker_main: WorkerMain, loader: ConfigLoader | None = None
+) -> int:
     """Run ``config.workers`` workers until a forwarded SIGTERM/SIGINT has stopped them all.
+
+    On a reload (SIGHUP, ``POST /reload``) the workers re-read the configuration themselves;
+    the supervisor re-reads it with ``loader`` too, so that a worker started later (in place of
+    one that died) starts with what the others serve.
 
     Returns 0 when every worker exited cleanly after the stop signal, else 1. Raises
     :class:`WorkersFailed` when workers keep dying right after they start, OSError when the
@@ -105,7 +114,8 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
     # The parent's loop is asyncio's own: what a forked worker inherits of it is simple to drop.
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(_Supervisor(config, worker_main, reserved).run())
+        supervisor = _Supervisor(config, worker_main, reserved, loader)
+        return loop.run_until_complete(supervisor.run())
     finally:
         for sock in reserved:
             sock.close()
@@ -115,11 +125,17 @@ def supervise(config: Config, worker_main: WorkerMain) -> int:
 
 class _Supervisor:
     def __init__(
-        self, config: Config, worker_main: WorkerMain, reserved: list[socket.socket]
+        self,
+        config: Config,
+        worker_main: WorkerMain,
+        reserved: list[socket.socket],
+        loader: ConfigLoader | None,
     ) -> None:
         self.config = config
         self.worker_main = worker_main
         self.reserved = reserved
+        self.loader = loader
+        self.reload_due = False  # set by SIGHUP and POST /reload, done in the watch loop
         self.context = multiprocessing.get_context("fork")
         self.workers: list[_Worker] = []
         # Set by the signal handler, which runs synchronously (signal.signal, not the loop's
@@ -135,7 +151,9 @@ class _Supervisor:
         try:
             if self.config.control_port is not None:
                 self.channels = tempfile.mkdtemp(prefix="phantom-workers-")
-                self.control = FleetControl(self.config, self.channels, self.alive)
+                self.control = FleetControl(
+                    self.config, self.channels, self.alive, self.request_reload
+                )
                 try:
                     await self.control.start()
                 except OSError as exc:
@@ -218,8 +236,23 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         log.info("worker %d started (pid %s)", index, process.pid)
 
+    def request_reload(self) -> None:
+        self.reload_due = True
+
+    def reload(self) -> None:
+        """The configuration a worker started from now on gets (the workers log problems)."""
+        self.reload_due = False
+        if self.loader is None:
+            return
+        try:
+            self.config, _ = keep_restart_keys(self.loader(), self.config)
+        except ConfigError:
+            pass  # each worker logs it and keeps its configuration; so does the supervisor
+
     def forward(self, signum: int, _frame: object) -> None:
-        if signum != signal.SIGHUP:
+        if signum == signal.SIGHUP:
+            self.reload_due = True
+        else:
             self.stopping = True
         for worker in self.workers:
             pid = worker.process.pid
@@ -232,6 +265,8 @@ class _Supervisor:
         early_exits = 0
         while not self.stopping:
             await asyncio.sleep(POLL_SECONDS)
+            if self.reload_due:
+                self.reload()
             for worker in self.workers:
                 code = worker.process.exitcode
                 if code is None or self.stopping:

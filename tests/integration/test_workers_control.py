@@ -188,3 +188,27 @@ async def test_execute_runs_once_in_the_supervisor(tmp_path: Path) -> None:
         return
     os.kill(pid, signal.SIGKILL)
     raise AssertionError("the execute command was left running")
+
+
+@linux_only
+@async_test(timeout=40)
+async def test_a_worker_started_after_a_reload_serves_the_reloaded_configuration(
+    tmp_path: Path,
+) -> None:
+    fresh = Reply(200, [("Cache-Control", "no-store")], b"x")
+    async with TestOrigin({"/nc": fresh}) as old, TestOrigin({"/nc": fresh}) as new:
+        port, control_port = unused_port(), unused_port()
+        config = write_config(tmp_path, port, control_port, old.port)
+        log = tmp_path / "phantom.log"
+        with serve(config) as proc:
+            await serving(log, 4)
+            config.write_text(config.read_text().replace(str(old.port), str(new.port)))
+            proc.send_signal(signal.SIGHUP)
+            await until(lambda: log.read_text().count("configuration reloaded") == 4, "reloads")
+            first = children(proc.pid)
+            os.kill(min(first), signal.SIGKILL)
+            await until(lambda: len(children(proc.pid) - first) == 1, "a replacement worker")
+            await serving(log, 5)
+            for _ in range(ROUNDS):
+                assert (await get(port, "/nc")).status == 200
+            assert (old.requests["/nc"], new.requests["/nc"]) == (0, ROUNDS)
