@@ -16,13 +16,13 @@ from redis_server import RedisServer, needs_redis, redis_server
 
 from phantom.cache import policy
 from phantom.cache.policy import StorageDecision
+from phantom.cache.shared import SharedStore
 from phantom.cache.store import CachedResponse, Key
 from phantom.config import RedisConfig
+from phantom.redis_link import RedisLink
 
 pytestmark = needs_redis
-shared = pytest.importorskip("phantom.cache.shared", reason="the redis extra is not installed")
-SharedStore = shared.SharedStore
-RedisLink = pytest.importorskip("phantom.redis_link").RedisLink
+pytest.importorskip("redis", reason="the redis extra is not installed")
 
 
 def key(target: str, host: str = "example.com") -> Key:
