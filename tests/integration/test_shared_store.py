@@ -43,12 +43,14 @@ def page(body: bytes, clock_now: float, max_age: float = 60.0) -> CachedResponse
 @asynccontextmanager
 async def process(url: str, server: str = "app", l1_ttl: float = 1.0) -> AsyncIterator[SharedStore]:
     """One process's link and store of server ``server``."""
-    link = RedisLink(RedisConfig(url=url, key_prefix="test:", timeout=0.25))
+    link = RedisLink(RedisConfig(url=url, key_prefix="test:", timeout=0.5))
     store = SharedStore(
         link, server, max_entries=100, max_bytes=1 << 20, max_object_bytes=1 << 19,
         l1_ttl=l1_ttl,
     )
     await link.start()
+    # On a loaded machine the first attempt may miss the timeout; the retries back off.
+    await eventually(lambda: link.up, within=20)
     try:
         yield store
     finally:
