@@ -154,6 +154,8 @@ class ServerConfig:
 
     store_set_cookie: bool = False  # store responses with Set-Cookie that are not public
     serve_stale_on_error: float = 0.0  # default stale-if-error window in seconds; 0 = none
+    cache_stale_keep: float = 60.0  # expired entries kept this long (max-stale, stale-if-error)
+    surrogate_control: bool = True  # its max-age/no-store win over Cache-Control; stripped
     cache_strategy: str = "all"  # all|none|only_html|no_images|only_images|only_assets
     include_paths: tuple[str, ...] = ()  # "[METHOD ]/pattern*"; empty = every path
     exclude_paths: tuple[str, ...] = ()  # wins over include_paths
@@ -775,6 +777,8 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "execute_timeout": _check_timeout,
     "store_set_cookie": _check_bool,
     "serve_stale_on_error": _check_ttl,
+    "cache_stale_keep": _check_ttl,
+    "surrogate_control": _check_bool,
     "cache_strategy": lambda value: _check_choice(value, CACHE_STRATEGIES),
     "include_paths": _check_path_rules,
     "exclude_paths": _check_path_rules,

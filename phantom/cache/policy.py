@@ -37,6 +37,8 @@ from datetime import datetime, timezone
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from . import surrogate as _surrogate
+
 __all__ = [
     "CACHE_NAME",
     "HEURISTIC_MODES",
@@ -56,6 +58,9 @@ __all__ = [
     "conditional_headers",
     "custom_key",
     "current_age",
+    "entity_tags",
+    "field_values",
+    "first_value",
     "format_age",
     "freshened_headers",
     "hit_status",
@@ -63,6 +68,7 @@ __all__ = [
     "lookup",
     "may_serve_stale_on_error",
     "not_modified_for",
+    "opaque_tag",
     "parse_cache_control",
     "parse_http_date",
     "printable_key",
@@ -193,7 +199,7 @@ _remembered_origin = functools.lru_cache(maxsize=1024)(_origin)
 # --------------------------------------------------------------------------- parsing
 
 
-def _values(headers: Headers, name: bytes) -> list[bytes]:
+def field_values(headers: Headers, name: bytes) -> list[bytes]:
     """All field values of ``name`` in order (one per field line)."""
     return [value for field, value in headers if field.lower() == name]
 
@@ -315,13 +321,13 @@ def _utc_year(timestamp: float) -> int:
 
 def _first_date(headers: Headers, name: bytes, now: float) -> float | None:
     """The first ``name`` field line as a date; None when absent or invalid."""
-    values = _values(headers, name)
+    values = field_values(headers, name)
     return parse_http_date(values[0], now) if values else None
 
 
 def _age_value(headers: Headers) -> float:
     """RFC 9111 §5.1: the first member of Age; an invalid value is ignored (0)."""
-    values = _values(headers, b"age")
+    values = field_values(headers, b"age")
     if not values:
         return 0.0
     first = values[0].split(b",", 1)[0].strip().decode("latin-1")
@@ -335,10 +341,10 @@ def _age_value(headers: Headers) -> float:
 def _request_directives(headers: Headers) -> dict[str, str | None]:
     """Request Cache-Control; ``Pragma: no-cache`` counts as ``no-cache`` only when the request
     has no Cache-Control at all (RFC 9111 §5.4)."""
-    lines = _values(headers, b"cache-control")
+    lines = field_values(headers, b"cache-control")
     if lines:
         return parse_cache_control(lines)
-    pragma = b",".join(_values(headers, b"pragma")).lower()
+    pragma = b",".join(field_values(headers, b"pragma")).lower()
     if b"no-cache" in (token.strip() for token in pragma.split(b",")):
         return {"no-cache": None}
     return {}
@@ -364,7 +370,7 @@ VaryKey = tuple[tuple[bytes, bytes | None], ...] | None
 def _vary_names(response_headers: Headers) -> tuple[bytes, ...] | None:
     """Vary's field names, lowercased, de-duplicated and sorted; None for ``*``."""
     names: set[bytes] = set()
-    for line in _values(response_headers, b"vary"):
+    for line in field_values(response_headers, b"vary"):
         for token in line.split(b","):
             name = token.strip(b" \t").lower()
             if name == b"*":
@@ -374,14 +380,58 @@ def _vary_names(response_headers: Headers) -> tuple[bytes, ...] | None:
     return tuple(sorted(names))
 
 
+#: Request fields that list preferences with q-values (RFC 9110 §12.5.3, §12.5.4): the case
+#: of their tokens, the order of members of equal weight and the spelling of ``q`` carry no
+#: meaning, so Vary compares them normalised (RFC 9111 §4.1).
+_PREFERENCE_FIELDS = frozenset({b"accept-encoding", b"accept-language"})
+_QVALUE = re.compile(rb"0(\.\d{0,3})?|1(\.0{0,3})?")
+
+
 def _normalised_value(headers: Headers, name: bytes) -> bytes | None:
     """All lines of ``name`` combined into one list, each element trimmed (RFC 9111 §4.1
-    allows normalising whitespace and combining lines); None when the field is absent."""
-    lines = _values(headers, name)
+    allows normalising whitespace and combining lines), preference fields normalised (see
+    :func:`_preferences`); None when the field is absent."""
+    lines = field_values(headers, name)
     if not lines:
         return None
-    elements = (part.strip(b" \t") for line in lines for part in line.split(b","))
+    combined = b",".join(lines)
+    if name in _PREFERENCE_FIELDS:
+        if len(combined) <= _REMEMBERED_PREFERENCE_BYTES:
+            return _remembered_preferences(combined)
+        return _preferences(combined)
+    elements = (part.strip(b" \t") for part in combined.split(b","))
     return b",".join(element for element in elements if element)
+
+
+def _preferences(value: bytes) -> bytes:
+    """An Accept-Language / Accept-Encoding value in one spelling per meaning: members
+    lowercased and without whitespace, ``q`` written as a number (1 when absent, RFC 9110
+    §12.4.2), sorted by weight, then by name. So ``en-US, fr;q=0.5`` and ``fr;q=0.50,EN-us``
+    are the same. A member with a malformed or unknown parameter is kept as written (but
+    lowercased and without whitespace), weighing 1."""
+    ranked: list[tuple[float, bytes]] = []
+    for member in value.lower().split(b","):
+        member = b"".join(member.split())
+        if not member:
+            continue
+        token, _, parameter = member.partition(b";")
+        weight = 1.0
+        if parameter.startswith(b"q=") and _QVALUE.fullmatch(parameter, 2):
+            weight = float(parameter[2:])
+            member = token
+        elif not parameter:
+            member = token
+        ranked.append((-weight, member))
+    ranked.sort()
+    return b",".join(
+        member if weight == -1.0 else b"%s;q=%g" % (member, -weight) for weight, member in ranked
+    )
+
+
+# Browsers send few distinct values: each is normalised once. Long ones are not remembered, so
+# what clients send cannot grow this memory.
+_REMEMBERED_PREFERENCE_BYTES = 200
+_remembered_preferences = functools.lru_cache(maxsize=1024)(_preferences)
 
 
 def vary_key(response_headers: Headers, request_headers: Headers) -> VaryKey:
@@ -456,17 +506,18 @@ class StorageDecision:
 def _is_storable_status(
     status: int, directives: dict[str, str | None], explicit: bool
 ) -> bool:
-    """RFC 9111 §3 for the status code: never 206 (no range support, §3.3) or 304; with
-    ``must-understand``, only understood statuses (§5.2.2.3); 5xx other than the heuristically
-    cacheable 501 are never stored (a shared cache in front of one app should not pin its
-    failures); otherwise heuristically cacheable statuses, or any final status with explicit
-    freshness or ``public``."""
+    """RFC 9111 §3 for the status code: never 206 (partial: phantom stores whole responses
+    only, §3.3) or 304; with ``must-understand``, only understood statuses (§5.2.2.3);
+    heuristically cacheable statuses, or any final status with explicit freshness or
+    ``public``. A 5xx other than the heuristically cacheable 501 needs explicit freshness
+    (``public`` alone does not do): an app's failure is pinned only when the app says for
+    how long."""
     if status < 200 or status in (206, 304):
         return False
     if "must-understand" in directives and status not in UNDERSTOOD_STATUSES:
         return False
     if status >= 500 and status != 501:
-        return False
+        return explicit
     return status in HEURISTIC_STATUSES or explicit or "public" in directives
 
 
@@ -483,6 +534,7 @@ def storage_decision(
     store_set_cookie: bool = False,
     stale_if_error_default: float = 0.0,
     heuristic: str = "last-modified",
+    surrogate_control: bool = False,
 ) -> StorageDecision | None:
     """Whether a shared cache may store this response (RFC 9111 §3), and what a hit needs.
 
@@ -492,6 +544,12 @@ def storage_decision(
     Authorization and the response has none of ``public``, ``s-maxage``, ``must-revalidate``
     (§3.5); the response sets a cookie and does not say ``public`` or ``s-maxage`` (unless
     ``store_set_cookie``: RFC 9111 itself permits storing Set-Cookie, §7.3 warns about it).
+
+    With ``surrogate_control``, the ``Surrogate-Control`` directives addressed to phantom
+    (:mod:`.surrogate`, Edge Architecture §3) come first: its ``no-store`` means not stored;
+    its ``max-age`` is the freshness lifetime, and Cache-Control's ``no-store``, ``no-cache``,
+    ``max-age``, ``s-maxage`` and Expires are then the browsers' business. What protects
+    other users still holds: ``private``, Set-Cookie and Authorization as above.
 
     Freshness: ``s-maxage``, then ``max-age``, then ``Expires - Date`` (§4.2.1); otherwise
     the ``heuristic`` (one of :data:`HEURISTIC_MODES`, see :func:`_heuristic_freshness`), at
@@ -505,17 +563,28 @@ def storage_decision(
     """
     if method != _STORED_METHOD:
         return None
-    request_directives = parse_cache_control(_values(request_headers, b"cache-control"))
+    request_directives = parse_cache_control(field_values(request_headers, b"cache-control"))
     if "no-store" in request_directives:
         return None
-    directives = parse_cache_control(_values(response_headers, b"cache-control"))
-    if "pragma" not in directives and not _values(response_headers, b"cache-control"):
-        pragma = b",".join(_values(response_headers, b"pragma")).lower()
+    surrogate = (
+        _surrogate.directives(field_values(response_headers, _surrogate.FIELD))
+        if surrogate_control
+        else {}
+    )
+    if "no-store" in surrogate:
+        return None
+    directives = parse_cache_control(field_values(response_headers, b"cache-control"))
+    if "pragma" not in directives and not field_values(response_headers, b"cache-control"):
+        pragma = b",".join(field_values(response_headers, b"pragma")).lower()
         if b"no-cache" in (token.strip() for token in pragma.split(b",")):
             directives["no-cache"] = None  # RFC 9111 §5.4: HTTP/1.0 Pragma, no Cache-Control
-    if "no-store" in directives:
+    for_surrogate = "max-age" in surrogate
+    if for_surrogate:
+        explicit: float | None = float(_delta_seconds(surrogate["max-age"]))
+    elif "no-store" in directives:
         return None
-    explicit = _explicit_freshness(directives, response_headers, now)
+    else:
+        explicit = _explicit_freshness(directives, response_headers, now)
     if not _is_storable_status(status, directives, explicit is not None):
         return None
     private_fields = _field_names(directives.get("private"))
@@ -536,9 +605,9 @@ def storage_decision(
     if lifetime is None:  # no reuse without the origin's word: no default stale window either
         lifetime, stale_if_error_default = 0.0, 0.0
     no_cache_fields = _field_names(directives.get("no-cache"))
-    no_cache = "no-cache" in directives and not no_cache_fields
-    etag = _first_value(response_headers, b"etag")
-    last_modified = _first_value(response_headers, b"last-modified")
+    no_cache = "no-cache" in directives and not no_cache_fields and not for_surrogate
+    etag = first_value(response_headers, b"etag")
+    last_modified = first_value(response_headers, b"last-modified")
     decision = StorageDecision(
         freshness_lifetime=lifetime,
         initial_age=_corrected_initial_age(response_headers, now, request_time, response_time),
@@ -562,8 +631,9 @@ def storage_decision(
     return decision
 
 
-def _first_value(headers: Headers, name: bytes) -> bytes | None:
-    values = _values(headers, name)
+def first_value(headers: Headers, name: bytes) -> bytes | None:
+    """The first ``name`` field line, trimmed; None when absent or empty."""
+    values = field_values(headers, name)
     return values[0].strip() if values and values[0].strip() else None
 
 
@@ -583,7 +653,7 @@ def _explicit_freshness(
         return float(_delta_seconds(directives["s-maxage"]))
     if "max-age" in directives:
         return float(_delta_seconds(directives["max-age"]))
-    expires_values = _values(headers, b"expires")
+    expires_values = field_values(headers, b"expires")
     if not expires_values:
         return None
     expires = parse_http_date(expires_values[0], now)
@@ -804,7 +874,7 @@ def conditional_headers(decision: StorageDecision) -> tuple[tuple[bytes, bytes],
 # --------------------------------------------------------------------------- revalidation
 
 
-def _opaque_tag(tag: bytes) -> bytes:
+def opaque_tag(tag: bytes) -> bytes:
     """An entity tag without its weakness prefix, for the weak comparison (RFC 9110 §8.8.3.2)."""
     tag = tag.strip()
     return tag[2:] if tag.startswith(b"W/") else tag
@@ -814,10 +884,10 @@ def revalidation_matches(decision: StorageDecision, response_headers: Headers) -
     """RFC 9111 §4.3.4: whether a 304 (or a HEAD response, §4.3.5) selects the stored
     response it revalidated: by ETag when the new response has one, else by Last-Modified when
     it has one, else yes (there is only the one stored response we asked about)."""
-    etag = _first_value(response_headers, b"etag")
+    etag = first_value(response_headers, b"etag")
     if etag is not None:
-        return decision.etag is not None and _opaque_tag(etag) == _opaque_tag(decision.etag)
-    last_modified = _first_value(response_headers, b"last-modified")
+        return decision.etag is not None and opaque_tag(etag) == opaque_tag(decision.etag)
+    last_modified = first_value(response_headers, b"last-modified")
     if last_modified is not None:
         return decision.last_modified == last_modified
     return True
@@ -858,16 +928,16 @@ def not_modified_for(request_headers: Headers, decision: StorageDecision) -> boo
     """
     if _reads_none(request_headers, _CONDITIONAL_FIELDS):
         return False  # the usual request: no conditionals, nothing to read
-    if_none_match = _values(request_headers, b"if-none-match")
+    if_none_match = field_values(request_headers, b"if-none-match")
     if if_none_match:
-        tags = [tag for line in if_none_match for tag in _entity_tags(line)]
+        tags = [tag for line in if_none_match for tag in entity_tags(line)]
         if b"*" in tags:
             return True
         if decision.etag is None:
             return False
-        stored = _opaque_tag(decision.etag)
-        return any(_opaque_tag(tag) == stored for tag in tags)
-    if_modified_since = _values(request_headers, b"if-modified-since")
+        stored = opaque_tag(decision.etag)
+        return any(opaque_tag(tag) == stored for tag in tags)
+    if_modified_since = field_values(request_headers, b"if-modified-since")
     if not if_modified_since or decision.last_modified is None:
         return False
     since = parse_http_date(if_modified_since[0])
@@ -875,7 +945,7 @@ def not_modified_for(request_headers: Headers, decision: StorageDecision) -> boo
     return since is not None and modified is not None and modified <= since
 
 
-def _entity_tags(line: bytes) -> list[bytes]:
+def entity_tags(line: bytes) -> list[bytes]:
     """The members of an If-None-Match line (RFC 9110 §8.8.3): ``*`` or entity tags, which
     may contain commas inside their quotes, so the line is not simply split on commas."""
     tags: list[bytes] = []
@@ -921,7 +991,7 @@ def invalidation_targets(
     targets = [target]
     own_origin = store_key(host, _STORED_METHOD, b"", scheme)[0]
     for name in (b"location", b"content-location"):
-        value = _first_value(response_headers, name)
+        value = first_value(response_headers, name)
         if value is None:
             continue
         reference = _same_origin_target(value, own_origin)

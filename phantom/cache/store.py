@@ -5,7 +5,8 @@ one URL together; it makes no HTTP decisions itself. Keys are ``policy.store_key
 ``(host, "METHOD:/path?query")``.
 
 Times: ``CachedResponse.response_time`` must be a reading of the store's ``clock`` (monotonic by
-default); entries go on that clock once past freshness plus their stale window.
+default); entries go on that clock once past freshness plus their stale window, or plus the
+store's ``stale_keep`` grace when that is longer and the entry may be served stale at all.
 """
 
 from __future__ import annotations
@@ -68,17 +69,19 @@ class CachedResponse:
     #: hit does not rebuild them.
     wire_headers: bytes = field(init=False, repr=False, compare=False)
     identity_wire_headers: bytes = field(init=False, repr=False, compare=False)
-    #: The store-clock instant after which the entry is of no use: the end of freshness plus
-    #: its stale window (infinite with validators: kept for revalidation until evicted).
-    #: Read on every lookup, so computed once.
+    #: The store-clock instant freshness ends.
+    expires: float = field(init=False, repr=False, compare=False)
+    #: The store-clock instant after which the entry is of no use by its own rules: the end
+    #: of freshness plus its stale window (infinite with validators: kept for revalidation
+    #: until evicted). Read on every lookup, so computed once.
     retain_until: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.wire_headers = _wire(self.headers)
         self.identity_wire_headers = _wire(self.identity_headers or ())
         decision = self.decision
-        expires = self.response_time + decision.freshness_lifetime - decision.initial_age
-        self.retain_until = expires + decision.stale_window
+        self.expires = self.response_time + decision.freshness_lifetime - decision.initial_age
+        self.retain_until = self.expires + decision.stale_window
 
     @property
     def size(self) -> int:
@@ -114,18 +117,15 @@ def _wire(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     )
 
 
-def _ttu(_key: Key, variants: Variants, _now: float) -> float:
-    return max(variant.retain_until for variant in variants)
-
-
 def _variants_size(variants: Variants) -> float:
     return sum(variant.size for variant in variants)
 
 
 class _Entries(TLRUCache[Key, Variants, float]):
     """A TLRUCache that reports what it drops by itself (expiry, LRU eviction), so that body
-    files can go with their entries. An entry goes at its ``retain_until``, or ``hold_for``
-    seconds after it was stored, whichever comes first."""
+    files can go with their entries, and keeps each URL while one of its variants is of use
+    (:meth:`kept_until`), or ``hold_for`` seconds after it was stored, whichever comes
+    first."""
 
     def __init__(
         self,
@@ -133,12 +133,25 @@ class _Entries(TLRUCache[Key, Variants, float]):
         clock: Callable[[], float],
         on_drop: Callable[[Variants], None],
         hold_for: float,
+        stale_keep: float,
     ) -> None:
-        def held(key: Key, variants: Variants, now: float) -> float:
-            return min(_ttu(key, variants, now), now + hold_for)
-
-        super().__init__(maxsize, _ttu if hold_for == math.inf else held, clock, _variants_size)
+        super().__init__(maxsize, self._ttu, clock, _variants_size)
+        self._hold_for = hold_for
         self._on_drop = on_drop
+        self._stale_keep = stale_keep
+
+    def kept_until(self, variant: CachedResponse) -> float:
+        """When ``variant`` goes: past its own stale window, or ``stale_keep`` after it
+        expired if that is later, so that a request's ``max-stale`` (RFC 9111 §5.2.1.2) or
+        ``stale-if-error`` still finds it. Never later for a response that may not be served
+        stale at all (must-revalidate and the like, no-cache: RFC 9111 §4.2.4)."""
+        decision = variant.decision
+        if decision.no_stale or decision.no_cache:
+            return variant.retain_until
+        return max(variant.retain_until, variant.expires + self._stale_keep)
+
+    def _ttu(self, _key: Key, variants: Variants, now: float) -> float:
+        return min(max(self.kept_until(variant) for variant in variants), now + self._hold_for)
 
     def expire(self, time: float | None = None) -> list[tuple[Key, Variants]]:
         expired = super().expire(time)
@@ -159,9 +172,11 @@ class CacheStore:
     Bounded by ``max_entries`` (URLs) and by ``max_bytes`` (sum of ``CachedResponse.size``); a
     single response larger than ``max_object_bytes`` (or ``max_bytes``) is refused. 404
     responses are held to ``max_404_entries`` URLs of their own (the negative cache). Entries are
-    kept while fresh or within their stale window (``CachedResponse.retain_until``), and at
-    most ``hold_for`` seconds (the first level of the shared cache keeps copies briefly);
-    whether one may answer a request is the policy's decision (:func:`policy.lookup`).
+    kept while fresh or within their stale window (``CachedResponse.retain_until``), expired
+    ones that may be served stale ``stale_keep`` seconds at least (``cache_stale_keep``), all
+    within the same bounds, and at most ``hold_for`` seconds (the first level of the shared
+    cache keeps copies briefly); whether one may answer a request is the policy's decision
+    (:func:`policy.lookup`).
     """
 
     __slots__ = (
@@ -185,8 +200,9 @@ class CacheStore:
         max_404_entries: int = 100,
         disk: DiskBodies | None = None,
         hold_for: float = math.inf,
+        stale_keep: float = 0.0,
     ) -> None:
-        if min(max_entries, max_bytes, max_object_bytes, max_404_entries) < 0:
+        if min(max_entries, max_bytes, max_object_bytes, max_404_entries, stale_keep) < 0:
             raise ValueError("cache limits must not be negative")
         self._max_entries = max_entries
         self._max_bytes = max_bytes
@@ -197,7 +213,7 @@ class CacheStore:
         self._not_found_keys: OrderedDict[Key, None] = OrderedDict()
         self._clock = clock
         self._disk = disk
-        self._cache = _Entries(max_bytes, clock, self._drop, hold_for)
+        self._cache = _Entries(max_bytes, clock, self._drop, hold_for, stale_keep)
 
     #: Whether a lookup that misses here may find the response in a second level, shared with
     #: other processes (:mod:`.shared`): then the request path awaits :meth:`fetch` and asks
@@ -245,14 +261,15 @@ class CacheStore:
             # Its retain_until is the item's expiry (_ttu), which the access just checked.
             return found
         now = self._clock()
-        return tuple(variant for variant in found if now < variant.retain_until)
+        kept_until = self._cache.kept_until
+        return tuple(variant for variant in found if now < kept_until(variant))
 
     def put(self, key: Key, response: CachedResponse) -> bool:
         """Store ``response`` under ``key``; True if stored.
 
         It replaces the variant with the same Vary secondary key (RFC 9111 §4.1: the newest
         response wins) and goes first. False when it is larger than ``max_object_bytes`` or
-        ``max_bytes``, when ``max_entries`` is 0, when it is already past its stale window, or
+        ``max_bytes``, when ``max_entries`` is 0, when it is already past its keeping, or
         when the disk refused its body; a refused response still removes the variant it would
         have replaced: a newer answer superseded it. Least recently used URLs are evicted to
         stay within both bounds.
@@ -264,14 +281,14 @@ class CacheStore:
                 variant
                 for variant in previous
                 if variant.decision.vary != response.decision.vary
-                and now < variant.retain_until
+                and now < cache.kept_until(variant)
             )
             self._drop(tuple(variant for variant in previous if variant not in kept))
             not_found = response.status == 404
             if (
                 response.size > self.max_object_bytes
                 or self._max_entries < 1
-                or not now < response.retain_until
+                or not now < cache.kept_until(response)
                 or (not_found and self._max_404_entries < 1)
             ):
                 self._replace(key, kept)

@@ -411,6 +411,14 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
             "server.app.serve_stale_on_error: must be 0 or greater, got -5",
         ),
         (
+            with_server(cache_stale_keep=-1),
+            "server.app.cache_stale_keep: must be 0 or greater, got -1",
+        ),
+        (
+            with_server(surrogate_control="yes"),
+            "server.app.surrogate_control: expected a boolean, got string",
+        ),
+        (
             with_server(cache_404_capacity=-1),
             "server.app.cache_404_capacity: must be 0 or greater, got -1",
         ),
@@ -659,6 +667,8 @@ def test_describe_round_trip_everything_set() -> None:
                     "cache_max_object_bytes": 1024,
                     "store_set_cookie": True,
                     "serve_stale_on_error": 30,
+                    "cache_stale_keep": 600,
+                    "surrogate_control": False,
                     "cache_strategy": "only_assets",
                     "include_paths": ["GET /api/*", '/quote"d*'],
                     "exclude_paths": ["*.map"],

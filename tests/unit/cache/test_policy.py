@@ -328,11 +328,52 @@ def test_other_statuses_need_explicit_freshness(status: int) -> None:
     assert decide([(b"cache-control", b"max-age=60")], status=status) is not None
 
 
-@pytest.mark.parametrize("status", [206, 304, 500, 502, 503, 504, 100])
+@pytest.mark.parametrize("status", [206, 304, 100])
 def test_never_stored_statuses(status: int) -> None:
-    """RFC 9111 §3.3: 206 is not stored by a cache without range support; 304 and 1xx are not
-    complete responses; 5xx (other than 501) are never stored by phantom, even when fresh."""
+    """RFC 9111 §3.3: 206 is not stored (phantom stores whole responses only); 304 and 1xx
+    are not complete responses."""
     assert decide([(b"cache-control", b"max-age=60")], status=status) is None
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"cache-control", b"max-age=30")],
+        [(b"cache-control", b"s-maxage=30")],
+        [(b"date", http_date(WALL)), (b"expires", http_date(WALL + 30))],
+    ],
+    ids=["max-age", "s-maxage", "expires"],
+)
+def test_5xx_with_explicit_freshness_is_stored(
+    status: int, fields: list[tuple[bytes, bytes]]
+) -> None:
+    """RFC 9111 §3: any final status with explicit freshness (§4.2.1) may be stored, errors
+    included; it is reused while fresh like a 200."""
+    decision = decide(fields, status=status)
+    assert decision is not None and decision.freshness_lifetime == 30.0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize("heuristic", ["always", "last-modified"])
+def test_5xx_never_gets_heuristic_freshness(status: int, heuristic: str) -> None:
+    """RFC 9111 §4.2.2 / RFC 9110 §15.1: 5xx other than 501 are not heuristically cacheable:
+    without explicit freshness they are not stored, ``public`` and Last-Modified or not."""
+    last_modified = (b"last-modified", http_date(WALL - 86400))
+    assert decide([last_modified], status=status, heuristic=heuristic) is None
+    public = [(b"cache-control", b"public"), last_modified]
+    assert decide(public, status=status, heuristic=heuristic) is None
+
+
+def test_stored_5xx_keeps_its_stale_windows() -> None:
+    """RFC 5861 §3, §4 (RFC 9111 §4.2.4): a stored error goes stale like a 200, and its
+    stale-while-revalidate / stale-if-error windows apply to it."""
+    decision = decide(
+        [(b"cache-control", b"max-age=10, stale-while-revalidate=20, stale-if-error=30")],
+        status=503,
+    )
+    assert decision is not None
+    assert (decision.stale_while_revalidate, decision.stale_if_error) == (20.0, 30.0)
 
 
 def test_must_understand_stores_only_understood_statuses() -> None:
@@ -1090,3 +1131,66 @@ def test_hit_status_is_cache_status_of_a_hit(ttl: float) -> None:
     """The hot path's remembered formatting says exactly what cache_status says."""
     assert policy.hit_status(ttl) == policy.cache_status(hit=True, ttl=ttl)
     assert policy.hit_status(ttl) == policy.cache_status(hit=True, ttl=ttl)  # remembered
+
+
+# --------------------------------------------------------------------------- Vary normalisation
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b"en-US, fr;q=0.5", b"en-US,fr;q=0.5"),
+        (b"en, de", b"de, en"),
+        (b"en, de", b"eN, De"),
+        (b"en, de", b" en ,   de"),
+        (b"fr;q=0.5, en", b"en;q=1, fr; q=0.500"),
+        (b"de;q=1.0, fr;q=0.5", b"de, fr;q=0.5"),
+    ],
+)
+@pytest.mark.parametrize("field", [b"accept-language", b"accept-encoding"])
+def test_vary_on_preference_fields_ignores_case_space_order_and_q_spelling(
+    field: bytes, first: bytes, second: bytes
+) -> None:
+    """RFC 9111 §4.1 (a cache MAY normalise selecting fields), RFC 9110 §12.4.2 (q is 1 when
+    absent), §12.5.3, §12.5.4 (tokens are case-insensitive; members of equal weight have no
+    order): these values select the same stored variant."""
+    vary = [(b"vary", field)]
+    assert policy.vary_key(vary, [(field, first)]) == policy.vary_key(vary, [(field, second)])
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b"en, fr;q=0.5", b"fr, en;q=0.5"),  # another preference
+        (b"en", b"en, fr"),
+        (b"gzip", b"gzip;q=0"),  # q=0: "not acceptable"
+        (b"x;q=2", b"x"),  # a malformed weight is kept as written
+    ],
+)
+def test_vary_on_preference_fields_still_tells_different_preferences_apart(
+    first: bytes, second: bytes
+) -> None:
+    """RFC 9111 §4.1: normalising must not merge values that mean different things."""
+    vary = [(b"vary", b"accept-language")]
+    one = policy.vary_key(vary, [(b"accept-language", first)])
+    assert one != policy.vary_key(vary, [(b"accept-language", second)])
+
+
+def test_vary_keeps_order_and_case_of_other_fields() -> None:
+    """RFC 9111 §4.1: only whitespace and line-combining normalise a field phantom does not
+    know the syntax of; its order and case may matter to the origin."""
+    vary = [(b"vary", b"foo")]
+    assert policy.vary_key(vary, [(b"foo", b"a, b")]) != policy.vary_key(vary, [(b"foo", b"b, a")])
+    assert policy.vary_key(vary, [(b"foo", b"A")]) != policy.vary_key(vary, [(b"foo", b"a")])
+    assert policy.vary_key(vary, [(b"foo", b"1"), (b"foo", b"2")]) == policy.vary_key(
+        vary, [(b"foo", b"1, 2")]
+    )
+
+
+def test_a_long_preference_value_is_normalised_the_same_way() -> None:
+    """Values past the remembered length take the same normalisation, unremembered."""
+    vary = [(b"vary", b"accept-language")]
+    tags = [b"x%d" % i for i in range(100)]
+    assert policy.vary_key(vary, [(b"accept-language", b", ".join(tags))]) == policy.vary_key(
+        vary, [(b"accept-language", b",".join(reversed(tags)).upper())]
+    )

@@ -59,8 +59,11 @@ def make_store(
     max_entries: int = 100,
     max_bytes: int = 1_000_000,
     max_object_bytes: int = 100_000,
+    stale_keep: float = 0.0,
 ) -> CacheStore:
-    return CacheStore(max_entries, max_bytes, max_object_bytes, clock=clock)
+    return CacheStore(
+        max_entries, max_bytes, max_object_bytes, clock=clock, stale_keep=stale_keep
+    )
 
 
 # --------------------------------------------------------------------------- basics
@@ -370,6 +373,57 @@ def test_stale_window_keeps_the_entry_that_long() -> None:
     assert get(store, key("/a")) is not None
     clock.now = 1_040.0
     assert get(store, key("/a")) is None
+
+
+def test_stale_keep_holds_an_expired_entry_for_max_stale() -> None:
+    """RFC 9111 §5.2.1.2: a request's max-stale may accept a stale response, so an entry
+    without validators or stale window stays ``stale_keep`` seconds past its expiry (then
+    goes); a stale window longer than that still counts in full."""
+    clock = FakeClock(1_000.0)
+    store = make_store(clock, stale_keep=60.0)
+    store.put(key("/a"), response(freshness_lifetime=10.0))
+    store.put(key("/b"), response(freshness_lifetime=10.0, stale_if_error=100.0))
+    clock.now = 1_069.9
+    assert get(store, key("/a")) is not None
+    clock.now = 1_070.0
+    assert get(store, key("/a")) is None
+    assert get(store, key("/b")) is not None
+    clock.now = 1_110.0
+    assert get(store, key("/b")) is None
+
+
+@pytest.mark.parametrize(
+    "rule", [{"no_stale": True}, {"no_cache": True, "stale_if_error": 5.0}], ids=str
+)
+def test_stale_keep_skips_entries_that_may_never_be_served_stale(rule: dict[str, Any]) -> None:
+    """RFC 9111 §4.2.4, §5.2.2.2, §5.2.2.4: must-revalidate (and the like) or no-cache
+    responses are never served stale, so keeping them past their own windows is no use."""
+    clock = FakeClock(1_000.0)
+    store = make_store(clock, stale_keep=60.0)
+    store.put(key("/a"), response(freshness_lifetime=10.0, **rule))
+    clock.now = 1_015.0
+    assert get(store, key("/a")) is None
+
+
+def test_stale_keep_applies_to_each_variant() -> None:
+    """RFC 9111 §4.1: variants of one URL are kept by their own expiry plus the grace."""
+    clock = FakeClock(1_000.0)
+    store = make_store(clock, stale_keep=60.0)
+    store.put(key("/v"), response(b"en", freshness_lifetime=10.0, vary=((b"x", b"en"),)))
+    store.put(key("/v"), response(b"fr", freshness_lifetime=100.0, vary=((b"x", b"fr"),)))
+    clock.now = 1_075.0
+    assert [v.body for v in store.variants(key("/v"))] == [b"fr"]
+
+
+def test_kept_stale_entries_count_against_max_bytes() -> None:
+    """Kept entries stay within ``cache_max_bytes``: the least recently used go first."""
+    clock = FakeClock(1_000.0)
+    store = make_store(clock, max_bytes=700, stale_keep=3600.0)
+    for name in ("/a", "/b", "/c"):
+        store.put(key(name), response(b"x" * 200, freshness_lifetime=1.0))
+    clock.now = 1_100.0
+    assert store.total_bytes <= 700
+    assert get(store, key("/a")) is None and get(store, key("/c")) is not None
 
 
 def test_vary_variants_coexist_newest_first_and_same_variant_replaces() -> None:
