@@ -13,6 +13,8 @@ from typing import Final
 
 import brotli  # type: ignore[import-untyped, unused-ignore]
 
+from .policy import field_values, parse_cache_control
+
 __all__ = [
     "COMPRESS_STRATEGIES",
     "MIN_COMPRESS_BYTES",
@@ -60,12 +62,14 @@ def coding_token(strategy: str) -> bytes | None:
 
 def applies(strategy: str, headers: Headers) -> bool:
     """Whether ``strategy`` compresses a stored response with these fields: one the origin did
-    not encode itself, of a compressible type."""
+    not encode itself, of a compressible type, and that does not say ``no-transform`` (RFC 9110
+    §7.7, RFC 9111 §5.2.2.6: a proxy must not change its content coding)."""
     encoded = _first(headers, b"content-encoding") not in (None, b"identity")
     return (
         coding_token(strategy) is not None
         and not encoded
         and is_compressible(_first(headers, b"content-type"))
+        and "no-transform" not in parse_cache_control(field_values(headers, b"cache-control"))
     )
 
 

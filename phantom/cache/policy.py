@@ -95,8 +95,8 @@ _SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 #: Methods whose responses never invalidate stored ones (RFC 9111 §4.4).
 SAFE_METHODS = _SAFE_METHODS
 
-#: RFC 9110 §15.1: status codes defined as heuristically cacheable (206 is never stored: no
-#: range support).
+#: RFC 9110 §15.1: status codes defined as heuristically cacheable (206 is never stored:
+#: phantom stores whole responses and answers ranges from them, :mod:`.ranges`).
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
 #: ``cache_heuristic``: which responses without explicit freshness get a heuristic lifetime
 #: (RFC 9111 §4.2.2): those with Last-Modified, all of them, or none.
@@ -105,7 +105,8 @@ HEURISTIC_MODES = ("last-modified", "always", "off")
 #: response is reused only when the origin says for how long (Varnish's built-in caution).
 _PERSONAL_REQUEST_FIELDS = frozenset({b"cookie", b"authorization"})
 #: Status codes whose semantics this cache understands (for ``must-understand``, RFC 9111
-#: §5.2.2.3): the final ones RFC 9110 §15 defines, minus 206 (no range support) and 304.
+#: §5.2.2.3): the final ones RFC 9110 §15 defines, minus 206 and 416 (partial responses are not
+#: stored) and 304.
 UNDERSTOOD_STATUSES = frozenset(
     {200, 201, 202, 203, 204, 205, 300, 301, 302, 303, 307, 308}
     | set(range(400, 418)) - {416}
@@ -463,7 +464,7 @@ class Forward(str, enum.Enum):
     MISS = "miss"  # no usable response, no more specific reason
     REQUEST = "request"  # the request's Cache-Control forbade answering from cache
     STALE = "stale"  # stored, but stale (or no-cache): revalidated
-    PARTIAL = "partial"  # stored, but partial (ranges are not supported)
+    PARTIAL = "partial"  # stored, but partial (phantom stores whole responses only)
 
 
 @dataclass(frozen=True, slots=True)

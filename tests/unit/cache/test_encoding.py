@@ -95,3 +95,15 @@ def test_varies_adds_accept_encoding_only_when_absent_and_never_to_star(
     headers = [HTML, *((b"Vary", line) for line in vary)]
     assert encoding.varies("brotli", headers) is expected
     assert encoding.varies("none", headers) is False
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "expected"),
+    [(None, True), (b"max-age=60", True), (b"max-age=60, No-Transform", False)],
+)
+def test_no_transform_is_never_compressed(cache_control: bytes | None, expected: bool) -> None:
+    """RFC 9110 §7.7, RFC 9111 §5.2.2.6: a proxy must not transform the content of a
+    response that says no-transform: it is stored and served with its own coding."""
+    fields = [HTML] if cache_control is None else [HTML, (b"Cache-Control", cache_control)]
+    assert encoding.applies("brotli", fields) is expected
+    assert encoding.varies("brotli", fields) is expected
