@@ -19,13 +19,15 @@ from .policy import (
     first_value,
     opaque_tag,
     parse_http_date,
+    reads_none,
 )
 
-__all__ = ["Precondition", "evaluate", "strong_match"]
+__all__ = ["FIELDS", "Precondition", "evaluate", "strong_match"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
-_FIELDS = frozenset(
+#: The request fields :func:`evaluate` reads.
+FIELDS = frozenset(
     {b"if-match", b"if-unmodified-since", b"if-none-match", b"if-modified-since"}
 )
 
@@ -53,7 +55,7 @@ def evaluate(
        with, leaves its condition out. Preconditions are ignored when the stored response is
        not a 2xx (§13.2.1): the answer would not have been one either.
     """
-    if not 200 <= status < 300 or not any(name in _FIELDS for name, _ in request_headers):
+    if not 200 <= status < 300 or reads_none(request_headers, FIELDS):
         return Precondition.PASSED
     if_match = _tags(request_headers, b"if-match")
     if if_match is not None:

@@ -72,6 +72,7 @@ __all__ = [
     "parse_cache_control",
     "parse_http_date",
     "printable_key",
+    "reads_none",
     "revalidation_matches",
     "stored_headers",
     "storage_decision",
@@ -205,7 +206,7 @@ def field_values(headers: Headers, name: bytes) -> list[bytes]:
     return [value for field, value in headers if field.lower() == name]
 
 
-def _reads_none(headers: Headers, names: frozenset[bytes]) -> bool:
+def reads_none(headers: Headers, names: frozenset[bytes]) -> bool:
     """Whether ``headers`` carry none of the fields ``names`` (lowercase)."""
     for field, _ in headers:  # a loop, not any(): this runs on every cache hit
         if field.lower() in names:
@@ -682,7 +683,7 @@ def _heuristic_freshness(
     """
     if (
         mode == "off"
-        or not _reads_none(request_headers, _PERSONAL_REQUEST_FIELDS)
+        or not reads_none(request_headers, _PERSONAL_REQUEST_FIELDS)
         or _has_field(response_headers, b"set-cookie")
     ):
         return None
@@ -799,7 +800,7 @@ def lookup(
     """
     if method not in LOOKUP_METHODS:
         return Miss(Forward.METHOD)
-    if variants and _reads_none(request_headers, _LOOKUP_FIELDS):
+    if variants and reads_none(request_headers, _LOOKUP_FIELDS):
         # The common case, decided without parsing anything: no request directives and no
         # Authorization, so the newest variant is the one when it has no Vary (§4.1), and
         # it is the answer while fresh (§4.2) unless it demands revalidation.
@@ -927,7 +928,7 @@ def not_modified_for(request_headers: Headers, decision: StorageDecision) -> boo
     the weak comparison. Otherwise If-Modified-Since: the stored Last-Modified is not later
     than it. An unparsable date, or nothing stored to compare with, means a full response.
     """
-    if _reads_none(request_headers, _CONDITIONAL_FIELDS):
+    if reads_none(request_headers, _CONDITIONAL_FIELDS):
         return False  # the usual request: no conditionals, nothing to read
     if_none_match = field_values(request_headers, b"if-none-match")
     if if_none_match:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from .conditionals import strong_match
 from .policy import StorageDecision, field_values, first_value, parse_http_date
 
-__all__ = ["NotSatisfiable", "Partial", "Selection", "advertised", "select"]
+__all__ = ["FIELDS", "NotSatisfiable", "Partial", "Selection", "advertised", "select"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
+#: The request fields :func:`select` acts on (If-Range matters only with a Range).
+FIELDS = frozenset({b"range"})
 #: Larger positions are all "beyond any stored body" (and int() stays cheap).
 _MAX_DIGITS = 18
 
