@@ -14,7 +14,8 @@ import h11
 
 from . import clients
 from . import headers as hdr
-from .cache import encoding, policy
+from .cache import policy
+from .cache.answer import from_stored
 from .cache.store import CachedResponse
 from .context import ProxyContext, Site
 from .endpoint import Endpoint
@@ -177,9 +178,10 @@ class Answers(Endpoint):
         request_headers: list[tuple[bytes, bytes]],
         method: bytes,
     ) -> None:
-        """A stored response of ``site`` (see ``cached_answer``)."""
+        """A stored response of ``site``, as it answers this request
+        (``from_stored``: 412, 304, 206, 416 or the stored one)."""
         self._respond_cached(
-            *cached_answer(entry, body, request_headers),
+            *from_stored(entry, body, request_headers, method),
             age,
             cache_status,
             method,
@@ -289,22 +291,6 @@ class Answers(Endpoint):
 
 #: What h11 reads and rewrites in a response head it sends.
 _FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-
-
-def cached_answer(
-    entry: CachedResponse, body: bytes, request_headers: list[tuple[bytes, bytes]]
-) -> tuple[int, bytes, bytes, bytes]:
-    """How a stored response goes out, as (status, reason, serialised stored headers, body):
-    as stored, or 304 when the request's own conditionals say the client's copy is current
-    (RFC 9111 §4.3.2). A body phantom compressed goes out as stored to clients that accept
-    its coding, decoded for the others."""
-    wire_headers = entry.wire_headers
-    if entry.coding is not None and not encoding.accepts(request_headers, entry.coding):
-        wire_headers = entry.identity_wire_headers
-        body = encoding.decompress(entry.coding, body)  # HEAD too: its Content-Length
-    if policy.not_modified_for(request_headers, entry.decision):
-        return 304, b"Not Modified", wire_headers, b""
-    return entry.status, entry.reason, wire_headers, body
 
 
 def age_and_status(age: float, cache_status: bytes, shown: bool) -> bytes:

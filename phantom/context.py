@@ -209,6 +209,7 @@ def _open_store(server: ServerConfig, redis: RedisLink | None) -> CacheStore:
         max_object_bytes=server.cache_max_object_bytes,
         max_404_entries=server.cache_404_capacity,
         disk=disk,
+        stale_keep=server.cache_stale_keep,
     )
 
 

@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 
 from . import framing
-from .answers import age_and_status, cached_answer
-from .cache import policy
+from .answers import age_and_status
+from .cache import policy, ranges
+from .cache.answer import from_stored
 from .cache.policy import Forward
 from .context import ProxyContext, Site
 from .errors import RequestRejected
 from .exchange import Exchange
 from .fastrelay import FastRelay, SimpleForward
-from .lookup import fills_cache
+from .lookup import fills_cache, miss_key
 from .relay import Plan
 from .routing import Route
 from .stages import RequestView, Result
@@ -141,10 +142,10 @@ class FastLane(FastRelay):
         cache = site.cache
         key = site.key_for(target, headers, self.proto)
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
-        if isinstance(state, policy.Miss) and not (
-            fills_cache(state) and key not in site.uncacheable
+        if isinstance(state, policy.Miss) and (
+            ranges.asked(headers) or not (fills_cache(state) and key not in site.uncacheable)
         ):
-            plan = Plan(key, state.reason, request_headers=headers)
+            plan = Plan(miss_key(key, headers), state.reason, request_headers=headers)
             return SimpleForward(
                 request, site, route.target, plan, self._fast_exchange(request, site)
             )
@@ -154,7 +155,9 @@ class FastLane(FastRelay):
         if body is None:
             return None
         cache_status = policy.hit_status(state.ttl)
-        status, reason, wire_headers, body = cached_answer(state.entry, body, headers)
+        status, reason, wire_headers, body = from_stored(
+            state.entry, body, headers, method
+        )
         # What h11 writes for the framing-only Response of _respond_cached on a keep-alive
         # HTTP/1.1 connection.
         if status != 304:

@@ -5,6 +5,7 @@ idempotent requests; the answer goes on to :mod:`phantom.relay`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import cast
 
@@ -18,13 +19,16 @@ from .context import ProxyContext, Site
 from .endpoint import ReadTimeout
 from .errors import BackendError, RequestRejected
 from .fallback import Fallback
-from .relay import Plan, Relaying
+from .relay import Plan, Relaying, UnmatchedNotModified
 from .upstream import Upstream, UpstreamConnection
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
-#: The client's validators, replaced by the stored ones when we revalidate (RFC 9111 §4.3.1).
-_CLIENT_VALIDATORS = (b"if-none-match", b"if-modified-since")
+#: What of the client's request a revalidation does not carry: its validators, replaced by the
+#: stored ones (RFC 9111 §4.3.1), and its range, for the whole response is what refreshes the
+#: entry. Both are then answered from the refreshed entry. (If-Match and If-Unmodified-Since
+#: go on: the origin's 412 is the right answer when they fail.)
+_ANSWERED_FROM_ENTRY = (b"if-none-match", b"if-modified-since", b"range", b"if-range")
 
 
 class Forwarding(Relaying):
@@ -92,14 +96,14 @@ class Forwarding(Relaying):
         drop: tuple[bytes, ...] = (),
     ) -> h11.Request:
         """The request as the backend gets it. When ``validating`` a stored response, the
-        client's own validators give way to the stored ones (RFC 9111 §4.3.1): the client's
-        conditionals are answered by us from the refreshed entry."""
+        client's own validators give way to the stored ones (RFC 9111 §4.3.1), and its range
+        to the whole response: both are answered by us from the refreshed entry."""
         headers = hdr.forward_request_headers(
             raw_headers,
             client_ip=self.client_ip,
             proto=self.proto,
             body_chunked=body_chunked,
-            drop=drop + _CLIENT_VALIDATORS if validating is not None else drop,
+            drop=drop + _ANSWERED_FROM_ENTRY if validating is not None else drop,
             trusted=self.trusted,
             by=self.by,
         )
@@ -172,6 +176,12 @@ class Forwarding(Relaying):
             return await self._relay_response(
                 site, upstream, request, response, plan, request_time
             )
+        except UnmatchedNotModified:
+            # RFC 9111 §4.3.4: the 304 updates nothing (its entry is gone). Ask once more as
+            # the client asked, without the stored validators: unconditionally, unless the
+            # client had conditions of its own; that answer is relayed (and stored).
+            again = dataclasses.replace(plan, entry=None, after_unmatched_304=True)
+            return await self._forward(site, request, target, raw_headers, again)
         finally:
             self.in_flight = None
 

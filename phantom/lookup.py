@@ -6,11 +6,12 @@ a plan that says what its answer may fill.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import h11
 
 from . import framing, revalidation
-from .cache import policy
+from .cache import policy, ranges
 from .cache.policy import Forward
 from .cache.store import CachedResponse, Key
 from .context import Site
@@ -76,6 +77,9 @@ class CacheLookup(Forwarding):
             await self._read_body()
             self._respond_plain(504, b"Nothing usable is stored (only-if-cached).\n")
             return "next"
+        if isinstance(state, policy.Miss) and ranges.asked(headers):
+            plan = Plan(miss_key(key, headers), state.reason, request_headers=headers)
+            return await self._forward(site, request, target, raw_headers, plan)
         entry = None if isinstance(state, policy.Miss) else state.entry
         if collapsed or method != b"GET" or not coalesce or key in site.inflight:
             plan = Plan(key, state.reason, entry, request_headers=headers)
@@ -147,6 +151,13 @@ class CacheLookup(Forwarding):
             await asyncio.wait_for(asyncio.shield(flight), site.config.coalesce_timeout)
         except asyncio.TimeoutError:
             pass  # the caller looks again and, finding nothing, forwards on its own
+
+
+def miss_key(key: Key, headers: Sequence[tuple[bytes, bytes]]) -> Key | None:
+    """The key the answer to a forwarded miss may fill: none for a Range request. phantom
+    stores whole responses only (RFC 9111 §3.3): the origin's 206 is relayed, stored nowhere,
+    and must not mark the URL as one whose answers are not stored."""
+    return None if ranges.asked(headers) else key
 
 
 def fills_cache(state: policy.Lookup[CachedResponse]) -> bool:

@@ -14,13 +14,19 @@ import h11
 from . import headers as hdr
 from . import revalidation
 from .answers import Answers, ClientGone
-from .cache import encoding, policy
-from .cache.policy import Forward
+from .cache import conditionals, encoding, policy, surrogate
+from .cache.policy import Forward, reads_none
 from .cache.store import CachedResponse, Key
 from .context import Site
 from .errors import BackendError
 from .fallback import FALLBACK_FIELD
 from .upstream import UpstreamConnection
+
+
+class UnmatchedNotModified(BackendError):
+    """The backend answered a revalidation with a 304 that selects no stored response
+    (RFC 9111 §4.3.4: another ETag or Last-Modified): nothing may be updated with it. The
+    forwarding step asks once more, as the client asked; uncaught, it is a 502."""
 
 
 class Relaying(Answers):
@@ -62,11 +68,13 @@ class Relaying(Answers):
                 )
                 if update is None:
                     if status_code == 304:
-                        raise BackendError(
+                        raise UnmatchedNotModified(
                             "the backend's 304 matches no stored response", "protocol"
                         )
                     # A HEAD answer for a changed resource: the stale entry went; pass it on.
-                    out_headers = hdr.forward_response_headers(response.headers.raw_items())
+                    out_headers = client_fields(
+                        site, hdr.forward_response_headers(response.headers.raw_items())
+                    )
                     out_headers.append(
                         (b"Cache-Status", policy.cache_status(fwd=plan.reason, fwd_status=200))
                     )
@@ -98,6 +106,13 @@ class Relaying(Answers):
                 upstream.abort()  # its error body is of no use to anyone
                 return "next"
 
+        if (
+            status_code == 304
+            and plan.after_unmatched_304
+            and reads_none(request_headers, conditionals.VALIDATOR_FIELDS)
+        ):
+            upstream.abort()
+            raise BackendError("the backend answered 304 to an unconditional request", "protocol")
         out_headers = hdr.forward_response_headers(response.headers.raw_items())
         sent, filling = self._relayed_fields(
             site, plan, method, status_code, response.reason, out_headers, request_headers,
@@ -143,7 +158,7 @@ class Relaying(Answers):
             # Nothing to wait for, or no telling how long (a stream may never end): waiters
             # forward on their own right away.
             plan.land(site)
-        sent = list(out_headers)
+        sent = client_fields(site, out_headers)
         if decision is not None and encoding.varies(site.config.compress_strategy, out_headers):
             # Hits of this response will depend on Accept-Encoding: say so from the start.
             sent.append((b"Vary", b"Accept-Encoding"))
@@ -257,6 +272,8 @@ class Plan:
     request_headers: list[tuple[bytes, bytes]] | None = None
     # The answer comes from fallback_url (marked, never stored: key is None).
     fallback: bool = False
+    # Sent again, as the client sent it, after a 304 that matched no stored response.
+    after_unmatched_304: bool = False
 
     def land(self, site: Site) -> None:
         """Let the waiters go (they look the key up again). Called as soon as the answer is
@@ -288,6 +305,14 @@ class Filling:
             body,
             self.decision,
             self.response_time,
-            site.config.compress_strategy,
+            site.config,
         )
         site.cache.put(self.key, entry)
+
+
+def client_fields(site: Site, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A backend's fields as clients get them (a new list): where phantom reads
+    Surrogate-Control (``surrogate_control``), without it: it is for surrogates only."""
+    if site.config.surrogate_control:
+        return surrogate.without_field(fields)
+    return list(fields)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import h11
 
 from . import headers as hdr
-from .cache import encoding, policy
+from .cache import encoding, policy, ranges, surrogate
 from .cache.store import CachedResponse, Key
+from .config import ServerConfig
 from .context import Site
 from .errors import BackendError
 from .upstream import UpstreamConnection
@@ -52,6 +53,7 @@ def decide_storage(
         store_set_cookie=config.store_set_cookie,
         stale_if_error_default=config.serve_stale_on_error,
         heuristic=config.cache_heuristic,
+        surrogate_control=config.surrogate_control,
     )
 
 
@@ -62,19 +64,26 @@ def make_entry(
     body: bytes,
     decision: policy.StorageDecision,
     response_time: float,
-    compress_strategy: str,
+    config: ServerConfig,
 ) -> CachedResponse:
     """The entry a hit serves, computed once here rather than on every hit: the stored fields
-    with our own Content-Length (hits always send a complete, length-framed body). With a
-    ``compress_strategy``, a compressible body the origin sent unencoded is stored compressed,
-    with both header lists ready and ``Vary: Accept-Encoding`` in each."""
+    with our own Content-Length (hits always send a complete, length-framed body), and
+    ``Accept-Ranges: bytes`` on a 200 (phantom answers its ranges). With ``surrogate_control``
+    the Surrogate-Control field is for phantom only: kept with the origin's fields (what a 304
+    updates) but never served. With a ``compress_strategy``, a compressible body the origin
+    sent unencoded is stored compressed, with both header lists ready and ``Vary:
+    Accept-Encoding`` in each."""
+    compress_strategy = config.compress_strategy
     kept = policy.stored_headers(headers, decision)
     kept = [(name, value) for name, value in kept if name.lower() != b"content-length"]
-    if not encoding.applies(compress_strategy, kept):
-        kept.append((b"Content-Length", b"%d" % len(body)))
-        return CachedResponse(status, reason, kept, body, response_time, decision)
-    served = list(kept)
-    if encoding.varies(compress_strategy, kept):
+    served = surrogate.without_field(kept) if config.surrogate_control else kept
+    # The origin's fields are kept apart only when the served ones lack some of them.
+    fields = kept if len(served) < len(kept) else None
+    served = ranges.advertised(status, served)
+    if not encoding.applies(compress_strategy, served):
+        served.append((b"Content-Length", b"%d" % len(body)))
+        return CachedResponse(status, reason, served, body, response_time, decision, fields=fields)
+    if encoding.varies(compress_strategy, served):
         served.append((b"Vary", b"Accept-Encoding"))
     coding = encoding.coding_token(compress_strategy)
     packed = (
@@ -139,7 +148,7 @@ def apply_update(
         body,
         decision,
         response_time,
-        site.config.compress_strategy,
+        site.config,
     )
     return refreshed, stored and site.cache.put(key, refreshed)
 
@@ -198,11 +207,11 @@ class BackgroundRefresh:
                 site, status, self.request_headers, headers, request_time, response_time
             )
             if decision is not None:
-                strategy = site.config.compress_strategy
                 cache.put(
                     key,
                     make_entry(
-                        status, response.reason, headers, body, decision, response_time, strategy
+                        status, response.reason, headers, body, decision, response_time,
+                        site.config,
                     ),
                 )
         except BackendError as exc:

@@ -22,10 +22,13 @@ from .policy import (
     reads_none,
 )
 
-__all__ = ["FIELDS", "Precondition", "evaluate", "strong_match"]
+__all__ = ["FIELDS", "VALIDATOR_FIELDS", "Precondition", "evaluate", "strong_match"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
+#: The fields that ask whether the client's own copy is current: only a request carrying one
+#: may be answered 304 (RFC 9110 §15.4.5).
+VALIDATOR_FIELDS = frozenset({b"if-none-match", b"if-modified-since"})
 #: The request fields :func:`evaluate` reads.
 FIELDS = frozenset(
     {b"if-match", b"if-unmodified-since", b"if-none-match", b"if-modified-since"}

@@ -67,7 +67,6 @@ __all__ = [
     "invalidation_targets",
     "lookup",
     "may_serve_stale_on_error",
-    "not_modified_for",
     "opaque_tag",
     "parse_cache_control",
     "parse_http_date",
@@ -915,36 +914,6 @@ def may_serve_stale_on_error(decision: StorageDecision, age: float) -> bool:
     if decision.no_stale or decision.no_cache:
         return False
     return age - decision.freshness_lifetime <= decision.stale_if_error
-
-
-_CONDITIONAL_FIELDS = frozenset({b"if-none-match", b"if-modified-since"})
-
-
-def not_modified_for(request_headers: Headers, decision: StorageDecision) -> bool:
-    """Whether a request's own conditionals make a 304 the answer from this stored response
-    (RFC 9110 §13.1.2, §13.1.3, §13.2.2; RFC 9111 §4.3.2).
-
-    If-None-Match decides when present: ``*`` or any listed tag equal to the stored ETag by
-    the weak comparison. Otherwise If-Modified-Since: the stored Last-Modified is not later
-    than it. An unparsable date, or nothing stored to compare with, means a full response.
-    """
-    if reads_none(request_headers, _CONDITIONAL_FIELDS):
-        return False  # the usual request: no conditionals, nothing to read
-    if_none_match = field_values(request_headers, b"if-none-match")
-    if if_none_match:
-        tags = [tag for line in if_none_match for tag in entity_tags(line)]
-        if b"*" in tags:
-            return True
-        if decision.etag is None:
-            return False
-        stored = opaque_tag(decision.etag)
-        return any(opaque_tag(tag) == stored for tag in tags)
-    if_modified_since = field_values(request_headers, b"if-modified-since")
-    if not if_modified_since or decision.last_modified is None:
-        return False
-    since = parse_http_date(if_modified_since[0])
-    modified = parse_http_date(decision.last_modified)
-    return since is not None and modified is not None and modified <= since
 
 
 def entity_tags(line: bytes) -> list[bytes]:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .conditionals import strong_match
-from .policy import StorageDecision, field_values, first_value, parse_http_date
+from .policy import StorageDecision, field_values, first_value, parse_http_date, reads_none
 
-__all__ = ["FIELDS", "NotSatisfiable", "Partial", "Selection", "advertised", "select"]
+__all__ = ["FIELDS", "NotSatisfiable", "Partial", "Selection", "advertised", "asked", "select"]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -102,11 +102,17 @@ def select(
     return Partial(start, min(end, length - 1), length)
 
 
-def advertised(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The fields a stored response goes out with, saying ``Accept-Ranges: bytes`` when it is
-    a 200 (RFC 9110 §14.3: phantom answers ranges of it, whatever the origin does)."""
+def asked(request_headers: Headers) -> bool:
+    """Whether the request carries a Range field at all (valid or not)."""
+    return not reads_none(request_headers, FIELDS)
+
+
+def advertised(status: int, headers: Headers) -> list[tuple[bytes, bytes]]:
+    """The fields a stored response goes out with (a new list), saying ``Accept-Ranges:
+    bytes`` when it is a 200 (RFC 9110 §14.3: phantom answers ranges of it, whatever the
+    origin does)."""
     if status != 200:
-        return headers
+        return list(headers)
     kept = [(name, value) for name, value in headers if name.lower() != b"accept-ranges"]
     return [*kept, (b"Accept-Ranges", b"bytes")]
 

@@ -21,8 +21,13 @@ MiB = 1024 * 1024
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 
 
+# HTTP/1.1 requests like these are answered by the fast lane; HTTP/1.0 ones by the loop.
+LANES = pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"], ids=["fast-lane", "loop"])
+
+
+@LANES
 @async_test()
-async def test_single_ranges_are_answered_206_from_the_stored_200() -> None:
+async def test_single_ranges_are_answered_206_from_the_stored_200(version: str) -> None:
     """RFC 9110 §14.1.2, §14.4, §15.3.7: ``a-b``, ``a-`` and ``-n`` of a stored 200 come from
     the cache as 206 with Content-Range and the slice's Content-Length."""
     async with proxied({"/r": STORED}) as (origin, proxy):
@@ -34,7 +39,7 @@ async def test_single_ranges_are_answered_206_from_the_stored_200() -> None:
             ("bytes=-1", b"A", "bytes 10-10/11"),
             ("bytes=5-500", b"56789A", "bytes 5-10/11"),
         ):
-            response = await get(proxy.port, "/r", [("Range", value)])
+            response = await fetch(proxy.port, "GET", "/r", [("Range", value)], version=version)
             assert (response.status, response.body) == (206, body), value
             assert response.get("content-range") == content_range
             assert response.content_length == len(body)
@@ -99,13 +104,16 @@ async def test_ranges_of_a_compressed_entry_are_ranges_of_what_is_sent() -> None
         assert coded.get("content-range") == f"bytes 0-{len(coded.body) - 1}/{len(coded.body)}"
 
 
+@LANES
 @async_test()
-async def test_a_range_request_on_a_miss_is_forwarded_and_its_206_not_stored() -> None:
+async def test_a_range_request_on_a_miss_is_forwarded_and_its_206_not_stored(
+    version: str,
+) -> None:
     """RFC 9111 §3.3: phantom stores whole responses only. A Range request that misses goes
     to the origin as it is; its 206 is relayed, not stored, and does not stop the next full
     response from being stored."""
     async with proxied({"/big": ranged_origin(BODY)}) as (origin, proxy):
-        part = await get(proxy.port, "/big", [("Range", "bytes=2-4")])
+        part = await fetch(proxy.port, "GET", "/big", [("Range", "bytes=2-4")], version=version)
         assert (part.status, part.body) == (206, b"234")
         assert origin.last.get("range") == "bytes=2-4"
         assert "stored" not in cache_status(part)[1]
@@ -115,6 +123,24 @@ async def test_a_range_request_on_a_miss_is_forwarded_and_its_206_not_stored() -
         assert (again.status, again.body) == (206, b"234")
         assert "hit" in cache_status(again)[1]
         assert origin.requests["/big"] == 2
+
+
+@async_test()
+async def test_a_range_of_a_stale_entry_is_answered_from_the_revalidated_one() -> None:
+    """RFC 9111 §4.3.1, §4.3.4: the revalidation asks for the whole response (no Range, the
+    stored validator instead); its 304 refreshes the entry and the range is cut from it."""
+
+    def handler(request: OriginRequest) -> Reply:
+        if request.get("if-none-match") == '"v1"':
+            return Reply(304, [("ETag", '"v1"'), ("Cache-Control", "max-age=60")])
+        return Reply(200, [("Cache-Control", "max-age=0"), ("ETag", '"v1"')], BODY)
+
+    async with proxied({"/s": handler}) as (origin, proxy):
+        await get(proxy.port, "/s")
+        part = await get(proxy.port, "/s", [("Range", "bytes=-2")])
+        assert (part.status, part.body) == (206, b"9A")
+        assert not origin.last.has("range")
+        assert cache_status(part)[1].get("fwd-status") == "304"
 
 
 def ranged_origin(body: bytes) -> Callable[[OriginRequest], Reply]:
@@ -144,6 +170,7 @@ async def curl_resume(port: int, path: str, target: Path, timeout: float) -> tup
     exit code and the status line it saw."""
     process = await asyncio.create_subprocess_exec(
         "curl", "-sS", "-C", "-", "-o", str(target), "-w", "%{http_code}",
+        "-H", "Host: phantom.test",  # the host the test client stored the object under
         f"http://127.0.0.1:{port}{path}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -54,7 +54,7 @@ async def test_failed_preconditions_are_412_from_the_cache() -> None:
 @async_test()
 async def test_if_modified_since_is_compared_with_date_without_last_modified() -> None:
     """RFC 9111 §4.3.2: a stored response without Last-Modified is judged by its Date."""
-    sent = http_date(-100)
+    sent = http_date(-10)
     reply = Reply(200, [("Cache-Control", "max-age=60"), ("Date", sent)], b"dated\n")
     async with proxied({"/d": reply}) as (origin, proxy):
         await get(proxy.port, "/d")
@@ -219,7 +219,7 @@ async def test_surrogate_control_decides_storage_and_never_reaches_clients() -> 
                 assert response.status == 200 and not response.has("surrogate-control")
         hit = await get(proxy.port, "/cdn")
         assert hit.get("cache-control") == "no-store" and "hit" in cache_status(hit)[1]
-        assert (origin.requests["/cdn"], origin.requests["/nocdn"]) == (1, 3)
+        assert (origin.requests["/cdn"], origin.requests["/nocdn"]) == (1, 2)
 
 
 @async_test()
