@@ -157,3 +157,37 @@ def test_strong_match() -> None:
     assert strong_match(b' "a" ', b'"a"')
     assert not strong_match(b'W/"a"', b'W/"a"')
     assert not strong_match(b'"a"', None)
+
+
+@pytest.mark.parametrize(
+    ("request_headers", "expected"),
+    [
+        ([(b"if-none-match", b'"v1"')], True),
+        ([(b"if-none-match", b'W/"v1"')], True),  # weak comparison (RFC 9110 §13.1.2)
+        ([(b"if-none-match", b'"x", "v1"')], True),
+        ([(b"if-none-match", b'"x,y", "z"')], False),  # commas inside a tag do not split it
+        ([(b"if-none-match", b"*")], True),
+        ([(b"if-none-match", b'"other"')], False),
+        # If-None-Match decides; If-Modified-Since is then ignored (RFC 9110 §13.1.3)
+        ([(b"if-none-match", b'"other"'), (b"if-modified-since", b"Fri, 01 Jan 2100 00:00:00 GMT")], False),  # noqa: E501
+        ([(b"if-modified-since", b"Mon, 01 Jan 2024 00:00:00 GMT")], True),  # equal
+        ([(b"if-modified-since", b"Sun, 31 Dec 2023 23:59:59 GMT")], False),  # before
+        ([(b"if-modified-since", b"not a date")], False),
+        ([], False),
+    ],
+)
+def test_not_modified(request_headers: list[tuple[bytes, bytes]], expected: bool) -> None:
+    """RFC 9110 §13.1.2 (If-None-Match, weak comparison), §13.1.3 (If-Modified-Since) and
+    RFC 9111 §4.3.2: a cache answers 304 for a matching stored response."""
+    decision = StorageDecision(
+        60.0, 0.0, etag=b'W/"v1"', last_modified=b"Mon, 01 Jan 2024 00:00:00 GMT"
+    )
+    outcome = evaluate(request_headers, 200, decision, [])
+    assert (outcome is NOT_MODIFIED) is expected
+
+
+def test_if_modified_since_with_no_stored_date_at_all_is_a_full_response() -> None:
+    """RFC 9110 §13.1.3: neither Last-Modified nor Date stored: nothing to compare with, so
+    the full response."""
+    headers = [(b"if-modified-since", b"Mon, 01 Jan 2024 00:00:00 GMT")]
+    assert evaluate(headers, 200, StorageDecision(60.0, 0.0), []) is PASSED
