@@ -15,6 +15,7 @@ from typing import TypeVar
 import h11
 
 from . import headers as hdr
+from .cache import surrogate
 from .cache.policy import StorageDecision
 from .cache.store import CachedResponse
 from .config import ServerConfig, check_snapshot_path
@@ -150,7 +151,9 @@ class Snapshots:
             conn.abort()
             raise
         self._upstream.release(conn)
-        dropped = (b"content-length", b"age", b"set-cookie")
+        dropped = {b"content-length", b"age", b"set-cookie"}
+        if self.server.surrogate_control:
+            dropped.add(surrogate.FIELD)  # for surrogates: phantom is one, clients never see it
         headers = [
             (n, v)
             for n, v in hdr.forward_response_headers(response.headers.raw_items())

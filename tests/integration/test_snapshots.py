@@ -21,7 +21,8 @@ def versioned(state: dict[str, int]) -> Any:
 
     def handler(request: Any) -> Reply:
         body = b"%s v%d" % (request.target, state["v"])
-        return Reply(200, [("Cache-Control", "no-store"), ("Set-Cookie", "s=1")], body)
+        fields = [("Cache-Control", "no-store"), ("Set-Cookie", "s=1"), ("Surrogate-Control", "x")]
+        return Reply(200, fields, body)
 
     return handler
 
@@ -51,7 +52,9 @@ async def test_snapshots_are_fetched_at_startup_and_served_without_the_backend()
             page = await get(proxy.port, "/a?lang=en")
             assert page.body == b"/site/a?lang=en v1"
             assert page.get("cache-status") == "phantom; hit"
-            assert not page.has("set-cookie")
+            assert not page.has("set-cookie") and not page.has("surrogate-control")
+        part = await get(proxy.port, "/a?lang=en", [("Range", "bytes=-2")])
+        assert (part.status, part.body) == (206, b"v1")  # RFC 9110 §14: ranges of snapshots
         head = await fetch(proxy.port, "HEAD", "/")
         assert head.status == 200 and head.content_length == len(b"/site/ v1")
         miss = await get(proxy.port, "/b")
