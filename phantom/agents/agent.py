@@ -30,6 +30,7 @@ log = logging.getLogger("phantom.expose")
 CONNECT_TIMEOUT = 10.0  # to the relay (TCP and TLS) and to the local app
 HANDSHAKE_TIMEOUT = 10.0  # from the request to the relay's answer head
 _REFUSAL_BODY_LIMIT = 4096
+MAX_HEAD = 16 * 1024  # of the relay's answer; h11 refuses a longer one
 
 
 class Refusal(Exception):
@@ -117,6 +118,13 @@ class Agent:
         try:
             host = relay.host if relay.port in (80, 443) else relay.netloc
             conn.write(protocol.upgrade_request(path, host.encode("idna"), headers))
+            received, closed = await _answer_head(conn)
+            end = received.find(b"\r\n\r\n")
+            fields = protocol.switched_fields(received[:end]) if end != -1 else None
+            if fields is not None:
+                conn.put_back(received[end + 4 :])
+                return conn, fields
+            # Anything but a relay's plain 101: h11 reads it (and says what is wrong with it).
             parser = h11.Connection(h11.CLIENT)
             # h11 must have "sent" the request to read its answer.
             parser.send(
@@ -127,6 +135,9 @@ class Agent:
                 )
             )
             parser.send(h11.EndOfMessage())
+            parser.receive_data(received)
+            if closed:
+                parser.receive_data(b"")
             while True:
                 event = parser.next_event()
                 if event is h11.NEED_DATA:
@@ -294,6 +305,18 @@ class Agent:
     def close(self) -> None:
         for tunnel in list(self.tunnels):
             tunnel.close()
+
+
+async def _answer_head(conn: Endpoint) -> tuple[bytes, bool]:
+    """What the relay sent until the end of its answer head (a blank line, CRLF or bare LF),
+    or its close, or ``MAX_HEAD`` bytes; and whether it closed."""
+    received = b""
+    while b"\n\r\n" not in received and b"\n\n" not in received and len(received) <= MAX_HEAD:
+        data = await conn.read(HANDSHAKE_TIMEOUT)
+        if not data:
+            return received, True
+        received += data
+    return received, False
 
 
 async def _refusal_text(parser: h11.Connection, conn: Endpoint) -> str:

@@ -17,6 +17,7 @@ nonce (PING, PONG) or the ping interval in milliseconds (READY).
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +43,10 @@ CONNECTION_HEADER: Final = b"phantom-relay-connection"
 WARM_HEADER: Final = b"phantom-relay-warm"
 CACHE_HEADER: Final = b"phantom-relay-cache"  # "on": the relay caches the agent's answers
 WARM: Final = b"warm"  # Phantom-Relay-Connection of a pooled data connection
+
+# RFC 9110 §5.1, §5.5: a field name is a token; a value has no control byte but the tab.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Control messages are small by design: a longer text is a protocol error, not a buffer.
 MAX_TEXT: Final = 1024
@@ -163,6 +168,28 @@ def switching(*headers: tuple[bytes, bytes]) -> bytes:
         + extra
         + b"\r\n"
     )
+
+
+def switched_fields(head: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The fields of a relay's answer head (without its blank line) when it is an ``HTTP/1.1
+    101`` in the plain form a phantom relay writes (``switching``): CRLF lines, each field a
+    token, a colon and a value without control bytes. None for anything else, which the agent
+    then leaves to h11 (a refusal, an answer from something other than a phantom relay). An
+    agent dials one data connection per public connection it serves: this spares it h11 for
+    each (~0.1 ms of CPU)."""
+    status_line, *lines = head.split(b"\r\n")
+    if status_line != b"HTTP/1.1 101" and not status_line.startswith(b"HTTP/1.1 101 "):
+        return None
+    if _CONTROL.search(status_line) is not None:
+        return None
+    fields = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if not colon or _TOKEN.fullmatch(name) is None or _CONTROL.search(value) is not None:
+            return None
+        fields.append((name.lower(), value))
+    return fields
 
 
 def upgrade_request(path: bytes, host: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:

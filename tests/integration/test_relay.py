@@ -71,6 +71,37 @@ async def test_an_agent_registers_and_is_told_its_public_url() -> None:
 
 
 @async_test()
+async def test_an_agent_reads_a_101_in_another_form_than_phantom_s() -> None:
+    """The agent reads a phantom relay's plain 101 itself, and leaves any other form (bare LF
+    line endings here, as from a proxy in between) to h11: it registers all the same."""
+    heads: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\nConnection: Upgrade\nUpgrade: phantom-relay/1\n"
+            b"Phantom-Relay-Session: k3y\n\n"
+        )
+        if head.startswith(b"GET " + protocol.CONTROL_PATH):
+            writer.write(protocol.encode(Message(Kind.READY, 60_000, "http://alice-demo.example")))
+
+    server = await asyncio.start_server(relay, LOCALHOST, 0)
+    async with server:
+        async with running_agent(server.sockets[0].getsockname()[1], unused_port()) as agent:
+            assert agent.urls == ["http://alice-demo.example"]
+            await until(lambda: len(heads) == 3)  # the control connection, then two warm ones
+            assert all(b"Phantom-Relay-Session: k3y" in head for head in heads[1:])
+            await asyncio.sleep(0.1)
+            assert len(heads) == 3  # both are held, idle: none was refused or taken for use
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+
+
+@async_test()
 async def test_control_messages_ready_ping_pong_and_two_missed_pings_close() -> None:
     async with running_relay(relay_ping_interval=0.2) as relay:
         client, status, head = await handshake(

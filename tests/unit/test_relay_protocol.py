@@ -142,3 +142,31 @@ def test_only_heads_at_the_handshake_paths_are_agents(head: bytes, agent: bool) 
 )
 def test_the_host_field_chooses_the_agent(head: bytes, host: bytes | None) -> None:
     assert protocol.host_field(head) == host
+
+
+def test_a_relay_s_plain_101_is_read_without_h11() -> None:
+    head = protocol.switching((b"Phantom-Relay-Session", b"k3y"))
+    assert protocol.switched_fields(head[:-4]) == [
+        (b"connection", b"Upgrade"),
+        (b"upgrade", protocol.UPGRADE_TOKEN),
+        (b"phantom-relay-session", b"k3y"),
+    ]
+    assert protocol.switched_fields(b"HTTP/1.1 101") == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3",
+        b"HTTP/1.0 101 Switching Protocols",
+        b"HTTP/1.1 1010 Switching Protocols",
+        b"HTTP/1.1 101 Switching Protocols\r\nno colon",
+        b"HTTP/1.1 101 Switching Protocols\r\nbad name: x",
+        b"HTTP/1.1 101 Switching Protocols\r\n: empty name",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: a\nb",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: a\x00b",
+        b"HTTP/1.1 101 Switching Protocols\nUpgrade: x",
+    ],
+)
+def test_anything_else_is_left_to_h11(head: bytes) -> None:
+    assert protocol.switched_fields(head) is None
