@@ -10,9 +10,11 @@ ok``, keep-alive), ``phantom serve`` in front of it, and ``phantom relay`` with 
 
 * throughput: an upgrade through each path, the client counting the bytes until the app closes:
   MB/s, median of ``--repeats``;
-* first byte: ``--requests`` times, a new connection and ``GET /`` through each path, the time
-  from ``connect()`` to the first response byte: median and 90th percentile, against the median
-  round trip of a loopback TCP ping-pong measured in the same run.
+* first byte: ``--requests`` times, a new connection and ``GET /`` (then an upgrade) through
+  each path, the time from ``connect()`` to the first response byte: median and 90th
+  percentile, against the median round trip of a loopback TCP ping-pong measured in the same
+  run; and the CPU time each proxy process spent per connection meanwhile (its main thread's,
+  from ``/proc/PID/schedstat``, in nanoseconds): phantom serve, the relay, the agent.
 
 Logs are off (``log_level = "warning"``, ``access_log = "off"``). Ends only the processes it
 started, by PID.
@@ -108,8 +110,9 @@ def _started(
 
 
 @contextmanager
-def _paths(size: int) -> Iterator[tuple[int, int, int]]:
-    """(the app's port, phantom serve's port, the relay's port)."""
+def _paths(size: int) -> Iterator[tuple[int, int, int, dict[str, int]]]:
+    """(the app's port, phantom serve's port, the relay's port, the PIDs of phantom serve, the
+    relay and the agent by name)."""
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     app, serve, relay = free_port(), free_port(), free_port()
     quiet = 'log_level = "warning"\naccess_log = "off"\nmax_connections = 0\n'
@@ -140,7 +143,7 @@ def _paths(size: int) -> Iterator[tuple[int, int, int]]:
                     raise RuntimeError("phantom expose did not register")
                 time.sleep(0.02)
             time.sleep(0.5)  # the warm pool fills
-            yield app, serve, relay
+            yield app, serve, relay, {"phantom serve": s.pid, "relay": r.pid, "agent": e.pid}
 
 
 # -- the measurements --------------------------------------------------------------------------
@@ -181,6 +184,11 @@ def first_byte(port: int, host: str, upgrade: bool) -> float:
         return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process's main thread so far (where phantom's event loop runs)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def loopback_rtt(port: int, samples: int = 300) -> float:
     """Median round trip to another process over an established loopback connection: a
     keep-alive ``GET /`` to the app and its 40-byte answer."""
@@ -207,7 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.mib * MiB
     relay_host = f"{NAME}.{DOMAIN}"
-    with _paths(size) as (app, serve, relay):
+    with _paths(size) as (app, serve, relay, pids):
         direct, relayed = [], []
         for _ in range(args.repeats):
             direct.append(throughput(serve, "app", size))
@@ -220,6 +228,7 @@ def main() -> None:
         for upgrade in (False, True):
             kind = "an upgrade (101)" if upgrade else "GET /"
             times: dict[str, list[float]] = {"app itself": [], "phantom serve": [], "relay": []}
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             for _ in range(args.requests):
                 times["app itself"].append(first_byte(app, "app", upgrade))
                 times["phantom serve"].append(first_byte(serve, "app", upgrade))
@@ -229,8 +238,12 @@ def main() -> None:
                 p90 = statistics.quantiles(samples, n=10)[-1]
                 median = statistics.median(samples)
                 print(f"  {label:13}  {median * 1e6:6.0f} us / {p90 * 1e6:6.0f} us")
+            spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
             extra = statistics.median(times["relay"]) - statistics.median(times["phantom serve"])
             print(f"  relay - phantom serve: {extra * 1e6:.0f} us")
+            print("  CPU per connection: " + ", ".join(
+                f"{name} {seconds / args.requests * 1e6:.0f} us" for name, seconds in spent.items()
+            ))  # fmt: skip
         print(f"loopback round trip to another process: {rtt * 1e6:.0f} us")
 
 
