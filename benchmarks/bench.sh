@@ -9,7 +9,7 @@ root=$(dirname "$here")
 venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.installed" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q -e "$root[redis]" proxy.py matplotlib py-spy
+    "$venv/bin/pip" install -q -e "$root[redis,jwt]" proxy.py matplotlib py-spy
     touch "$venv/.installed"
 fi
 missing=""

@@ -7,6 +7,8 @@ sends none). Endpoints:
 
 - ``GET /small``: 1 KiB, ``Cache-Control: max-age=3600`` (cacheable).
 - ``GET /nc/small``: 1 KiB, ``Cache-Control: no-store`` (always passed through).
+- ``GET /public/small``: 1 KiB, ``Cache-Control: public, max-age=3600`` (cacheable for requests
+  with a token too).
 - ``GET /large``: 1 MiB, ``no-store``.
 - ``GET /__stats``: JSON ``{path: requests seen}``, so the suite can prove a cache hit never
   reached the origin. Not counted itself.
@@ -39,6 +41,8 @@ def _response(body: bytes, cache_control: bytes, content_type: bytes = b"text/pl
 FIXED = {
     b"/small": _response(SMALL, b"max-age=3600"),
     b"/nc/small": _response(SMALL, b"no-store"),
+    # Shareable with Authorization (RFC 9111 §3.5): the guards' benchmark sends a token.
+    b"/public/small": _response(SMALL, b"public, max-age=3600"),
     b"/large": _response(LARGE, b"no-store"),
 }
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"

@@ -97,6 +97,8 @@ def format_combined(ex: Exchange) -> str:
     )
     if ex.error_kind is not None:
         line += f" error={ex.error_kind}"
+    if ex.refusal is not None:
+        line += f" reason={ex.refusal}"
     if ex.tunnel_up is not None:
         line += f" tunnel_up={ex.tunnel_up} tunnel_down={ex.tunnel_down}"
     return line
@@ -127,6 +129,8 @@ def format_json(ex: Exchange) -> str:
     }
     if ex.error_kind is not None:
         record["error"] = ex.error_kind
+    if ex.refusal is not None:
+        record["reason"] = ex.refusal
     if ex.tunnel_up is not None:
         record["tunnel_up"] = ex.tunnel_up
         record["tunnel_down"] = ex.tunnel_down

@@ -49,6 +49,10 @@ class Answers(Endpoint):
         self.proto = b"https" if tls else b"http"
         # The request being served: what metrics and the access log get when it ends.
         self.exchange = Exchange("-", b"-", b"-")
+        # What its server's guards add to its answer (CORS, RateLimit), and whether they own
+        # the Access-Control-* fields (the backend's are dropped): set per request.
+        self.answer_fields: tuple[tuple[bytes, bytes], ...] = ()
+        self.owns_cors = False
 
     def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -81,6 +85,7 @@ class Answers(Endpoint):
 
     def _start_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Send the head of a response of our own (h11 validates and frames it)."""
+        headers.extend(self.answer_fields)
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
         reason = reason_phrase(status)
@@ -102,6 +107,7 @@ class Answers(Endpoint):
         and rebuilt a second time. Outside h11 every field goes out as is: the fast lane's
         responses are framed by one Content-Length, the backend's. Our Cache-Status (the
         last one) is left out unless ``show_cache_status``; the access log still gets it."""
+        headers.extend(self.answer_fields)
         if self.ctx.draining:
             headers.append((b"Connection", b"close"))
         by_h11 = () if self._outside_h11 else _FRAMING_FIELDS
@@ -166,6 +172,7 @@ class Answers(Endpoint):
                 view.method,
             )
         else:
+            self.exchange.refusal = answer.reason
             self._respond_plain(answer.status, answer.body, headers=answer.headers)
 
     def _answer_from_cache(
@@ -217,6 +224,7 @@ class Answers(Endpoint):
         parts = [
             head[:-2],  # up to, not including, the blank line that ends the head
             wire_headers,
+            *(b"%s: %s\r\n" % field for field in self.answer_fields),
             age_and_status(age, cache_status, show_cache_status),
         ]
         if method != b"HEAD" and body:

@@ -69,6 +69,12 @@ def risky_settings(config: Config) -> list[str]:
                 "machine: requests that fall back (cookies and Authorization included) cross "
                 "the network unencrypted"
             )
+        if server.token_cookie is not None and server.allowed_origins is None:
+            warnings.append(
+                f"server.{server.name}.allowed_origins: not set while tokens come from the "
+                f"{server.token_cookie!r} cookie: any web page can open an authenticated "
+                "WebSocket to this server with its visitors' cookies (list your origins)"
+            )
         bypassed = _h2c_bypasses(server)
         if bypassed:
             warnings.append(
@@ -83,6 +89,8 @@ def _h2c_bypasses(server: ServerConfig) -> list[str]:
     if not server.enable_websocket or not allows(server.upgrade_protocols, H2C):
         return []
     rules = {
+        "the token check": server.auth_required,
+        "the rate limit": server.rate_limit,
         "the webhooks": server.webhooks,
         "hosts": server.hosts,
         "exclude_paths": server.exclude_paths,

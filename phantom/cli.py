@@ -1,5 +1,5 @@
-"""Command line: ``phantom serve``, ``phantom check``, ``phantom reload``, ``phantom relay``
-and ``phantom expose``.
+"""Command line: ``phantom serve``, ``phantom check``, ``phantom reload``, ``phantom relay``,
+``phantom expose``, the control calls and ``phantom token``.
 
 Also the small runner every long-running command uses: :func:`run` picks the event loop
 (asyncio or uvloop) and turns SIGINT/SIGTERM into a graceful stop (first signal) or a forced
@@ -862,3 +862,102 @@ def reload(config_path: str, pid: int | None) -> None:
     except OSError as exc:
         _fail(f"cannot signal process {pid}: {_reason(exc)}", EXIT_RUNTIME)
     click.echo(f"phantom: sent SIGHUP to {pid}")
+
+
+# --------------------------------------------------------------------------- tokens
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> int:
+    """``90``, ``30s``, ``15m``, ``1h``, ``7d`` -> seconds."""
+    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")) :]
+    if not number.isdigit() or unit not in _DURATION_UNITS or int(number) == 0:
+        _fail(f"--ttl: expected a duration such as 3600, 30m, 1h or 7d, got {text!r}", EXIT_USAGE)
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _claim(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE``: VALUE as JSON when it is (``3``, ``true``, ``["a","b"]``), else text."""
+    import json
+
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        _fail(f"--claim: expected NAME=VALUE, got {text!r}", EXIT_USAGE)
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+@main.command()
+@click.option(
+    "--secret",
+    metavar="SECRET",
+    help='HMAC secret, or "$env:NAME" (default: [jwt] secret of --config).',
+)
+@_config_file_option("Configuration file whose [jwt] gives the secret, issuer and audience.")
+@click.option("--sub", metavar="SUBJECT", help="The sub claim.")
+@click.option(
+    "--ttl", default="1h", show_default=True, metavar="DURATION", help="Lifetime: 90, 30m, 1h, 7d."
+)
+@click.option(
+    "--claim",
+    "claims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Another claim (VALUE read as JSON when it is); repeatable.",
+)
+@click.option("--issuer", metavar="ISS", help="The iss claim (default: [jwt] issuer).")
+@click.option("--audience", metavar="AUD", help="The aud claim (default: [jwt] audience).")
+@click.option(
+    "--algorithm",
+    type=click.Choice(["HS256", "HS384", "HS512"]),
+    default="HS256",
+    show_default=True,
+    help="Signature algorithm.",
+)
+def token(
+    secret: str | None,
+    config_path: str,
+    sub: str | None,
+    ttl: str,
+    claims: tuple[str, ...],
+    issuer: str | None,
+    audience: str | None,
+    algorithm: str,
+) -> None:
+    """Print a signed JWT (HS256 by default), for trying auth_required out and for tests."""
+    import time
+
+    from phantom.jwtkeys import HMAC_MIN_BYTES
+
+    try:
+        import jwt
+    except ImportError:
+        _fail("token: needs PyJWT: pip install 'phantom-proxy[jwt]'", EXIT_USAGE)
+    if secret is None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as err:
+            _fail(f"{err} (or pass --secret)", EXIT_USAGE)
+        if config.jwt is None or config.jwt.secret is None:
+            _fail(f"{config.source}: jwt.secret: not set; set it, or pass --secret", EXIT_USAGE)
+        secret = config.jwt.secret
+        issuer = issuer or config.jwt.issuer
+        audience = audience or (config.jwt.audience[0] if config.jwt.audience else None)
+    elif secret.startswith("$env:"):
+        name = secret[len("$env:") :]
+        if name not in os.environ:
+            _fail(f"--secret: environment variable {name} is not set", EXIT_USAGE)
+        secret = os.environ[name]
+    needed = HMAC_MIN_BYTES[algorithm]
+    if len(secret.encode()) < needed:
+        _fail(f"--secret: must be at least {needed} bytes for {algorithm}", EXIT_USAGE)
+    now = int(time.time())
+    payload: dict[str, Any] = {"iat": now, "exp": now + _duration(ttl)}
+    for name, value in (("sub", sub), ("iss", issuer), ("aud", audience)):
+        if value is not None:
+            payload[name] = value
+    payload.update(_claim(text) for text in claims)
+    click.echo(jwt.encode(payload, secret, algorithm=algorithm))

@@ -15,6 +15,7 @@ The TOML shape::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import ipaddress
 import math
 import os
@@ -32,8 +33,10 @@ from phantom.cache.rules import CACHE_STRATEGIES, parse_path_rule
 from phantom.command import CommandError, parse_command
 from phantom.dotenv import DotenvError, parse_dotenv
 from phantom.errors import ConfigError
+from phantom.jwtkeys import HMAC_MIN_BYTES, JWT_FAMILIES, KeyProblem, load_public_key
 from phantom.microfrontends import DEFAULT_PORT as MICROFRONTENDS_PORT
 from phantom.microfrontends import parse_microfrontends
+from phantom.origins import parse_origin_pattern
 from phantom.patterns import parse_pattern, parse_rewrite, serves
 
 if sys.version_info >= (3, 11):
@@ -104,6 +107,9 @@ class BackendURL:
 WEBHOOK_TYPES: Final = ("blocking", "notify", "cache_key")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
     """One ``[[server.NAME.webhooks]]`` entry."""
@@ -111,6 +117,51 @@ class WebhookConfig:
     url: BackendURL
     type: str  # blocking | notify | cache_key
     timeout_ms: int = 5000
+
+
+_ASYMMETRIC: Final = JWT_FAMILIES["rsa"] + JWT_FAMILIES["ec"] + JWT_FAMILIES["okp"]
+
+
+@dataclass(frozen=True, slots=True)
+class JwtConfig:
+    """The root ``[jwt]`` table: where the keys come from and what every token must say.
+    Exactly one of ``secret``, ``public_key``, ``jwks_url``."""
+
+    secret: str | None = field(default=None, repr=False)  # HMAC key (HS256/384/512)
+    public_key: str | None = None  # PEM file (absolute once loaded)
+    jwks_url: BackendURL | None = None  # fetched at start, refreshed (phantom.jwks)
+    jwks_optional_at_start: bool = False  # start even when jwks_url can't be fetched
+    algorithms: tuple[str, ...] = ()  # filled in from the key when only one kind fits
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()  # any of these; () = aud not checked
+    leeway: float = 30.0  # seconds of clock skew allowed on exp, nbf, iat
+    required_claims: tuple[str, ...] = ("exp",)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """``rate_limit = {requests, per, burst, key}``: ``requests`` per ``per`` seconds for each
+    key, at most ``burst`` at once (a token bucket of ``burst``, refilled at requests/per)."""
+
+    requests: int
+    per: float
+    burst: int
+    key: str = "client_ip"  # client_ip | jwt:CLAIM | header:NAME
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """``cors = {origins, methods, headers, credentials, max_age}``."""
+
+    origins: tuple[str, ...]  # origin patterns (phantom.origins) or "*"
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST")
+    headers: tuple[str, ...] = ()  # request headers a preflight may ask for, lowercase
+    credentials: bool = False
+    max_age: int = 600
+
+
+# A claim's expected value in auth_claims.
+ClaimValue = str | int | float | bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +202,24 @@ class ServerConfig:
     # Per-server overrides of the root keys of the same name (see _INHERITED).
     max_body_bytes: int = 0
     tunnel_idle_timeout: float = 0.0
+    tunnel_rate: int = 0  # bytes per second per direction of a tunnel; 0 = no cap
+    tunnel_max_bytes: int = 0  # bytes a tunnel may move (both ways) before it is closed; 0 = any
+    rate_limit_max_keys: int = 100_000  # keys the rate limiter remembers (least recent go)
+
+    # Edge guards, in the order a request meets them (docs/configuration.md "Guards").
+    allow: tuple[Network, ...] = ()  # client addresses let in; () = any
+    deny: tuple[Network, ...] = ()  # client addresses refused; wins over allow
+    cors: CorsConfig | None = None  # CORS preflights answered here, Allow-* fields added
+    allowed_origins: tuple[str, ...] | None = None  # Origin patterns an upgrade may carry
+    require_origin: bool = False  # an upgrade without Origin is refused too
+    rate_limit: RateLimitConfig | None = None
+    rate_limit_headers: bool = False  # RateLimit-Policy / RateLimit on every answer
+    auth_required: bool = False  # a valid JWT ([jwt]) or 401
+    auth_claims: tuple[tuple[str, ClaimValue], ...] = ()  # claim must equal (or list contain)
+    forward_claims: tuple[tuple[str, str], ...] = ()  # claim -> request header to the backend
+    token_cookie: str | None = None  # cookie a token may come in
+    token_query: str = "access_token"  # query parameter a token may come in; "" = none
+    tunnel_auth_expiry: str = "keep"  # keep | close: a tunnel whose token expires
 
     store_set_cookie: bool = False  # store responses with Set-Cookie that are not public
     serve_stale_on_error: float = 0.0  # default stale-if-error window in seconds; 0 = none
@@ -196,8 +265,6 @@ class RelayConfig:
     # Also reach agents at relay_domain/NAME/... (one origin for all agents: off by default).
     relay_path_mode: bool = False
 
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
@@ -255,6 +322,10 @@ class Config:
     max_connections_per_client: int = 256
     max_tunnels_per_client: int = 64
     tunnel_idle_timeout: float = 0.0  # 0 = a quiet tunnel lives as long as both ends do
+    tunnel_rate: int = 0  # default of server.NAME.tunnel_rate
+    tunnel_max_bytes: int = 0  # default of server.NAME.tunnel_max_bytes
+    rate_limit_max_keys: int = 100_000  # default of server.NAME.rate_limit_max_keys
+    jwt: JwtConfig | None = None  # [jwt]: keys and claims for auth_required servers
     trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-* are kept
     pid_file: str | None = None  # serve writes its pid here; `phantom reload` reads it
     https_port: int | None = None  # None = no TLS listener; needs cert_path and key_path
@@ -489,7 +560,7 @@ def _check_rewrite(value: object) -> str:
     return text
 
 
-# RFC 9110 §5.6.2: a method is a token.
+# RFC 9110 §5.6.2: a token (methods, header and cookie names).
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -523,6 +594,7 @@ def _check_hosts(value: object) -> tuple[str, ...]:
 
 
 PROXY_MODES: Final = ("dynamic", "pre_generate")
+TUNNEL_AUTH_EXPIRY: Final = ("keep", "close")
 
 
 def _check_choice(value: object, choices: tuple[str, ...]) -> str:
@@ -674,6 +746,137 @@ def _check_name_patterns(value: object) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+# --------------------------------------------------------------------------- guard values
+#
+# The edge guards' keys (docs/configuration.md "Guards"): sizes, origins, claims, names.
+
+_SIZE_UNITS: Final = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2,
+    "mib": 1 << 20, "g": 1000**3, "gb": 1000**3, "gib": 1 << 30,
+}
+_SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+
+
+def _check_byte_size(value: object) -> int:
+    """Bytes: an integer, or text such as ``"1MiB"``, ``"512 KiB"``, ``"10MB"``."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        unit = match and _SIZE_UNITS.get(match[2].lower())
+        if not match or unit is None:
+            raise _Invalid(f'expected bytes such as 1048576 or "1MiB", got {value!r}')
+        return int(float(match[1]) * unit)
+    return _check_size(value)
+
+
+# Request fields a claim may not be forwarded as: framing, routing and what only a proxy sets.
+_RESERVED_FIELDS: Final = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
+        "trailer", "keep-alive", "proxy-connection", "authorization", "cookie", "forwarded",
+        "via", "x-real-ip",
+    }
+)
+
+
+def _check_token(value: object) -> str:
+    text = _check_str(value)
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f"expected a name of letters, digits and -_.!#$%&'*+^`|~, got {text!r}")
+    return text
+
+
+def _check_string_list(value: object, item: Callable[[object], str]) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f"expected an array of strings, got {_type_name(value)}")
+    return tuple(dict.fromkeys(item(entry) for entry in value))
+
+
+def _check_origin_patterns(value: object) -> tuple[str, ...]:
+    def one(item: object) -> str:
+        try:
+            return str(parse_origin_pattern(_check_str(item)))
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+
+    return _check_string_list(value, one)
+
+
+def _check_forwarded_field(value: object) -> str:
+    name = _check_token(value)
+    lower = name.lower()
+    if lower in _RESERVED_FIELDS or lower.startswith(("x-forwarded-", "proxy-")):
+        raise _Invalid(f"{name!r} is a field phantom or the client's framing owns; pick another")
+    if "_" in name:
+        # phantom removes fields with "_" from untrusted clients (CGI reads them as "-").
+        raise _Invalid(f"use '-' rather than '_' in a header name, got {name!r}")
+    return name
+
+
+def _check_claim_map(value: object) -> tuple[tuple[str, Any], ...]:
+    table = _check_table(value)
+    return tuple((_check_str(claim), claimed) for claim, claimed in table.items())
+
+
+def _check_auth_claims(value: object) -> tuple[tuple[str, ClaimValue], ...]:
+    pairs = _check_claim_map(value)
+    for claim, expected in pairs:
+        if not isinstance(expected, (str, int, float)):
+            raise _Invalid(
+                f"{claim}: expected a string, number or boolean, got {_type_name(expected)}"
+            )
+    return pairs
+
+
+def _check_forward_claims(value: object) -> tuple[tuple[str, str], ...]:
+    pairs = tuple((claim, _check_forwarded_field(name)) for claim, name in _check_claim_map(value))
+    names = [name.lower() for _, name in pairs]
+    if len(set(names)) != len(names):
+        raise _Invalid("two claims are forwarded in the same header")
+    return pairs
+
+
+def _check_query_name(value: object) -> str:
+    text = _check_str(value)
+    if any(ch in text for ch in "&=#? ") or not text.isprintable():
+        raise _Invalid(f'expected a query parameter name (or "" for none), got {text!r}')
+    return text
+
+
+RATE_LIMIT_KEYS: Final = ("client_ip", "jwt:CLAIM", "header:NAME")
+
+
+def _check_rate_key(value: object) -> str:
+    text = _check_str(value)
+    kind, _, name = text.partition(":")
+    if text == "client_ip" or (kind == "jwt" and name):
+        return text
+    if kind == "header" and _TOKEN.fullmatch(name):
+        return text.lower()
+    raise _Invalid(f"expected one of {', '.join(RATE_LIMIT_KEYS)}, got {text!r}")
+
+
+def _check_audience(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (_check_secret(value),)
+    return _check_string_list(value, _check_secret)
+
+
+def _check_algorithms(value: object) -> tuple[str, ...]:
+    known = [name for family in JWT_FAMILIES.values() for name in family]
+
+    def one(item: object) -> str:
+        text = _check_str(item)
+        if text not in known:
+            # "none" too: an unsigned token is never accepted.
+            raise _Invalid(f"expected some of {', '.join(known)}, got {text!r}")
+        return text
+
+    algorithms = _check_string_list(value, one)
+    if not algorithms:
+        raise _Invalid("must name at least one algorithm")
+    return algorithms
+
+
 # --------------------------------------------------------------------------- tables
 
 ENV_PREFIX: Final = "$env:"
@@ -728,6 +931,9 @@ _ROOT_CHECKS: Final[dict[str, _Check]] = {
     "max_connections_per_client": _check_size,
     "max_tunnels_per_client": _check_size,
     "tunnel_idle_timeout": _check_ttl,
+    "tunnel_rate": _check_byte_size,
+    "tunnel_max_bytes": _check_byte_size,
+    "rate_limit_max_keys": _check_count,
     "trusted_proxies": _check_networks,
     "pid_file": _check_secret,
     "https_port": parse_port,
@@ -793,6 +999,20 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "cache_status_header": _check_bool,
     "max_body_bytes": _check_size,
     "tunnel_idle_timeout": _check_ttl,
+    "tunnel_rate": _check_byte_size,
+    "tunnel_max_bytes": _check_byte_size,
+    "rate_limit_max_keys": _check_count,
+    "allow": _check_networks,
+    "deny": _check_networks,
+    "allowed_origins": _check_origin_patterns,
+    "require_origin": _check_bool,
+    "rate_limit_headers": _check_bool,
+    "auth_required": _check_bool,
+    "auth_claims": _check_auth_claims,
+    "forward_claims": _check_forward_claims,
+    "token_cookie": _check_token,
+    "token_query": _check_query_name,
+    "tunnel_auth_expiry": lambda value: _check_choice(value, TUNNEL_AUTH_EXPIRY),
     "backend_ca": _check_path,
     "backend_tls_verify": _check_bool,
 }
@@ -806,8 +1026,40 @@ _RELAY_CHECKS: Final[dict[str, _Check]] = {
     "relay_path_mode": _check_bool,
 }
 
+_JWT_CHECKS: Final[dict[str, _Check]] = {
+    "secret": _check_secret,
+    "public_key": _check_path,
+    "jwks_url": parse_backend_url,
+    "jwks_optional_at_start": _check_bool,
+    "algorithms": _check_algorithms,
+    "issuer": _check_secret,
+    "audience": _check_audience,
+    "leeway": _check_ttl,
+    "required_claims": lambda value: _check_string_list(value, _check_secret),
+}
+
+_RATE_LIMIT_CHECKS: Final[dict[str, _Check]] = {
+    "requests": _check_count,
+    "per": _check_timeout,
+    "burst": _check_count,
+    "key": _check_rate_key,
+}
+
+_CORS_CHECKS: Final[dict[str, _Check]] = {
+    "origins": lambda value: _check_string_list(
+        value, lambda item: "*" if item == "*" else _check_origin_patterns([item])[0]
+    ),
+    "methods": lambda value: _check_string_list(value, _check_token),
+    "headers": lambda value: tuple(h.lower() for h in _check_string_list(value, _check_token)),
+    "credentials": _check_bool,
+    "max_age": _check_size,
+}
+
 # Server keys that default to the root key of the same name.
-_INHERITED: Final[tuple[str, ...]] = ("max_body_bytes", "tunnel_idle_timeout")
+_INHERITED: Final[tuple[str, ...]] = (
+    "max_body_bytes", "tunnel_idle_timeout", "tunnel_rate", "tunnel_max_bytes",
+    "rate_limit_max_keys",
+)
 # Server keys that name one app: not in [defaults].
 _PER_APP: Final = frozenset(
     {"proxy_url", "bind_to", "rewrite", "hosts", "execute", "execute_dir", "pre_generate_paths"}
@@ -926,7 +1178,10 @@ class _Reader:
         defaults_raw = root.pop("defaults", None)
         microfrontends = root.pop("microfrontends", None)
         redis = self.redis(root.pop("redis", None))
+        jwt_raw = root.pop("jwt", None)
         values = self.table(root, _ROOT_CHECKS, ())
+        if jwt_raw is not None:
+            values["jwt"] = self.jwt(jwt_raw)
         layers = [("the root key", {key: values[key] for key in _INHERITED if key in values})]
         if defaults_raw is not None:
             layers.append(("[defaults]", self.defaults(defaults_raw)))
@@ -940,6 +1195,8 @@ class _Reader:
         else:
             servers = self.servers(servers_raw, layers, apps)
         self.check_redis_users(redis, servers)
+        if "jwt" not in values:
+            self.check_jwt_users(servers)
         self.tls_listener(values)
         for key in ("cert_path", "key_path"):
             if key in values:
@@ -1106,6 +1363,126 @@ class _Reader:
         self.check_mounts(servers)
         return servers
 
+    def jwt(self, raw: object) -> JwtConfig:
+        """The ``[jwt]`` table: one key source, algorithms that fit it, a long enough secret."""
+        values = self.table(self.check("jwt", _check_table, raw), _JWT_CHECKS, ("jwt",))
+        if importlib.util.find_spec("jwt") is None:
+            raise self.error("jwt", "needs PyJWT: pip install 'phantom-proxy[jwt]'")
+        sources = [key for key in ("secret", "public_key", "jwks_url") if key in values]
+        if len(sources) != 1:
+            problem = "set only one of" if sources else "missing: set one of"
+            raise self.error("jwt", f"{problem} secret, public_key, jwks_url")
+        if "public_key" in values:
+            values["public_key"] = os.path.abspath(self.path(values["public_key"]))
+        fitting = self.jwt_key_algorithms(values)
+        algorithms = values.get("algorithms")
+        if algorithms is None:
+            if fitting is None:
+                raise self.error(
+                    "jwt.algorithms",
+                    'missing: a JWKS may hold several kinds of key; name them, e.g. ["RS256"]',
+                )
+            # HS256 alone for a secret: the longer hashes want longer secrets (below).
+            values["algorithms"] = fitting[:1] if "secret" in values else fitting
+        else:
+            # A JWKS never checks HMAC: its public keys would become secrets anyone knows.
+            wrong = [a for a in algorithms if a not in (fitting or _ASYMMETRIC)]
+            if wrong:
+                raise self.error(
+                    "jwt.algorithms",
+                    f"{', '.join(wrong)} can't be checked with {sources[0]} (a token could pick "
+                    "an algorithm that turns the key against itself)",
+                )
+        secret = values.get("secret")
+        if secret is not None:
+            needed = max(HMAC_MIN_BYTES[a] for a in values["algorithms"])
+            if len(secret.encode()) < needed:
+                raise self.error(
+                    "jwt.secret",
+                    f"must be at least {needed} bytes for {', '.join(values['algorithms'])}, "
+                    f"got {len(secret.encode())} (a short secret can be guessed offline)",
+                )
+        return JwtConfig(**values)
+
+    def jwt_key_algorithms(self, values: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The algorithms the ``[jwt]`` key can check; None for a JWKS (any kind of key)."""
+        if "secret" in values:
+            return JWT_FAMILIES["hmac"]
+        if "jwks_url" in values:
+            return None
+        try:
+            return load_public_key(values["public_key"]).algorithms
+        except KeyProblem as exc:
+            raise self.error("jwt.public_key", str(exc)) from None
+
+    def check_jwt_users(self, servers: tuple[ServerConfig, ...]) -> None:
+        """Without ``[jwt]`` there is no key to check a token with."""
+        for server in servers:
+            users = {
+                "auth_required": server.auth_required,
+                "rate_limit": server.rate_limit and server.rate_limit.key.startswith("jwt:"),
+            }
+            for key, used in users.items():
+                if used:
+                    raise self.error(
+                        _dotted("server", server.name, key),
+                        "needs a [jwt] table with the key tokens are checked with",
+                    )
+
+    def check_guards(self, name: str, values: Mapping[str, Any]) -> None:
+        """Guard keys that only mean something together."""
+        needs_auth = {
+            "auth_claims": bool(values.get("auth_claims")),
+            "forward_claims": bool(values.get("forward_claims")),
+            "tunnel_auth_expiry": values.get("tunnel_auth_expiry") == "close",
+        }
+        for key, set_ in needs_auth.items():
+            if set_ and not values.get("auth_required"):
+                raise self.error(_dotted("server", name, key), "needs auth_required = true")
+        if values.get("require_origin") and values.get("allowed_origins") is None:
+            raise self.error(
+                _dotted("server", name, "require_origin"),
+                "needs allowed_origins (the origins an upgrade may come from)",
+            )
+
+    def subtable(
+        self, raw: object, checks: Mapping[str, _Check], prefix: tuple[str, ...]
+    ) -> dict[str, Any]:
+        return self.table(self.check(_dotted(*prefix), _check_table, raw), checks, prefix)
+
+    def rate_limit(self, raw: object, prefix: tuple[str, ...]) -> RateLimitConfig:
+        values = self.subtable(raw, _RATE_LIMIT_CHECKS, prefix)
+        for required in ("requests", "per"):
+            if required not in values:
+                raise self.error(_dotted(*prefix, required), "missing")
+        values.setdefault("burst", values["requests"])
+        return RateLimitConfig(**values)
+
+    def cors(self, raw: object, prefix: tuple[str, ...]) -> CorsConfig:
+        values = self.subtable(raw, _CORS_CHECKS, prefix)
+        if "origins" not in values:
+            raise self.error(_dotted(*prefix, "origins"), 'missing, e.g. ["https://app.example.com"]')
+        if values.get("credentials") and "*" in values["origins"]:
+            raise self.error(
+                _dotted(*prefix, "origins"),
+                '"*" with credentials = true would let every site read answers made with the '
+                "user's cookies; list the origins",
+            )
+        return CorsConfig(**values)
+
+    def check_single_process(
+        self, control_port: int | None, servers: tuple[ServerConfig, ...], key: str
+    ) -> None:
+        """What workers > 1 cannot do yet: each worker has its own cache (one control listener
+        could not reach them all), and each would start its own copy of an execute command."""
+        if control_port is not None:
+            raise self.error(key, "control_port works with workers = 1 only (for now)")
+        for server in servers:
+            if server.execute is not None:
+                raise self.error(
+                    key, f"server.{server.name}.execute works with workers = 1 only (for now)"
+                )
+
     def check_mounts(self, servers: tuple[ServerConfig, ...]) -> None:
         """Two servers with entries matching the same paths for the same host and a method in
         common: the second could never be reached."""
@@ -1143,9 +1520,15 @@ class _Reader:
         """A ``[server.NAME]`` or ``[defaults]`` table, checked; relative paths made absolute."""
         body = dict(self.check(_dotted(*prefix), _check_table, body))
         hooks = body.pop("webhooks", None)
+        rate_limit = body.pop("rate_limit", None)
+        cors = body.pop("cors", None)
         values = self.table(body, _SERVER_CHECKS, prefix)
         if hooks is not None:
             values["webhooks"] = self.webhooks(hooks, (*prefix, "webhooks"))
+        if rate_limit is not None:
+            values["rate_limit"] = self.rate_limit(rate_limit, (*prefix, "rate_limit"))
+        if cors is not None:
+            values["cors"] = self.cors(cors, (*prefix, "cors"))
         for key in ("cache_directory", "backend_ca"):
             if values.get(key):
                 values[key] = os.path.abspath(self.path(values[key]))
@@ -1172,6 +1555,7 @@ class _Reader:
             raise self.error(
                 key("cache_directory"), 'required when cache_storage_mode = "filesystem"'
             )
+        self.check_guards(name, values)
         server = ServerConfig(name=name, origins=tuple(origins.items()), **values)
         if server.rewrite is not None:
             for entry in server.bind_to:
@@ -1325,9 +1709,21 @@ def _size_note(value: int) -> str:
     return ""
 
 
+# Keys whose value is a table of claim -> value, kept as a tuple of pairs.
+_PAIR_TABLES: Final = frozenset({"auth_claims", "forward_claims"})
+
+
 def _toml_value(key: str, value: object) -> str:
+    if key in _PAIR_TABLES and isinstance(value, tuple):
+        items = ", ".join(f"{_key_part(name)} = {_toml_value(name, item)}" for name, item in value)
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, (RateLimitConfig, CorsConfig)):
+        items = ", ".join(
+            f"{f.name} = {_toml_value(f.name, getattr(value, f.name))}" for f in fields(value)
+        )
+        return "{ " + items + " }"
     if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_string(str(item)) for item in value) + "]"
+        return "[" + ", ".join(_toml_value(key, item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -1335,12 +1731,10 @@ def _toml_value(key: str, value: object) -> str:
         return text + (_size_note(value) if key.endswith("_bytes") else "")
     if isinstance(value, float):
         return _number_text(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(key, item) for item in value) + "]"
     return _toml_string(str(value))
 
 
-_SECRETS: Final = frozenset({"control_auth"})
+_SECRETS: Final = frozenset({"control_auth", "secret"})
 
 
 def _describe_field(name: str, value: object, origin: str | None = None) -> str:
@@ -1364,10 +1758,10 @@ def describe(config: Config) -> str:
         f"# phantom: effective configuration from {source} (defaults filled in; a server's "
         "key set in the file says where it came from)"
     ]
+    # [redis], [relay] and [jwt], when set, follow the root keys as tables of their own.
+    tables = [name for name in ("redis", "relay", "jwt") if getattr(config, name) is not None]
     for f in fields(Config):
-        if f.name not in ("servers", "source", "dotenv_vars") and (
-            f.name not in ("relay", "redis") or getattr(config, f.name) is None  # tables follow
-        ):
+        if f.name not in ("servers", "source", "dotenv_vars", *tables):
             lines.append(_describe_field(f.name, getattr(config, f.name)))
     if config.redis is not None:
         lines.extend(("", "[redis]"))
@@ -1387,6 +1781,10 @@ def describe(config: Config) -> str:
         lines.append("")
         lines.append("[relay.tokens]")
         lines.append(f"# {len(config.relay.tokens)} token(s) set (not shown)")
+    jwt = config.jwt
+    if jwt is not None:
+        lines.extend(["", "[jwt]"])  # its secret is not shown
+        lines.extend(_describe_field(f.name, getattr(jwt, f.name)) for f in fields(jwt))
     for server in config.servers:
         origins = dict(server.origins)
         lines.append("")

@@ -24,6 +24,7 @@ import h11
 from . import clients, framing, handshake
 from . import headers as hdr
 from .answers import ClientGone, over_limit
+from .bearer import take_param
 from .context import ProxyContext, Site
 from .endpoint import EndpointClosed, ReadTimeout
 from .errors import PhantomError, RequestRejected
@@ -154,6 +155,9 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
         await self.drain()
         self.served += 1
         outcome = "close"
+        if self.answer_fields or self.owns_cors:  # the last request's guards said them
+            self.answer_fields = ()
+            self.owns_cors = False
         if isinstance(request, SimpleForward):
             self.exchange = exchange = request.exchange
             handling = self._forward_simple(request)
@@ -313,8 +317,12 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
             # From here on every rule reads the target in its normal form, as the backend will.
             request = _with_target(request, route.path, raw_headers)
         site = self.sites[route.server.name]
-        self.exchange.server = site.config.name
-        self.exchange.backend = site.config.proxy_url
+        exchange = self.exchange
+        exchange.server = site.config.name
+        exchange.backend = site.config.proxy_url
+        if site.token_param is not None:
+            # A token in the query never reaches the log, whatever becomes of the request.
+            exchange.target = take_param(exchange.target, site.token_param)[0]
         decided = self.decided
         if decided is not None:  # the fast lane read this request and asked the stages
             self.decided = None
@@ -329,6 +337,11 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
             )
             stages = site.stages
             answer = stages.check(view) if stages.sync else await stages.run(view)
+        target = route.target
+        if view.passes_on:
+            self.answer_fields = view.answer_fields
+            self.owns_cors = view.owns_cors
+            request, target, raw_headers = self._guarded(view, request, target, raw_headers)
         if answer is not None:
             await self._read_body()
             self._answer(site, answer, view)
@@ -336,13 +349,38 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
         try:
             if view.upgrade:
                 return await self._upgrade(
-                    site, request, route.target, handshake.offering_only(raw_headers, view.upgrade)
+                    site,
+                    request,
+                    target,
+                    handshake.offering_only(raw_headers, view.upgrade),
+                    close_at=view.expires,
                 )
-            return await self._serve_http(site, request, route.target, raw_headers, view)
+            return await self._serve_http(site, request, target, raw_headers, view)
         except RequestRejected:
             raise
         except PhantomError as exc:
             return self._backend_failed(site, request, exc)
+
+    def _guarded(
+        self,
+        view: RequestView,
+        request: h11.Request,
+        target: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+    ) -> tuple[h11.Request, bytes, list[tuple[bytes, bytes]]]:
+        """The request as the guards leave it for the cache and the backend: the token's query
+        parameter out of every target (the log's too), the client's claim fields replaced by
+        the verified ones. (The access log's target lost the parameter in ``_handle``.)"""
+        if view.drop_fields or view.forward_fields:
+            dropped = view.drop_fields
+            raw_headers = [(n, v) for n, v in raw_headers if n.lower() not in dropped]
+            raw_headers += view.forward_fields
+        param = view.token_param
+        if param is not None:
+            target = take_param(target, param)[0]
+        if param is not None or view.forward_fields or view.drop_fields:
+            request = _with_target(request, view.target, raw_headers)
+        return request, target, raw_headers
 
     @staticmethod
     def _tunnel_offer(site: Site, raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:

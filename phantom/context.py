@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cachetools import TTLCache
 
@@ -19,7 +19,7 @@ from .cache.rules import CacheRules, parse_path_rule
 from .cache.shared import SharedStore
 from .cache.store import CachedResponse, CacheStore, Key
 from .clients import Hold, Shares
-from .config import Config, ServerConfig
+from .config import Config, JwtConfig, Network, ServerConfig
 from .descriptors import DescriptorWatch, open_file_limit
 from .endpoint import DetachedState
 from .errors import PhantomError, SnapshotError
@@ -34,6 +34,9 @@ from .tls import backend_context
 from .tunnel import Tunnel
 from .upstream import Upstream
 from .webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from .jwtauth import Verifier
 
 log = logging.getLogger("phantom")
 
@@ -72,14 +75,22 @@ class Site:
     webhooks: Webhooks
     rules: CacheRules
     cache_key: KeyFunction | None = None
+    trusted_proxies: tuple[Network, ...] = ()  # the guards' client address is the one after
+    verifier: Verifier | None = None  # the proxy's one [jwt] checker, shared by every site
     inflight: dict[Key, asyncio.Future[None]] = field(default_factory=dict)
     uncacheable: TTLCache[Key, bool] = field(init=False)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     # Its guards, in the one order of stages.ORDER.
     stages: Stages = field(init=False)
+    token_param: bytes | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.uncacheable = TTLCache(UNCACHEABLE_KEYS, UNCACHEABLE_SECONDS, timer=self.cache.clock)
+        config = self.config
+        # The query parameter an auth_required server takes its token from (kept out of logs).
+        self.token_param = (
+            config.token_query.encode() if config.auth_required and config.token_query else None
+        )
         self.stages = Stages.build(self)
 
     @classmethod
@@ -89,6 +100,7 @@ class Site:
         config: Config,
         cache_key: KeyFunction | None = None,
         redis: RedisLink | None = None,
+        verifier: Verifier | None = None,
     ) -> Site:
         """``redis``: the process's link to the ``[redis]`` Redis, for redis mode."""
         upstream = Upstream(
@@ -120,6 +132,8 @@ class Site:
                 exclude=tuple(parse_path_rule(rule) for rule in server.exclude_paths),
             ),
             cache_key=cache_key,
+            trusted_proxies=config.trusted_proxies,
+            verifier=verifier,
         )
 
     def close_pools(self) -> None:
@@ -245,6 +259,7 @@ class ProxyContext:
     descriptors: DescriptorWatch = field(
         default_factory=lambda: DescriptorWatch(open_file_limit())
     )
+    verifier: Verifier | None = None  # of [jwt]; its JWKS (if any) is fetched by Proxy.start
 
     def client_accepted(self, transport: asyncio.BaseTransport) -> None:
         """Warn (rate-limited) when the newly accepted client's descriptor is close to the
@@ -268,9 +283,10 @@ class ProxyContext:
         client: DetachedState,
         backend: DetachedState,
         label: str,
-        idle_timeout: float,
+        server: ServerConfig,
         exchange: Exchange,
         holds: Sequence[Hold] = (),
+        close_at: float | None = None,
     ) -> Tunnel:
         """Splice ``client`` and ``backend``; the ``holds`` (the client's shares the tunnel
         takes up) are given back when it closes."""
@@ -285,7 +301,16 @@ class ProxyContext:
             exchange.body_bytes = down
             self.exchange_done(exchange)
 
-        tunnel = Tunnel(client, backend, label=label, on_close=closed, idle_timeout=idle_timeout)
+        tunnel = Tunnel(
+            client,
+            backend,
+            label=label,
+            on_close=closed,
+            idle_timeout=server.tunnel_idle_timeout,
+            rate=server.tunnel_rate,
+            max_bytes=server.tunnel_max_bytes,
+            close_at=close_at,
+        )
         self.tunnels.add(tunnel)
         self.metrics.tunnel_opened()
         tunnel.start(client, backend)
@@ -294,8 +319,9 @@ class ProxyContext:
     @classmethod
     def build(cls, config: Config, cache_key: KeyFunction | None = None) -> ProxyContext:
         redis = None if config.redis is None else RedisLink(config.redis)
+        verifier = build_verifier(config.jwt)
         sites = {
-            server.name: Site.build(server, config, cache_key, redis)
+            server.name: Site.build(server, config, cache_key, redis, verifier)
             for server in config.servers
         }
         return cls(
@@ -304,6 +330,7 @@ class ProxyContext:
             router=Router(config.servers),
             access_log=AccessLog.from_config(config),
             redis=redis,
+            verifier=verifier,
         )
 
     def close_quiet_tunnels(self, moved: Mapping[Tunnel, int]) -> dict[Tunnel, int]:
@@ -326,3 +353,20 @@ class ProxyContext:
             waiters: list[asyncio.Future[None]] = [t.done for t in self.tunnels]
             waiters.extend(c.finished for c in self.connections)
             await asyncio.wait(waiters)
+
+
+def build_verifier(config: JwtConfig | None) -> Verifier | None:
+    """The ``[jwt]`` checker: a static key, or a JWKS that :meth:`Proxy.start` fetches."""
+    if config is None:
+        return None
+    # Imported only here: PyJWT (the jwt extra) is needed only where [jwt] is set.
+    from .jwks import JwksKeys
+    from .jwtauth import StaticKey, Verifier
+    from .jwtkeys import load_public_key
+
+    if config.jwks_url is not None:
+        return Verifier(config, JwksKeys(config.jwks_url, config.algorithms))
+    if config.secret is not None:
+        return Verifier(config, StaticKey(config.secret.encode()))
+    assert config.public_key is not None
+    return Verifier(config, StaticKey(load_public_key(config.public_key).key))

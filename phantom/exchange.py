@@ -87,6 +87,7 @@ class Exchange:
     cache_status: bytes | None = None  # the Cache-Status value sent
     upstream_seconds: float | None = None  # request sent -> backend response head
     error_kind: str | None = None  # BackendError.kind when the backend failed
+    refusal: str | None = None  # why a guard refused it (ip, origin, rate_limit, claims, ...)
     # Upgrades: set when the tunnel closes.
     tunnel_up: int | None = None  # bytes client -> backend
     tunnel_down: int | None = None  # bytes backend -> client

@@ -123,7 +123,7 @@ class FastLane(FastRelay):
         view = RequestView(request.method, route.path, request.headers, self.client_ip)
         answer = stages.check(view)
         decision = None
-        if answer is None:
+        if answer is None and not view.passes_on:
             decision = self._cache_decision(request, route, site)
         if decision is None:
             self.decided = (view, answer)

@@ -32,6 +32,10 @@ class CacheLookup(Forwarding):
         """Look the request up in the cache (RFC 9111 §4) and act on the policy's answer."""
         method = request.method
         headers = list(view.headers)
+        if view.token_elsewhere:
+            # A token from a cookie or the query is a credential like Authorization: answers
+            # are shared only when they say they may be (RFC 9111 §3.5).
+            headers.append((b"authorization", b"Bearer"))
         cache_key = view.cache_key
         if method not in policy.LOOKUP_METHODS:
             plan = Plan(None, Forward.METHOD, request_headers=headers)

@@ -1,16 +1,20 @@
-"""Reading one whole, small HTTP/1.1 message from an asyncio stream with h11.
+"""Reading one whole, small HTTP/1.1 message from an asyncio stream with h11, and making one
+small request.
 
 For the side channels that want a message in one piece (the control API's requests, webhook
-answers, the demo origin): head and body, the body bounded. The proxy's own data path streams
-instead and never uses this.
+calls, the JWKS fetch, the demo origin): head and body, the body bounded. The proxy's own data
+path streams instead and never uses this.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import h11
+
+from .config import BackendURL
 
 READ_SIZE = 65536
 
@@ -56,3 +60,44 @@ async def read_message(
             return None  # ConnectionClosed between messages
         else:
             raise h11.RemoteProtocolError("connection closed in the middle of a message")
+
+
+class NoAnswer(Exception):
+    """The peer closed before answering, or its answer was too large."""
+
+
+async def request(
+    url: BackendURL,
+    method: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    max_answer: int,
+) -> tuple[h11.Response, bytes]:
+    """One request on a connection of its own (closed after), the answer read whole. An
+    ``https://`` URL is verified against the system store. Raises OSError, h11.ProtocolError
+    and NoAnswer; the caller bounds the time."""
+    tls = ssl.create_default_context() if url.scheme == "https" else None
+    reader, writer = await asyncio.open_connection(
+        url.host, url.port, ssl=tls, server_hostname=url.host if tls else None
+    )
+    try:
+        conn = h11.Connection(h11.CLIENT)
+        fields = [(b"Host", url.netloc.encode()), *headers, (b"Connection", b"close")]
+        if body or method == b"POST":
+            fields.append((b"Content-Length", b"%d" % len(body)))
+        target = (url.base_path or "/").encode()
+        writer.write(conn.send(h11.Request(method=method, target=target, headers=fields)) or b"")
+        if body:
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        try:
+            message = await read_message(conn, reader, max_answer)
+        except MessageTooLarge:
+            raise NoAnswer("answer too large") from None
+        if message is None:
+            raise NoAnswer("closed before answering")
+        response, answer = message
+        assert isinstance(response, h11.Response)  # a client's h11 only parses responses
+        return response, answer
+    finally:
+        writer.close()

@@ -64,6 +64,7 @@ class Metrics:
         self.cache_lookups: dict[tuple[str, str], int] = {}  # (server, result)
         self.upstream: dict[str, _Histogram] = {}  # server -> response-head latency
         self.upstream_errors: dict[str, int] = {}  # kind -> count
+        self.refusals: dict[tuple[str, str], int] = {}  # (server, reason) -> count
         self.tunnels_opened = 0
         self.tunnels_closed = 0
         # Bytes of closed tunnels; open ones are added at scrape time.
@@ -85,6 +86,9 @@ class Metrics:
             histogram.observe(ex.upstream_seconds)
         if ex.error_kind is not None:
             self.upstream_errors[ex.error_kind] = self.upstream_errors.get(ex.error_kind, 0) + 1
+        if ex.refusal is not None:
+            refusal = (ex.server, ex.refusal)
+            self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
 
     def tunnel_opened(self) -> None:
         self.tunnels_opened += 1
@@ -147,6 +151,17 @@ class Metrics:
             "counter",
             "Backend failures by kind: refused, timeout, reset, tls, protocol, unreachable.",
             [((("kind", k),), n) for k, n in sorted(self.upstream_errors.items())],
+        )
+        _family(
+            out,
+            "phantom_refusals_total",
+            "counter",
+            "Requests a guard refused, by server and reason (ip, cors, origin, rate_limit, "
+            "token_missing, token_invalid, token_expired, claims).",
+            (
+                ((("server", server), ("reason", reason)), count)
+                for (server, reason), count in sorted(self.refusals.items())
+            ),
         )
         _family(
             out,

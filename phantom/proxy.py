@@ -9,23 +9,26 @@ import os
 import resource
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .access_log import AccessLog
 from .cache.policy import KeyFunction
 from .checks import risky_settings
 from .config import Config, config_from_dict, host_port, keep_restart_keys, load_config
 from .connection import ClientConnection
-from .context import CacheGroup, ProxyContext, Site
+from .context import CacheGroup, ProxyContext, Site, build_verifier
 from .control import ControlRequest, ControlResponse, ControlServer
 from .descriptors import open_file_limit
-from .errors import ConfigError, SnapshotError
+from .errors import ConfigError, PhantomError, SnapshotError
 from .launcher import Launcher, launchers_for, start_all, stop_all
 from .metrics import CONTENT_TYPE, Gauges
 from .operations import add_operation_routes
 from .routing import Router
 from .tls import listener_context
 from .workers import WorkerSeat
+
+if TYPE_CHECKING:
+    from .jwtauth import Verifier
 
 log = logging.getLogger("phantom")
 
@@ -69,6 +72,18 @@ class _Clients:
 # keeps moving bytes is given the full shutdown_timeout, as a request in flight is.
 TUNNEL_QUIET_SECONDS = 1.0
 
+
+
+async def _start_keys(verifier: Verifier | None, config: Config) -> None:
+    """Get ``[jwt]``'s keys before serving (a JWKS is fetched). Raises ConfigError naming
+    the key when a JWKS that is required can't be fetched."""
+    if verifier is None or config.jwt is None:
+        return
+    try:
+        await verifier.keys.start(required=not config.jwt.jwks_optional_at_start)
+    except PhantomError as exc:
+        problem = f"{exc} (jwks_optional_at_start = true starts without it)"
+        raise ConfigError(config.source, "jwt.jwks_url", problem) from None
 
 
 class Proxy:
@@ -143,6 +158,7 @@ class Proxy:
         front = self._frontend
         await start_all(self.launchers)
         try:
+            await _start_keys(self._ctx.verifier, self.config)
             if self._ctx.redis is not None:
                 # Never fails: a Redis that is away is retried in the background.
                 await self._ctx.redis.start()
@@ -186,6 +202,8 @@ class Proxy:
                 await self.control.close()
             if self._ctx.redis is not None:
                 await self._ctx.redis.close()
+            if self._ctx.verifier is not None:
+                await self._ctx.verifier.keys.close()
             await stop_all(self.launchers)
             raise
         for warning in risky_settings(self.config):
@@ -233,17 +251,23 @@ class Proxy:
         tls_files = (new.cert_path, new.key_path)
         if self._tls is not None and None not in tls_files:
             listener_context(new)  # raises ConfigError naming the file
+        verifier = ctx.verifier
+        if new.jwt != old.jwt or new.trusted_proxies != old.trusted_proxies:
+            # New keys are fetched before anything changes: a JWKS that can't be is an error.
+            verifier = build_verifier(new.jwt)
+            await _start_keys(verifier, new)
         sites = {}
         for server in new.servers:
             site = ctx.sites.get(server.name)
             if (
                 site is None
                 or site.config != server
+                or site.verifier is not verifier
                 or new.backend_connect_timeout != old.backend_connect_timeout
                 or new.backend_timeout != old.backend_timeout
             ):
                 # A changed site starts with a fresh pool and cache; an unchanged one keeps both.
-                site = Site.build(server, new, self._cache_key, ctx.redis)
+                site = Site.build(server, new, self._cache_key, ctx.redis, verifier)
                 if server.pre_generate:
                     await site.pre_generate()
             sites[server.name] = site
@@ -263,6 +287,9 @@ class Proxy:
             # Its idle pooled connections go now; ones in use finish their exchange first.
             site.close_pools()
         ctx.router = Router(new.servers)
+        if verifier is not ctx.verifier and ctx.verifier is not None:
+            await ctx.verifier.keys.close()
+        ctx.verifier = verifier
         ctx.config = self.config = new
         ctx.descriptors.set_limit(open_file_limit())  # raised meanwhile with prlimit, say
         log.info("configuration reloaded from %s", new.source)
@@ -327,6 +354,8 @@ class Proxy:
             await self.control.close()
         if ctx.access_log is not None:
             ctx.access_log.close()
+        if ctx.verifier is not None:
+            await ctx.verifier.keys.close()
         await server.wait_closed()
         if self._tls_server is not None:
             await self._tls_server.wait_closed()

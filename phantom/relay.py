@@ -18,6 +18,7 @@ from .cache import conditionals, encoding, policy, surrogate
 from .cache.policy import Forward, reads_none
 from .cache.store import CachedResponse, Key
 from .context import Site
+from .cors import is_cors_field
 from .errors import BackendError
 from .fallback import FALLBACK_FIELD
 from .upstream import UpstreamConnection
@@ -30,6 +31,14 @@ class UnmatchedNotModified(BackendError):
 
 
 class Relaying(Answers):
+    def _response_fields(self, response: h11.Response) -> list[tuple[bytes, bytes]]:
+        """The backend's end-to-end fields, less its Access-Control-* where the server's
+        ``cors`` answers for them."""
+        fields = hdr.forward_response_headers(response.headers.raw_items())
+        if self.owns_cors:
+            fields = [(n, v) for n, v in fields if not is_cors_field(n.lower())]
+        return fields
+
     async def _relay_response(
         self,
         site: Site,
@@ -72,9 +81,7 @@ class Relaying(Answers):
                             "the backend's 304 matches no stored response", "protocol"
                         )
                     # A HEAD answer for a changed resource: the stale entry went; pass it on.
-                    out_headers = client_fields(
-                        site, hdr.forward_response_headers(response.headers.raw_items())
-                    )
+                    out_headers = client_fields(site, self._response_fields(response))
                     out_headers.append(
                         (b"Cache-Status", policy.cache_status(fwd=plan.reason, fwd_status=200))
                     )
@@ -113,7 +120,7 @@ class Relaying(Answers):
         ):
             upstream.abort()
             raise BackendError("the backend answered 304 to an unconditional request", "protocol")
-        out_headers = hdr.forward_response_headers(response.headers.raw_items())
+        out_headers = self._response_fields(response)
         sent, filling = self._relayed_fields(
             site, plan, method, status_code, response.reason, out_headers, request_headers,
             (request_time, response_time),

@@ -9,6 +9,12 @@ closed). Both transports close once both directions have ended or either fails.
 Vanished peers: both legs get TCP keepalive, so a peer that disappears without a FIN is found
 by the kernel within minutes; ``idle_timeout`` (``tunnel_idle_timeout``, 0 = off) closes a tunnel
 with no byte in either direction for that long.
+
+Quotas, still without parsing: ``rate`` (``tunnel_rate``) paces each direction by not reading
+from its source for as long as its bytes are ahead of the rate (:class:`phantom.ratelimit.Pacer`),
+so the sender's own TCP window holds the rest; ``max_bytes`` (``tunnel_max_bytes``) closes the
+tunnel instead of carrying the chunk that would go past it; ``close_at`` (a token's ``exp``,
+``tunnel_auth_expiry = "close"``) closes it at that time.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from collections.abc import Callable
 
 from .endpoint import DetachedState, can_half_close, hand_over
+from .ratelimit import Pacer
 
 log = logging.getLogger("phantom.tunnel")
 
@@ -53,9 +60,14 @@ class _Direction(asyncio.Protocol):
     """Reads from ``source`` (the transport it is installed on) and writes to ``sink``."""
 
     # Slots: thousands of idle tunnels are two of these and a Tunnel each.
-    __slots__ = ("tunnel", "source", "sink", "bytes", "ended", "half_close")
+    __slots__ = (
+        "tunnel", "source", "sink", "bytes", "ended", "half_close", "pacer", "sink_full",
+        "paced",
+    )
 
-    def __init__(self, tunnel: Tunnel, source: asyncio.Transport, sink: asyncio.Transport) -> None:
+    def __init__(
+        self, tunnel: Tunnel, source: asyncio.Transport, sink: asyncio.Transport, rate: int
+    ) -> None:
         self.tunnel = tunnel
         self.source = source
         self.sink = sink
@@ -63,11 +75,37 @@ class _Direction(asyncio.Protocol):
         self.ended = False
         # EOF on a TLS source closes its transport anyway: then the whole tunnel ends.
         self.half_close = can_half_close(source) and sink.can_write_eof()
+        self.pacer = Pacer(rate) if rate else None
+        # Two reasons not to read from source: the sink can't take more, or the rate.
+        self.sink_full = False
+        self.paced = False
 
     def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel.max_bytes and tunnel.bytes_moved + len(data) > tunnel.max_bytes:
+            tunnel.over_quota()
+            return
         self.bytes += len(data)
-        self.tunnel.active = True
+        tunnel.active = True
         self.sink.write(data)
+        if self.pacer is not None:
+            delay = self.pacer.charge(len(data))
+            if delay > 0 and not self.paced:
+                self.paced = True
+                self._read_or_hold()
+                asyncio.get_running_loop().call_later(delay, self._pace_done)
+
+    def _pace_done(self) -> None:
+        self.paced = False
+        self._read_or_hold()
+
+    def _read_or_hold(self) -> None:
+        if self.tunnel.closed:
+            return
+        if self.sink_full or self.paced:
+            self.source.pause_reading()
+        else:
+            self.source.resume_reading()
 
     def eof_received(self) -> bool:
         self.ended = True
@@ -79,14 +117,17 @@ class _Direction(asyncio.Protocol):
         self.tunnel.leg_lost(exc)
 
     # Flow control of ``source``'s *write* side. What writes into ``source`` is the other
-    # direction, which reads from our ``sink``: while ``source`` can't take more, stop reading
-    # from ``sink``.
+    # direction, which reads from our ``sink``: while ``source`` can't take more, the other
+    # direction stops reading.
     def pause_writing(self) -> None:
-        self.sink.pause_reading()
+        other = self.tunnel.other(self)
+        other.sink_full = True
+        other._read_or_hold()
 
     def resume_writing(self) -> None:
-        if not self.tunnel.closed:
-            self.sink.resume_reading()
+        other = self.tunnel.other(self)
+        other.sink_full = False
+        other._read_or_hold()
 
 
 class Tunnel:
@@ -94,7 +135,8 @@ class Tunnel:
 
     __slots__ = (
         "label", "started", "closed", "_on_close", "_lost", "done", "upstream", "downstream",
-        "active", "_idle_since", "_idle_timeout", "_idle_timer",
+        "active", "_idle_since", "_idle_timeout", "_idle_timer", "max_bytes", "_close_at",
+        "_expiry_timer",
     )
 
     def __init__(
@@ -105,7 +147,12 @@ class Tunnel:
         label: str,
         on_close: Callable[[Tunnel], None],
         idle_timeout: float = 0.0,
+        rate: int = 0,
+        max_bytes: int = 0,
+        close_at: float | None = None,
     ) -> None:
+        """``rate``: bytes per second each way (0 = any); ``max_bytes``: both ways together
+        (0 = any); ``close_at``: a ``time.time()`` reading to close at (None = never)."""
         self.label = label
         self.started = time.monotonic()
         self.closed = False
@@ -114,11 +161,14 @@ class Tunnel:
         self._idle_since = self.started
         self._idle_timeout = idle_timeout
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.max_bytes = max_bytes
+        self._close_at = close_at
+        self._expiry_timer: asyncio.TimerHandle | None = None
         self._on_close = on_close
         self._lost = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.upstream = _Direction(self, client.transport, backend.transport)
-        self.downstream = _Direction(self, backend.transport, client.transport)
+        self.upstream = _Direction(self, client.transport, backend.transport, rate)
+        self.downstream = _Direction(self, backend.transport, client.transport, rate)
 
     def start(self, client: DetachedState, backend: DetachedState) -> None:
         """Take over both transports (the states given to the constructor). Separate from
@@ -131,6 +181,26 @@ class Tunnel:
             enable_tcp_keepalive(transport)
         if self._idle_timeout > 0 and not self.closed:
             self._schedule_idle_check()
+        if self._close_at is not None and not self.closed:
+            delay = max(0.0, self._close_at - time.time())
+            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        log.info("tunnel %s: its token expired: closing", self.label)
+        self.close()
+
+    def over_quota(self) -> None:
+        log.info(
+            "tunnel %s: tunnel_max_bytes (%d) reached: closing", self.label, self.max_bytes
+        )
+        self.close()
+
+    def other(self, direction: _Direction) -> _Direction:
+        return self.downstream if direction is self.upstream else self.upstream
+
+    @property
+    def bytes_moved(self) -> int:
+        return self.upstream.bytes + self.downstream.bytes
 
     def _schedule_idle_check(self) -> None:
         # Two checks per timeout: a tunnel is closed after between 1x and 1.5x its idle time.
@@ -183,8 +253,9 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        for timer in (self._idle_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
         self.upstream.source.close()
         self.downstream.source.close()
         log.info(

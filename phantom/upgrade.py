@@ -40,8 +40,11 @@ class Upgrading(Forwarding):
         request: h11.Request,
         target: bytes,
         raw_headers: list[tuple[bytes, bytes]],
+        *,
+        close_at: float | None = None,
     ) -> str:
-        """Replay the handshake on a fresh backend connection; on 101, splice the sockets."""
+        """Replay the handshake on a fresh backend connection; on 101, splice the sockets
+        (until ``close_at``, a ``time.time()`` reading, when one is given)."""
         body = await self._read_body(keep=True, limit=site.config.max_body_bytes)
         limit = self.config.max_tunnels
         if limit and len(self.ctx.tunnels) >= limit:
@@ -116,9 +119,7 @@ class Upgrading(Forwarding):
         backend.unread = upstream.h11.trailing_data[0] + backend.unread
         label = f"{self.client_ip} {request.target.decode('latin-1')} -> {backend_url}"
         holds = [hold for hold in (self.hold, self.tunnel_hold) if hold is not None]
-        self.ctx.open_tunnel(
-            client, backend, label, site.config.tunnel_idle_timeout, self.exchange, holds
-        )
+        self.ctx.open_tunnel(client, backend, label, site.config, self.exchange, holds, close_at)
         log.info("tunnel %s opened", label)
         return "tunnel"
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h11
 
 from .config import WebhookConfig
-from .messages import MessageTooLarge, read_message
+from .messages import NoAnswer, request
 
 __all__ = ["Denial", "Webhooks"]
 
@@ -50,35 +49,12 @@ class _HookFailed(Exception):
 
 async def _post(hook: WebhookConfig, payload: bytes) -> tuple[h11.Response, bytes]:
     """POST ``payload``; the response and its body (at most MAX_ANSWER_BYTES)."""
-    url = hook.url
-    # An https:// hook is verified against the system store, like a backend without backend_ca.
-    tls = ssl.create_default_context() if url.scheme == "https" else None
-    reader, writer = await asyncio.open_connection(
-        url.host, url.port, ssl=tls, server_hostname=url.host if tls else None
-    )
     try:
-        conn = h11.Connection(h11.CLIENT)
-        headers = [
-            (b"Host", url.netloc.encode()),
-            (b"Content-Type", b"application/json"),
-            (b"Content-Length", b"%d" % len(payload)),
-            (b"Connection", b"close"),
-        ]
-        target = (url.base_path or "/").encode()
-        writer.write(conn.send(h11.Request(method=b"POST", target=target, headers=headers)) or b"")
-        writer.write(conn.send(h11.Data(data=payload)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
-        try:
-            message = await read_message(conn, reader, MAX_ANSWER_BYTES)
-        except MessageTooLarge:
-            raise _HookFailed("answer too large") from None
-        if message is None:
-            raise _HookFailed("closed before answering")
-        response, body = message
-        assert isinstance(response, h11.Response)  # a client's h11 only parses responses
-        return response, body
-    finally:
-        writer.close()
+        return await request(
+            hook.url, b"POST", [(b"Content-Type", b"application/json")], payload, MAX_ANSWER_BYTES
+        )
+    except NoAnswer as exc:
+        raise _HookFailed(str(exc)) from None
 
 
 async def _call(hook: WebhookConfig, payload: bytes) -> tuple[h11.Response, bytes]:

@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from . import methods, snapshots, upgrades, webhooks
+from . import auth, cors, iprules, methods, origin, ratelimit, snapshots, upgrades, webhooks
 from .base import Answer, RequestView, Result, SiteParts, Stage, Stored, WaitingStage
 
 __all__ = [
@@ -31,7 +31,11 @@ __all__ = [
 Build = Callable[[SiteParts], "Stage | WaitingStage | None"]
 
 ORDER: tuple[Build, ...] = (
-    # Issue 16 puts IP rules, CORS and Origin checks, rate limits and auth here.
+    iprules.build,  # allow / deny: 403
+    cors.build,  # a CORS preflight answered here; Access-Control-* on the answer
+    origin.build,  # allowed_origins: 403 for an upgrade from another origin
+    ratelimit.build,  # rate_limit: 429
+    auth.build,  # auth_required: 401 / 403; claims passed on, the token's parameter taken out
     webhooks.build,  # blocking webhooks refuse, cache_key webhooks choose the key
     snapshots.build,  # a pre-generated server answers from its snapshots
     upgrades.build,  # enable_websocket = false: 501 for upgrades

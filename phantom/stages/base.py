@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..cache.store import CachedResponse, CacheStore
-from ..config import ServerConfig
+from ..clients import client_address
+from ..config import Network, ServerConfig
 from ..snapshots import Snapshots
 from ..webhooks import Webhooks
+
+if TYPE_CHECKING:
+    from ..jwtauth import Verifier
 
 
 @dataclass(slots=True)
@@ -24,6 +28,37 @@ class RequestView:
     upgrade: Sequence[bytes] = ()  # the protocols it asks to switch to (empty: none)
     # Set by a stage for the steps after it: the cache key a cache_key webhook chose.
     cache_key: str | None = None
+    # The edge guards' part (:mod:`phantom.stages.auth`, ``cors``, ``ratelimit``), read by
+    # the connection before the cache and the backend, and where answers are written:
+    claims: Mapping[str, Any] | None = None  # of the verified token (auth, jwt: rate keys)
+    token_param: bytes | None = None  # a query parameter taken out of every target
+    drop_fields: frozenset[bytes] = frozenset()  # client fields the backend never sees
+    forward_fields: tuple[tuple[bytes, bytes], ...] = ()  # what it sees instead
+    answer_fields: tuple[tuple[bytes, bytes], ...] = ()  # added to the answer
+    owns_cors: bool = False  # the backend's own Access-Control-* fields are dropped
+    expires: float | None = None  # a tunnel is closed then (the token's exp, time.time())
+    # The token came in a cookie or the query: the cache takes the request as one with
+    # Authorization (stored only when shareable, RFC 9111 §3.5).
+    token_elsewhere: bool = False
+    _client: str | None = None
+
+    def client(self, trusted: tuple[Network, ...]) -> str:
+        """The client's address after ``trusted_proxies`` (the peer's, unless it is one)."""
+        if not trusted:
+            return self.client_ip  # as the socket gave it: already in its one spelling
+        if self._client is None:
+            chain = [v for n, v in self.headers if n == b"x-forwarded-for"]
+            self._client = client_address(self.client_ip, chain, trusted)
+        return self._client
+
+    @property
+    def passes_on(self) -> bool:
+        """Whether a guard left something for the steps after it (the fast lane leaves such a
+        request to the loop, which reads all of it)."""
+        return bool(
+            self.token_param or self.drop_fields or self.answer_fields or self.expires
+            or self.owns_cors or self.token_elsewhere
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +68,7 @@ class Answer:
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]] | None = None
+    reason: str | None = None  # a guard's refusal: the access log's reason=, the metric's label
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +110,9 @@ class SiteParts(Protocol):
 
     @property
     def webhooks(self) -> Webhooks: ...
+
+    @property
+    def trusted_proxies(self) -> tuple[Network, ...]: ...
+
+    @property
+    def verifier(self) -> Verifier | None: ...

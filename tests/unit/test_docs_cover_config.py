@@ -7,15 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from phantom.config import Config, RedisConfig, RelayConfig, ServerConfig, WebhookConfig
+from phantom.config import (
+    Config,
+    CorsConfig,
+    JwtConfig,
+    RateLimitConfig,
+    RedisConfig,
+    RelayConfig,
+    ServerConfig,
+    WebhookConfig,
+)
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 # Structure and derived values, not TOML keys.
-NOT_KEYS = {"servers", "source", "name", "webhooks", "dotenv_vars", "relay", "origins", "redis"}
+NOT_KEYS = {
+    "servers", "source", "name", "webhooks", "dotenv_vars", "relay", "origins", "redis", "jwt",
+}
 KEYS = sorted(
     {
         f.name
-        for cls in (Config, ServerConfig, WebhookConfig, RelayConfig, RedisConfig)
+        for cls in (
+            Config, ServerConfig, WebhookConfig, RelayConfig, RedisConfig, JwtConfig,
+            RateLimitConfig, CorsConfig,
+        )
         for f in dataclasses.fields(cls)
     }
     - NOT_KEYS
@@ -31,3 +45,4 @@ def test_tables_have_sections() -> None:
     assert "## Servers: `[server.NAME]`" in DOC
     assert "### Webhooks: `[[server.NAME.webhooks]]`" in DOC
     assert "## Relay: `[relay]`" in DOC
+    assert "## JWT: `[jwt]`" in DOC

@@ -259,3 +259,20 @@ def test_redis_families_only_with_a_shared_cache() -> None:
     samples = parsed(Metrics().render(gauges(redis_up=0, redis_errors=3)))
     assert samples["phantom_redis_up"] == {(): 0}
     assert samples["phantom_redis_errors_total"] == {(): 3}
+
+
+def test_refusals_are_counted_and_logged_with_their_reason() -> None:
+    metrics = Metrics()
+    metrics.exchange_done(exchange(status=429, refusal="rate_limit"))
+    metrics.exchange_done(exchange(status=429, refusal="rate_limit"))
+    metrics.exchange_done(exchange(status=401, refusal="token_expired", server="api"))
+    metrics.exchange_done(exchange(status=200))
+    samples = parsed(metrics.render(gauges()))
+    assert samples["phantom_refusals_total"] == {
+        (("reason", "rate_limit"), ("server", "app")): 2,
+        (("reason", "token_expired"), ("server", "api")): 1,
+    }
+    refused = exchange(status=403, refusal="origin")
+    assert format_combined(refused).endswith(" reason=origin")
+    assert json.loads(format_json(refused))["reason"] == "origin"
+    assert "reason" not in format_combined(exchange())

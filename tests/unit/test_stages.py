@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from phantom.config import config_from_dict
-from phantom.context import Site
+from phantom.context import Site, build_verifier
 from phantom.stages import ORDER, Answer, RequestView, Stages
 
 BACKEND = "http://127.0.0.1:9"
@@ -28,6 +28,7 @@ def view(
 
 def test_the_order_is_the_documented_one() -> None:
     assert [build.__module__.rpartition(".")[2] for build in ORDER] == [
+        "iprules", "cors", "origin", "ratelimit", "auth",
         "webhooks", "snapshots", "upgrades", "methods",
     ]
 
@@ -103,3 +104,45 @@ def test_stages_run_in_order_until_one_answers_awaiting_those_that_wait() -> Non
     answer = asyncio.run(stages.run(view(b"POST")))
     assert isinstance(answer, Answer) and answer.status == 403
     assert seen == ["waits", "refuses 403"]
+
+
+SECRET = "s" * 32
+
+
+def guarded_site(jwt: dict[str, Any] | None = None, **server: Any) -> Site:
+    data: dict[str, Any] = {"server": {"app": {"proxy_url": BACKEND, **server}}}
+    if jwt is not None:
+        data["jwt"] = jwt
+    config = config_from_dict(data)
+    return Site.build(config.servers[0], config, verifier=build_verifier(config.jwt))
+
+
+def test_the_guards_with_static_keys_decide_at_once_in_their_order() -> None:
+    stages = guarded_site(
+        {"secret": SECRET},
+        allow=["127.0.0.0/8"],
+        cors={"origins": ["https://a.example"]},
+        allowed_origins=["https://a.example"],
+        rate_limit={"requests": 1, "per": 60},
+        auth_required=True,
+    ).stages
+    assert [type(stage).__name__ for stage in stages.all] == [
+        "IpStage", "CorsStage", "OriginStage", "RateStage", "AuthStage",
+    ]
+    assert stages.sync  # the fast lane asks them too
+    refused = stages.check(view())
+    assert isinstance(refused, Answer) and (refused.status, refused.reason) == (
+        401, "token_missing",
+    )
+    over = stages.check(view())  # the rate limit came first, and counted the first one
+    assert isinstance(over, Answer) and (over.status, over.reason) == (429, "rate_limit")
+
+
+def test_a_jwks_makes_the_auth_stage_one_that_waits() -> None:
+    jwks = {"jwks_url": "http://127.0.0.1:9/jwks", "algorithms": ["RS256"]}
+    assert not guarded_site(jwks, auth_required=True).stages.sync
+
+
+def test_an_ip_refusal_names_its_reason() -> None:
+    refused = guarded_site(deny=["127.0.0.1"]).stages.check(view())
+    assert isinstance(refused, Answer) and (refused.status, refused.reason) == (403, "ip")
