@@ -155,9 +155,6 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
         await self.drain()
         self.served += 1
         outcome = "close"
-        if self.answer_fields or self.owns_cors:  # the last request's guards said them
-            self.answer_fields = ()
-            self.owns_cors = False
         if isinstance(request, SimpleForward):
             self.exchange = exchange = request.exchange
             handling = self._forward_simple(request)
@@ -189,6 +186,10 @@ class ClientConnection(FastLane, Upgrading, CacheLookup):
             self._unsendable(exc)
             return "close"
         finally:
+            if self.answer_fields or self.owns_cors:
+                # This request's guards said them; the fast lane answers the next ones.
+                self.answer_fields = ()
+                self.owns_cors = False
             if outcome != "tunnel":  # a tunnel's exchange ends when the tunnel closes
                 self.ctx.exchange_done(exchange)
                 if self.tunnel_hold is not None:

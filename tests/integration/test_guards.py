@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import RawClient, async_test, fetch, get, proxied, running_proxy
+from conftest import RawClient, async_test, fetch, get, proxied, running_proxy, servers_config
 from cryptography.hazmat.primitives import serialization
 from issuer import SECRET, Issuer, hs256
 from origin import OriginRequest, Reply, TestOrigin, UpgradeBackend, WebSocketBackend
@@ -464,3 +464,23 @@ async def test_a_query_token_never_reaches_the_access_log(tmp_path: Path) -> Non
     text = log.read_text()
     assert token not in text
     assert '"GET /x?a=1 HTTP/1.1" 200' in text and '"GET /x?b=2 HTTP/1.1" 429' in text
+
+
+@async_test()
+async def test_answer_fields_stay_with_their_request_on_a_kept_alive_connection() -> None:
+    async with TestOrigin(ROUTES) as origin:
+        servers = {
+            "api": {"proxy_url": origin.url, "bind_to": "/api", "cors": CORS},
+            "web": {"proxy_url": origin.url},
+        }
+        async with create_proxy(servers_config(servers)) as proxy:
+            async with await RawClient.connect(proxy.port) as client:
+                first = await client.request(
+                    "GET", "/api/x", [("Origin", "https://app.example.com")]
+                )
+                assert first.get("access-control-allow-origin") == "https://app.example.com"
+                # The next one, for a server without guards, is relayed by the fast lane.
+                second = await client.request("GET", "/x")
+                assert second.status == 200
+                assert not second.has("access-control-allow-origin")
+                assert "Origin" not in ", ".join(second.get_all("vary"))
