@@ -484,3 +484,26 @@ async def test_answer_fields_stay_with_their_request_on_a_kept_alive_connection(
                 assert second.status == 200
                 assert not second.has("access-control-allow-origin")
                 assert "Origin" not in ", ".join(second.get_all("vary"))
+
+
+@async_test()
+async def test_a_reload_with_a_new_secret_checks_tokens_with_it(tmp_path: Path) -> None:
+    other = "another-secret-that-is-long-enough-for-hs256"
+    async with TestOrigin(ROUTES) as origin:
+        path = tmp_path / "phantom.toml"
+
+        def write(secret: str) -> None:
+            path.write_text(
+                f'listen = "127.0.0.1"\nhttp_port = 0\n[jwt]\nsecret = "{secret}"\n'
+                f'[server.app]\nproxy_url = "{origin.url}"\nauth_required = true\n'
+            )
+
+        write(SECRET)
+        async with create_proxy(path) as proxy:
+            new_token = jwt.encode({"exp": int(time.time()) + 600}, other, algorithm="HS256")
+            assert (await get(proxy.port, "/x", bearer(hs256()))).status == 200
+            assert (await get(proxy.port, "/x", bearer(new_token))).status == 401
+            write(other)
+            await proxy.reload()
+            assert (await get(proxy.port, "/x", bearer(new_token))).status == 200
+            assert (await get(proxy.port, "/x", bearer(hs256()))).status == 401
