@@ -262,6 +262,10 @@ class RelayConfig:
     relay_max_agents: int = 100  # agents registered at once; 0 = no limit
     relay_ping_interval: float = 15.0  # 2 unanswered pings close the control connection
     max_connections: int = 100  # public connections per agent at once; 0 = no limit
+    # Each of an agent's tunnels: bytes per second per direction, bytes in all (0 = no cap);
+    # None = the root key of the same name.
+    tunnel_rate: int | None = None
+    tunnel_max_bytes: int | None = None
     # Also reach agents at relay_domain/NAME/... (one origin for all agents: off by default).
     relay_path_mode: bool = False
 
@@ -1023,6 +1027,8 @@ _RELAY_CHECKS: Final[dict[str, _Check]] = {
     "relay_max_agents": _check_size,
     "relay_ping_interval": _check_timeout,
     "max_connections": _check_size,
+    "tunnel_rate": _check_byte_size,
+    "tunnel_max_bytes": _check_byte_size,
     "relay_path_mode": _check_bool,
 }
 

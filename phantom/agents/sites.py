@@ -26,19 +26,27 @@ def agent_servers(
 ) -> tuple[ServerConfig, ...]:
     """The servers an agent's name stands for, one site: reached at NAME.relay_domain, and in
     the path mode also at relay_domain/NAME/... (the prefix stripped); every upgrade but h2c
-    tunnelled; a cache only when the agent asked for one (``--cache``)."""
+    tunnelled; a cache only when the agent asked for one (``--cache``); each tunnel paced and
+    bounded by the relay's ``tunnel_rate`` and ``tunnel_max_bytes``."""
     server = ServerConfig(
         name=PREFIX + name,
         proxy_url=BackendURL("http", f"{name}.agent", 80, ""),
         hosts=(f"{name}.{relay.relay_domain}",),
         max_body_bytes=config.max_body_bytes,
         tunnel_idle_timeout=config.tunnel_idle_timeout,
+        tunnel_rate=_either(relay.tunnel_rate, config.tunnel_rate),
+        tunnel_max_bytes=_either(relay.tunnel_max_bytes, config.tunnel_max_bytes),
     )
     if not cache:
         server = replace(server, cache_max_entries=0, cache_404_capacity=0)
     if not relay.relay_path_mode:
         return (server,)
     return server, replace(server, hosts=(relay.relay_domain,), bind_to=(f"/{name}",))
+
+
+def _either(relay_value: int | None, root_value: int) -> int:
+    """A ``[relay]`` quota, or the root key of the same name where the table leaves it out."""
+    return root_value if relay_value is None else relay_value
 
 
 class AgentSites:

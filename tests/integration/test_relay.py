@@ -345,6 +345,45 @@ async def test_the_app_down_behind_a_warm_connection_is_a_502_from_the_agent() -
             assert response.status == 502 and b"is not reachable" in response.body
 
 
+async def source_through_relay(relay_port: int, app: UpgradeBackend) -> tuple[int, float]:
+    """Open the source upgrade through the relay; (bytes read until the close, seconds)."""
+    async with await RawClient.connect(relay_port) as public:
+        await public.send(
+            b"GET /raw HTTP/1.1\r\nHost: "
+            + ALICE.encode()
+            + b"\r\nConnection: Upgrade\r\nUpgrade: my-proto/2\r\n\r\n"
+        )
+        assert (await public.read_response()).status == 101
+        started, received = time.monotonic(), 0
+        while chunk := await asyncio.wait_for(public.reader.read(65536), 10):
+            received += len(chunk)
+        return received, time.monotonic() - started
+
+
+@async_test(timeout=30)
+async def test_relay_tunnel_rate_paces_each_of_an_agents_tunnels() -> None:
+    """``[relay] tunnel_rate``: 1 MiB from the app reaches the public client at the cap (the
+    root key's own cap, 64 MiB/s, would not slow it); the app half-closes, so it all arrives."""
+    size, rate = 1 << 20, 512 * 1024
+    root = {"tunnel_rate": "64MiB"}
+    async with running_relay(root, tunnel_rate=rate) as relay:
+        async with UpgradeBackend(mode="source", source_bytes=size) as app:
+            async with running_agent(relay.port or 0, app.port):
+                received, seconds = await source_through_relay(relay.port or 0, app)
+    assert received == size
+    assert size / seconds == pytest.approx(rate, rel=0.15)
+
+
+@async_test(timeout=30)
+async def test_relay_tunnel_max_bytes_closes_an_agents_tunnel() -> None:
+    """``tunnel_max_bytes`` left out of ``[relay]``: the root key bounds an agent's tunnels."""
+    async with running_relay({"tunnel_max_bytes": 100_000}) as relay:
+        async with UpgradeBackend(mode="source", source_bytes=1 << 20) as app:
+            async with running_agent(relay.port or 0, app.port):
+                received, _ = await source_through_relay(relay.port or 0, app)
+    assert received <= 100_000
+
+
 @async_test()
 async def test_per_agent_max_connections(caplog: pytest.LogCaptureFixture) -> None:
     async with running_relay(max_connections=2) as relay, UpgradeBackend() as app:
