@@ -72,7 +72,7 @@ def make_entry(
     the Surrogate-Control field is for phantom only: kept with the origin's fields (what a 304
     updates) but never served. With a ``compress_strategy``, a compressible body the origin
     sent unencoded is stored compressed, with both header lists ready and ``Vary:
-    Accept-Encoding`` in each."""
+    Accept-Encoding`` in each; a body it does not shrink is stored as it is, without that Vary."""
     compress_strategy = config.compress_strategy
     kept = policy.stored_headers(headers, decision)
     kept = [(name, value) for name, value in kept if name.lower() != b"content-length"]
@@ -80,21 +80,19 @@ def make_entry(
     # The origin's fields are kept apart only when the served ones lack some of them.
     fields = kept if len(served) < len(kept) else None
     served = ranges.advertised(status, served)
-    if not encoding.applies(compress_strategy, served):
+    coding = encoding.coding_token(compress_strategy)
+    packed = (
+        encoding.compress(compress_strategy, body)
+        if encoding.applies(compress_strategy, served) and len(body) >= encoding.MIN_COMPRESS_BYTES
+        else body
+    )
+    if coding is None or len(packed) >= len(body):
+        # Stored as it came (small or incompressible): every client gets these same bytes,
+        # so the response does not depend on Accept-Encoding and says nothing about it.
         served.append((b"Content-Length", b"%d" % len(body)))
         return CachedResponse(status, reason, served, body, response_time, decision, fields=fields)
     if encoding.varies(compress_strategy, served):
         served.append((b"Vary", b"Accept-Encoding"))
-    coding = encoding.coding_token(compress_strategy)
-    packed = (
-        encoding.compress(compress_strategy, body)
-        if len(body) >= encoding.MIN_COMPRESS_BYTES
-        else body
-    )
-    if coding is None or len(packed) >= len(body):
-        # Not worth it (small or incompressible), but hits still say what they depend on.
-        served.append((b"Content-Length", b"%d" % len(body)))
-        return CachedResponse(status, reason, served, body, response_time, decision, fields=kept)
     return CachedResponse(
         status,
         reason,

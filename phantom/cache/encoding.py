@@ -75,15 +75,29 @@ def applies(strategy: str, headers: Headers) -> bool:
 
 def varies(strategy: str, headers: Headers) -> bool:
     """Whether phantom must add ``Vary: Accept-Encoding`` to such a response: compression
-    applies and the origin's Vary (all its lines, any case) lists neither Accept-Encoding
-    already nor ``*``, which says everything varies and must stay alone (RFC 9110 §12.5.5)."""
+    applies, the origin's Vary (all its lines, any case) lists neither Accept-Encoding
+    already nor ``*``, which says everything varies and must stay alone (RFC 9110 §12.5.5),
+    and the declared Content-Length (if any) is not too small to be compressed: a body stored
+    as it came is the same for every client, so it does not vary by Accept-Encoding."""
     listed = {
         token.strip(b" \t").lower()
         for name, value in headers
         if name.lower() == b"vary"
         for token in value.split(b",")
     }
-    return applies(strategy, headers) and not listed & {b"accept-encoding", b"*"}
+    return (
+        applies(strategy, headers)
+        and not listed & {b"accept-encoding", b"*"}
+        and not _too_small(_first(headers, b"content-length"))
+    )
+
+
+def _too_small(content_length: bytes | None) -> bool:
+    """Whether a declared body length is below :data:`MIN_COMPRESS_BYTES`: such a body is
+    stored as it comes, the same bytes for every client."""
+    return content_length is not None and content_length.isdigit() and (
+        int(content_length) < MIN_COMPRESS_BYTES
+    )
 
 
 def _first(headers: Headers, name: bytes) -> bytes | None:

@@ -107,3 +107,16 @@ def test_no_transform_is_never_compressed(cache_control: bytes | None, expected:
     fields = [HTML] if cache_control is None else [HTML, (b"Cache-Control", cache_control)]
     assert encoding.applies("brotli", fields) is expected
     assert encoding.varies("brotli", fields) is expected
+
+
+@pytest.mark.parametrize(
+    ("length", "expected"),
+    [(None, True), (b"0", False), (b"255", False), (b"256", True), (b"12x", True)],
+)
+def test_declared_small_bodies_do_not_vary(length: bytes | None, expected: bool) -> None:
+    """RFC 9110 §12.5.5: Vary names what the selection depends on. A body declared smaller
+    than MIN_COMPRESS_BYTES is stored as it comes, the same for every Accept-Encoding, so
+    the miss does not add ``Vary: Accept-Encoding``; an unknown length might still be."""
+    fields = [HTML] if length is None else [HTML, (b"Content-Length", length)]
+    assert encoding.MIN_COMPRESS_BYTES == 256
+    assert encoding.varies("brotli", fields) is expected
