@@ -313,6 +313,29 @@ def parse_http_date(value: bytes | str, now: float | None = None) -> float | Non
         return None
 
 
+_DAY = r"(?:mon|tue|wed|thu|fri|sat|sun)"
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+_TIME = r"\d\d:\d\d:\d\d"
+#: RFC 9110 §5.6.7 HTTP-date: IMF-fixdate, then the obsolete RFC 850 and asctime forms.
+#: Case is not held against a date (the suite's "optimal" cases and every browser agree).
+_HTTP_DATE = re.compile(
+    rf"{_DAY}, \d\d {_MONTH} \d{{4}} {_TIME} gmt"
+    rf"|(?:mon|tues|wednes|thurs|fri|satur|sun)day, \d\d-{_MONTH}-\d\d {_TIME} gmt"
+    rf"|{_DAY} {_MONTH} (?:\d\d| \d) {_TIME} \d{{4}}",
+    re.IGNORECASE,
+)
+
+
+def _expires_date(value: bytes, now: float) -> float | None:
+    """An Expires value as a date, or None when it is invalid, which RFC 9111 §5.3 says means
+    "already expired". It must be an HTTP-date as RFC 9110 §5.6.7 writes it: no zone but
+    GMT, a four-digit year in IMF-fixdate, two-digit hours, one space between the parts.
+    (Date and Last-Modified stay lenient: a lenient reading there never makes a response
+    fresher than the origin said.)"""
+    text = value.strip(b" \t").decode("latin-1")
+    return parse_http_date(text, now) if _HTTP_DATE.fullmatch(text) else None
+
+
 def _utc_year(timestamp: float) -> int:
     try:
         return datetime.fromtimestamp(timestamp, timezone.utc).year
@@ -657,7 +680,7 @@ def _explicit_freshness(
     expires_values = field_values(headers, b"expires")
     if not expires_values:
         return None
-    expires = parse_http_date(expires_values[0], now)
+    expires = _expires_date(expires_values[0], now)
     if expires is None:  # RFC 9111 §5.3: invalid dates, "0" included, are in the past
         return 0.0
     date = _first_date(headers, b"date", now)

@@ -485,6 +485,43 @@ def test_invalid_expires_is_already_expired(expires: bytes) -> None:
     assert lifetime([(b"expires", expires)], default_ttl=3600.0) is None
 
 
+@pytest.mark.parametrize(
+    "expires",
+    [
+        b"Thu, 18 Aug 2050 02:01:18 UTC",  # only GMT
+        b"Thu, 18 Aug 2050 02:01:18 AEST",
+        b"Thu, 18 Aug 50 02:01:18 GMT",  # two-digit year outside RFC 850's form
+        b"Thu 18 Aug 2050 02:01:18 GMT",  # no comma
+        b"Thu, 18  Aug  2050 02:01:18 GMT",  # two spaces
+        b"Thu, 18-Aug-2050 02:01:18 GMT",
+        b"Thu, 18 Aug 2050 02.01.18 GMT",
+        b"Thu, 18 Aug 2050 2:01:18 GMT",  # one-digit hour
+    ],
+)
+def test_expires_not_in_http_date_syntax_is_already_expired(expires: bytes) -> None:
+    """RFC 9111 §5.3 with RFC 9110 §5.6.7: Expires must be an HTTP-date (IMF-fixdate, or the
+    obsolete RFC 850 and asctime forms); anything else, however readable, means expired."""
+    headers = [(b"date", http_date(WALL)), (b"expires", expires)]
+    assert lifetime(headers, default_ttl=3600.0) is None
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        b"Thu, 18 Aug 2050 02:01:18 GMT",
+        b"Thursday, 18-Aug-50 02:01:18 GMT",  # RFC 850
+        b"Thu Aug 18 02:01:18 2050",  # asctime
+        b"Thu Aug  8 02:01:18 2050",
+        b"THU, 18 AUG 2050 02:01:18 gMT",  # case is not held against it
+        b" Sun, 21 Nov 2286 04:46:39 GMT ",
+    ],
+)
+def test_expires_in_any_http_date_form_is_used(expires: bytes) -> None:
+    """RFC 9110 §5.6.7: a recipient accepts all three HTTP-date formats."""
+    headers = [(b"date", http_date(WALL)), (b"expires", expires)]
+    assert (lifetime(headers) or 0.0) > 3600.0
+
+
 def test_first_expires_line_is_used() -> None:
     """RFC 9111 §4.2.1: with two Expires field lines, use the first occurrence."""
     headers = [
