@@ -225,6 +225,7 @@ class ServerConfig:
     serve_stale_on_error: float = 0.0  # default stale-if-error window in seconds; 0 = none
     cache_stale_keep: float = 60.0  # expired entries kept this long (max-stale, stale-if-error)
     surrogate_control: bool = True  # its max-age/no-store win over Cache-Control; stripped
+    cdn_cache_control: bool = True  # a valid CDN-Cache-Control stands for Cache-Control
     cache_strategy: str = "all"  # all|none|only_html|no_images|only_images|only_assets
     include_paths: tuple[str, ...] = ()  # "[METHOD ]/pattern*"; empty = every path
     exclude_paths: tuple[str, ...] = ()  # wins over include_paths
@@ -989,6 +990,7 @@ _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "serve_stale_on_error": _check_ttl,
     "cache_stale_keep": _check_ttl,
     "surrogate_control": _check_bool,
+    "cdn_cache_control": _check_bool,
     "cache_strategy": lambda value: _check_choice(value, CACHE_STRATEGIES),
     "include_paths": _check_path_rules,
     "exclude_paths": _check_path_rules,

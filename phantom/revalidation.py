@@ -54,6 +54,7 @@ def decide_storage(
         stale_if_error_default=config.serve_stale_on_error,
         heuristic=config.cache_heuristic,
         surrogate_control=config.surrogate_control,
+        cdn_cache_control=config.cdn_cache_control,
     )
 
 

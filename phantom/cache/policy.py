@@ -38,6 +38,7 @@ from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from . import surrogate as _surrogate
+from . import targeted as _targeted
 
 __all__ = [
     "CACHE_NAME",
@@ -559,6 +560,7 @@ def storage_decision(
     stale_if_error_default: float = 0.0,
     heuristic: str = "last-modified",
     surrogate_control: bool = False,
+    cdn_cache_control: bool = False,
 ) -> StorageDecision | None:
     """Whether a shared cache may store this response (RFC 9111 §3), and what a hit needs.
 
@@ -568,6 +570,10 @@ def storage_decision(
     Authorization and the response has none of ``public``, ``s-maxage``, ``must-revalidate``
     (§3.5); the response sets a cookie and does not say ``public`` or ``s-maxage`` (unless
     ``store_set_cookie``: RFC 9111 itself permits storing Set-Cookie, §7.3 warns about it).
+
+    With ``cdn_cache_control``, a valid ``CDN-Cache-Control`` (:mod:`.targeted`, RFC 9213)
+    stands for Cache-Control and Pragma: its directives decide, except that Cache-Control's
+    ``private`` still keeps the response out (a page for one user is never shared).
 
     With ``surrogate_control``, the ``Surrogate-Control`` directives addressed to phantom
     (:mod:`.surrogate`, Edge Architecture §3) come first: its ``no-store`` means not stored;
@@ -597,11 +603,7 @@ def storage_decision(
     )
     if "no-store" in surrogate:
         return None
-    directives = parse_cache_control(field_values(response_headers, b"cache-control"))
-    if "pragma" not in directives and not field_values(response_headers, b"cache-control"):
-        pragma = b",".join(field_values(response_headers, b"pragma")).lower()
-        if b"no-cache" in (token.strip() for token in pragma.split(b",")):
-            directives["no-cache"] = None  # RFC 9111 §5.4: HTTP/1.0 Pragma, no Cache-Control
+    directives = _response_directives(response_headers, cdn_cache_control)
     for_surrogate = "max-age" in surrogate
     if for_surrogate:
         explicit: float | None = float(_delta_seconds(surrogate["max-age"]))
@@ -653,6 +655,27 @@ def storage_decision(
     if not usable_fresh and decision.stale_window <= 0:
         return None
     return decision
+
+
+def _response_directives(headers: Headers, cdn_cache_control: bool) -> dict[str, str | None]:
+    """The cache directives phantom follows for a response: a valid CDN-Cache-Control's
+    (RFC 9213 §2.1: used instead of the other cache-control fields) with Cache-Control's
+    ``private`` added, or else Cache-Control's, with Pragma's ``no-cache`` when there is no
+    Cache-Control (RFC 9111 §5.4, HTTP/1.0)."""
+    lines = field_values(headers, b"cache-control")
+    directives = parse_cache_control(lines)
+    targeted = (
+        _targeted.directives(field_values(headers, _targeted.FIELD)) if cdn_cache_control else None
+    )
+    if targeted is not None:
+        if "private" in directives:
+            targeted.setdefault("private", directives["private"])
+        return targeted
+    if "pragma" not in directives and not lines:
+        pragma = b",".join(field_values(headers, b"pragma")).lower()
+        if b"no-cache" in (token.strip() for token in pragma.split(b",")):
+            directives["no-cache"] = None
+    return directives
 
 
 def first_value(headers: Headers, name: bytes) -> bytes | None:

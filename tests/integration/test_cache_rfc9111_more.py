@@ -1,6 +1,6 @@
 """The rest of RFC 9111 through the running proxy, over real sockets: preconditions the
 cache evaluates (412, 304 by Date), a 304 that matches nothing, stored errors, max-stale with
-``cache_stale_keep``, Vary normalisation and Surrogate-Control."""
+``cache_stale_keep``, Vary normalisation, Surrogate-Control and CDN-Cache-Control."""
 
 from __future__ import annotations
 
@@ -230,4 +230,40 @@ async def test_surrogate_control_off_passes_the_header_on_and_ignores_it() -> No
         for _ in range(2):
             response = await get(proxy.port, "/cdn")
             assert response.get("surrogate-control") == "max-age=60"
+        assert origin.requests["/cdn"] == 2
+
+
+# --------------------------------------------------------------------------- CDN-Cache-Control
+
+
+@async_test()
+async def test_cdn_cache_control_decides_storage_and_is_passed_on() -> None:
+    """RFC 9213 §2.1: a valid CDN-Cache-Control stands for Cache-Control in phantom's storage
+    (a long CDN max-age beats Cache-Control: no-store, a CDN no-store keeps a fresh response
+    out); an invalid one is ignored (§2.2). The field reaches clients on misses and hits."""
+    routes = {
+        "/cdn": Reply(200, [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60")]),
+        "/nocdn": Reply(200, [("Cache-Control", "max-age=60"), ("CDN-Cache-Control", "no-store")]),
+        "/bad": Reply(200, [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=6, &")]),
+    }
+    async with proxied(routes) as (origin, proxy):
+        for _ in range(2):
+            for path in routes:
+                response = await get(proxy.port, path)
+                assert response.has("cdn-cache-control"), path
+        hit = await get(proxy.port, "/cdn")
+        assert "hit" in cache_status(hit)[1]
+        assert hit.get("cdn-cache-control") == "max-age=60"
+        assert hit.get("cache-control") == "no-store"
+        assert [origin.requests[path] for path in routes] == [1, 2, 2]
+
+
+@async_test()
+async def test_cdn_cache_control_off_ignores_it() -> None:
+    """``cdn_cache_control = false``: Cache-Control alone decides; the header is relayed."""
+    reply = Reply(200, [("Cache-Control", "no-store"), ("CDN-Cache-Control", "max-age=60")])
+    async with proxied({"/cdn": reply}, cdn_cache_control=False) as (origin, proxy):
+        for _ in range(2):
+            response = await get(proxy.port, "/cdn")
+            assert response.get("cdn-cache-control") == "max-age=60"
         assert origin.requests["/cdn"] == 2

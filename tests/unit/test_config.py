@@ -419,6 +419,10 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
             "server.app.surrogate_control: expected a boolean, got string",
         ),
         (
+            with_server(cdn_cache_control=1),
+            "server.app.cdn_cache_control: expected a boolean, got integer",
+        ),
+        (
             with_server(cache_404_capacity=-1),
             "server.app.cache_404_capacity: must be 0 or greater, got -1",
         ),
