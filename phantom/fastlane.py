@@ -76,7 +76,8 @@ class FastLane(FastRelay):
                 start = request.end
                 break
             answers.append(answered[0])
-            exchanges.append(answered[1])
+            if answered[1] is not None:
+                exchanges.append(answered[1])
             start = request.end
             batch += len(answered[0])
             if batch >= HITS_BATCH:
@@ -101,7 +102,7 @@ class FastLane(FastRelay):
 
     def _simple_decision(
         self, request: framing.SimpleRequest
-    ) -> tuple[bytes, Exchange] | SimpleForward | None:
+    ) -> tuple[bytes, Exchange | None] | SimpleForward | None:
         """What becomes of a simple request, decided as the request loop decides it (route,
         stages, cache rules, key, RFC 9111 lookup): a fresh hit's whole answer; a forward that
         fills no shared entry (the cache is bypassed, or the URL's last answer was not
@@ -131,8 +132,10 @@ class FastLane(FastRelay):
 
     def _cache_decision(
         self, request: framing.SimpleRequest, route: Route, site: Site
-    ) -> tuple[bytes, Exchange] | SimpleForward | None:
-        """The cache's part of ``_simple_decision``, for a request the stages let through."""
+    ) -> tuple[bytes, Exchange | None] | SimpleForward | None:
+        """The cache's part of ``_simple_decision``, for a request the stages let through.
+        A hit's exchange is built only for the access log; without one the hit is counted
+        at once (it is written before anything else runs)."""
         method, target, headers = request.method, route.path, request.headers
         if not site.rules.uses_cache(method, target):
             plan = Plan(None, Forward.BYPASS, request_headers=headers)
@@ -166,12 +169,16 @@ class FastLane(FastRelay):
             head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
         if method == b"HEAD":
             body = b""
+        tail = age_and_status(state.age, cache_status, site.config.cache_status_header)
+        answer = b"".join((head, wire_headers, tail, body))
+        if self.ctx.access_log is None:
+            self.ctx.metrics.hit(site.config.name, method, status)
+            return answer, None
         exchange = self._fast_exchange(request, site)
         exchange.status = status
         exchange.cache_status = cache_status
         exchange.body_bytes = len(body)
-        tail = age_and_status(state.age, cache_status, site.config.cache_status_header)
-        return b"".join((head, wire_headers, tail, body)), exchange
+        return answer, exchange
 
 
     def _fast_exchange(self, request: framing.SimpleRequest, site: Site) -> Exchange:
