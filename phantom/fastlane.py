@@ -13,12 +13,14 @@ loop as usual: h11 has seen none of the fast lane's bytes and is still at IDLE.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from . import framing
 from .answers import age_and_status
 from .cache import policy, ranges
 from .cache.answer import from_stored
 from .cache.policy import Forward
+from .cache.store import Key
 from .context import ProxyContext, Site
 from .errors import RequestRejected
 from .exchange import Exchange
@@ -46,6 +48,10 @@ class FastLane(FastRelay):
         # A request the fast lane read and asked the stages about, and what they said, for
         # the loop to go on from (a stage is asked once per request).
         self.decided: tuple[RequestView, Result] | None = None
+        # The last head the fast lane parsed here and what was worked out from it: clients
+        # repeat heads byte for byte (a poller, a page reloaded, keep-alive assets of one
+        # host differ only in the path), and the same bytes need not be parsed again.
+        self._known: KnownHead | None = None
 
     def _answer_simple_hits(self, data: bytes) -> bytes:
         """Answer the simple fresh cache hits at the start of ``data`` (pipelined ones in
@@ -57,28 +63,34 @@ class FastLane(FastRelay):
         batch = 0
         start = 0
         while start < len(data) and not self._write_paused:
-            request = framing.parse_simple(
-                data, start, config.max_request_line, config.max_header_bytes, config.max_headers
-            )
-            if request is None:
-                break
-            answered = self._simple_decision(request)
+            known = self._known
+            if known is None or not data.startswith(known.head, start):
+                # (A head holds one blank line, its end: the same bytes are the same head.)
+                request = framing.parse_simple(
+                    data, start, config.max_request_line, config.max_header_bytes,
+                    config.max_headers,
+                )
+                if request is None:
+                    break
+                known = self._known = KnownHead(data[start : request.end], request)
+            end = start + len(known.head)
+            answered = self._simple_decision(known)
             if answered is None:
-                self.prechecked = framing.RequestHead(request.target)
+                self.prechecked = framing.RequestHead(known.request.target)
                 break
             if isinstance(answered, SimpleForward):
                 # Until it is answered, what follows waits its turn.
-                answered.raw = data[start : request.end]
+                answered.raw = known.head
                 self.idle = False
                 if not self._start_relay(answered):
                     self.simple_forward = answered  # the loop forwards it
                     self._wake()
-                start = request.end
+                start = end
                 break
             answers.append(answered[0])
             if answered[1] is not None:
                 exchanges.append(answered[1])
-            start = request.end
+            start = end
             batch += len(answered[0])
             if batch >= HITS_BATCH:
                 # Out now, so that the transport can say (pause_writing) the client is not
@@ -101,41 +113,47 @@ class FastLane(FastRelay):
         exchanges.clear()
 
     def _simple_decision(
-        self, request: framing.SimpleRequest
+        self, known: KnownHead
     ) -> tuple[bytes, Exchange | None] | SimpleForward | None:
         """What becomes of a simple request, decided as the request loop decides it (route,
         stages, cache rules, key, RFC 9111 lookup): a fresh hit's whole answer; a forward that
         fills no shared entry (the cache is bypassed, or the URL's last answer was not
         storable); None for anything else (no route, a stage that waits or answers, a stale
         entry, a miss others may wait for): the loop takes it through h11, from what the
-        stages said (``decided``)."""
-        try:
-            route = self.router.route(request.host, request.target, request.method)
-        except RequestRejected:
-            return None  # the loop answers it
+        stages said (``decided``). The stages are asked every time; what the head alone
+        decides (its route, its key) is kept in ``known``."""
+        request = known.request
+        route = known.route
         if route is None:
-            return None
+            try:
+                route = self.router.route(request.host, request.target, request.method)
+            except RequestRejected:
+                return None  # the loop answers it
+            if route is None:
+                return None
+            known.route = route
         site = self.sites[route.server.name]
         stages = site.stages
         if not stages.all:
-            return self._cache_decision(request, route, site)
+            return self._cache_decision(known, route, site)
         if not stages.sync:
             return None  # the loop waits for them
         view = RequestView(request.method, route.path, request.headers, self.client_ip)
         answer = stages.check(view)
         decision = None
         if answer is None and not view.passes_on:
-            decision = self._cache_decision(request, route, site)
+            decision = self._cache_decision(known, route, site)
         if decision is None:
             self.decided = (view, answer)
         return decision
 
     def _cache_decision(
-        self, request: framing.SimpleRequest, route: Route, site: Site
+        self, known: KnownHead, route: Route, site: Site
     ) -> tuple[bytes, Exchange | None] | SimpleForward | None:
         """The cache's part of ``_simple_decision``, for a request the stages let through.
         A hit's exchange is built only for the access log; without one the hit is counted
         at once (it is written before anything else runs)."""
+        request = known.request
         method, target, headers = request.method, route.path, request.headers
         if not site.rules.uses_cache(method, target):
             plan = Plan(None, Forward.BYPASS, request_headers=headers)
@@ -143,7 +161,11 @@ class FastLane(FastRelay):
                 request, site, route.target, plan, self._fast_exchange(request, site)
             )
         cache = site.cache
-        key = site.key_for(target, headers, self.proto)
+        key = known.key
+        if key is None:
+            key = site.key_for(target, headers, self.proto)
+            if site.cache_key is None:  # (a function of the application's may not be pure)
+                known.key = key
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
         if isinstance(state, policy.Miss) and (
             ranges.asked(headers) or not (fills_cache(state) and key not in site.uncacheable)
@@ -190,3 +212,12 @@ class FastLane(FastRelay):
         return exchange
 
 
+@dataclass(slots=True)
+class KnownHead:
+    """A head the fast lane parsed, as sent (``head``), and what follows from its bytes alone
+    once worked out: its ``route`` and its store ``key`` (the default key function's)."""
+
+    head: bytes
+    request: framing.SimpleRequest
+    route: Route | None = None
+    key: Key | None = None

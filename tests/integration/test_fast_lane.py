@@ -152,6 +152,29 @@ async def test_fast_hits_count_in_metrics_and_the_access_log(
     assert '"HEAD /b HTTP/1.1" 200 0 ' in lines[2] and " cache=hit " in lines[2]
 
 
+@async_test()
+async def test_a_head_sent_again_byte_for_byte_is_answered_as_the_first_time() -> None:
+    # The fast lane keeps the last head it parsed on a connection with its route and key;
+    # the same bytes again, alone or between others, reach the same answer, and a head that
+    # differs in one byte is its own request.
+    async with proxied(ROUTES) as (origin, proxy):
+        for path in ("/a", "/b"):
+            assert (await get(proxy.port, path)).status == 200
+        a, b = simple("GET", "/a"), simple("GET", "/b")
+        async with await RawClient.connect(proxy.port) as client:
+            await client.send(a)
+            first = await client.read_response()
+            await client.send(a + a + b + a + simple("GET", "/a", ("X-One", "1")) + a)
+            again = [await client.read_response() for _ in range(6)]
+            await client.send(a)
+            last = await client.read_response()
+    for response in (first, *again, last):
+        assert response.status == 200 and "hit" in cache_status(response)[1]
+    bodies = [response.body for response in (first, *again, last)]
+    assert bodies == [b"alpha" * 50] * 3 + [b"bravo"] + [b"alpha" * 50] * 4
+    assert origin.requests["/a"] == 1 and origin.requests["/b"] == 1
+
+
 # -- pass-through: requests the cache does not answer, forwarded and relayed without h11 ------
 #
 # The fast lane forwards a simple GET/HEAD itself when the cache is bypassed (here:
