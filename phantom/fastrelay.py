@@ -46,6 +46,11 @@ class FastRelay(Forwarding):
         # loop waits on ``_relay_waiter`` if something wakes it meanwhile.
         self.relay: SimpleForward | None = None
         self._relay_waiter: asyncio.Future[None] | None = None
+        # The one timer that watches the relays' deadlines (``_relay_due``): set when a relay
+        # starts and none is pending, never cancelled when one ends in time (an answer a
+        # moment later is the common case: a timer per relay would be made and cancelled
+        # for each), set again for the next relay's deadline when it fires early.
+        self._relay_timer: asyncio.TimerHandle | None = None
 
     def _start_relay(self, forward: SimpleForward) -> bool:
         """Send ``forward`` on a pooled connection; False when none is idle (the loop then
@@ -60,7 +65,8 @@ class FastRelay(Forwarding):
         forward.request_time = site.cache.clock()
         forward.sent_at = time.perf_counter()
         forward.deadline = loop.time() + timeout
-        forward.timer = loop.call_later(timeout, self._hand_over)
+        if self._relay_timer is None:
+            self._relay_timer = loop.call_at(forward.deadline, self._relay_due)
         self.relay = forward
         upstream.receiver = self._relay_received
         upstream.write(self._outgoing_head(forward))
@@ -117,6 +123,26 @@ class FastRelay(Forwarding):
         # With bytes already waiting (a pipelined request) the loop is awake and takes them.
         self.idle = not self._inbox
 
+    def _relay_due(self) -> None:
+        """The relay timer fired: the relay in flight, if any, hands over when its backend's
+        time is up (``_hand_over`` then waits out the rest of ``backend_timeout``), or the
+        timer waits for its deadline."""
+        self._relay_timer = None
+        forward = self.relay
+        if forward is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < forward.deadline:
+            self._relay_timer = loop.call_at(forward.deadline, self._relay_due)
+            return
+        self._hand_over()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._relay_timer is not None:
+            self._relay_timer.cancel()  # it would hold the connection until it fired
+            self._relay_timer = None
+
     def _hand_over(self) -> None:
         """The relay can't finish (an answer h11 must read, a long or cut-short one, the
         backend timing out): the loop takes the request over from here."""
@@ -137,8 +163,6 @@ class FastRelay(Forwarding):
     def _end_relay(self, forward: SimpleForward) -> None:
         self.relay = None
         self.in_flight = None
-        if forward.timer is not None:
-            forward.timer.cancel()
         if forward.upstream is not None:
             forward.upstream.receiver = None
         waiter = self._relay_waiter
@@ -285,4 +309,3 @@ class SimpleForward:
     request_time: float = 0.0
     sent_at: float = 0.0
     deadline: float = 0.0
-    timer: asyncio.TimerHandle | None = None

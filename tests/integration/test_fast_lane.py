@@ -385,6 +385,24 @@ async def test_a_silent_backend_gives_504_after_backend_timeout(
     assert "did not answer in time (504)" in warnings_about(caplog, "/nc")[0]
 
 
+@async_test()
+async def test_each_relayed_request_gets_the_whole_backend_timeout() -> None:
+    # One timer watches the relays of a connection: armed by the first request, it must not
+    # cut a later one short, which is owed its own backend_timeout from when it was sent.
+    async with proxied(PASS_ROUTES, backend_timeout=0.6, **BYPASS) as (origin, proxy):
+        async with await RawClient.connect(proxy.port) as client:
+            await client.send(simple("GET", "/nc"))
+            assert (await client.read_response()).status == 200
+            await asyncio.sleep(0.3)  # the timer the first request armed is half-way
+            origin.mode = "silent"
+            started = time.monotonic()
+            await client.send(simple("GET", "/nc"))
+            answer = await client.read_response()
+            elapsed = time.monotonic() - started
+    assert answer.status == 504
+    assert 0.55 <= elapsed < 2.0, f"504 after {elapsed:.2f} s with backend_timeout=0.6"
+
+
 CONTINUE_ON_ONE = RawAnswer((HELLO + b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npoison",))
 CONTINUE_LATER = RawAnswer((HELLO, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\npoison"))
 
