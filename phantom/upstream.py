@@ -61,6 +61,12 @@ class UpstreamConnection(Endpoint):
         super().__init__()
         self.h11 = h11.Connection(h11.CLIENT)
         self._pool = pool
+        # Waiting in the pool, since (loop time). One timer closes the connection once it has
+        # been idle POOL_IDLE_SECONDS: set when it is parked and none is pending, left to run
+        # when it is taken again (it would be made and cancelled for every request), and set
+        # again for the rest of the current wait when it fires early.
+        self.parked = False
+        self._parked_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         # Set once a response byte arrived: a failure after that is never retried.
         self.response_started = False
@@ -77,7 +83,7 @@ class UpstreamConnection(Endpoint):
         self._pool.release(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
+        if self.parked:
             # A pooled connection must stay silent; anything it says makes it unusable.
             self.abort()
             return
@@ -86,7 +92,7 @@ class UpstreamConnection(Endpoint):
             self.receiver()
 
     def eof_received(self) -> bool:
-        if self._idle_timer is not None:
+        if self.parked:
             # The backend closed an idle pooled connection: give the descriptor back now.
             self.close()
             return False
@@ -98,6 +104,9 @@ class UpstreamConnection(Endpoint):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._pool.forget(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()  # it would hold the connection until it fired
+            self._idle_timer = None
         if self.receiver is not None:
             self.receiver()
 
@@ -283,7 +292,21 @@ class UpstreamConnection(Endpoint):
         self.response_started = False
         self.simple_done = False
         loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(POOL_IDLE_SECONDS, self.close)
+        self.parked = True
+        self._parked_at = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(self._parked_at + POOL_IDLE_SECONDS, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle_timer = None
+        if not self.parked:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._parked_at + POOL_IDLE_SECONDS
+        if loop.time() < due:
+            self._idle_timer = loop.call_at(due, self._idle_due)
+        else:
+            self.close()
 
     def abandon(self) -> None:
         """Abort the exchange on its way because its client went."""
@@ -291,9 +314,7 @@ class UpstreamConnection(Endpoint):
         self.abort()
 
     def unpark(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self.parked = False
 
 
 class Upstream:

@@ -8,8 +8,10 @@ import logging
 import time
 
 import pytest
-from conftest import RawClient, async_test, fetch, get, running_proxy, sha256
+from conftest import RawClient, async_test, fetch, get, proxied, running_proxy, sha256
 from origin import CannedBackend, RawAnswer, Reply, TestOrigin, payload, unused_port
+
+from phantom import upstream
 
 NO_STORE = ("Cache-Control", "no-store")
 
@@ -187,3 +189,25 @@ async def test_a_502_never_echoes_the_backends_bytes(caplog: pytest.LogCaptureFi
             assert response.body == b"The backend sent an invalid response.\n"
     # The operator's log keeps what the backend sent.
     assert sum(SECRET.decode() in r.getMessage() for r in caplog.records) == 2
+
+
+@async_test()
+async def test_a_pooled_connection_closes_once_idle_for_the_pool_timeout_since_its_last_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One timer per pooled connection, armed by its first wait in the pool: a connection
+    # used again meanwhile is kept for the whole idle time from its last use, then closed.
+    monkeypatch.setattr(upstream, "POOL_IDLE_SECONDS", 0.5)
+    routes = {"/nc": Reply(200, [("Cache-Control", "no-store")], b"nc")}
+    async with proxied(routes) as (origin, proxy):
+        assert (await get(proxy.port, "/nc")).body == b"nc"  # pooled at t=0
+        await asyncio.sleep(0.3)
+        assert (await get(proxy.port, "/nc")).body == b"nc"  # taken and pooled at t=0.3
+        await asyncio.sleep(0.35)  # past the first wait's timer, within the second wait
+        assert origin.open_connections == 1
+        assert (await get(proxy.port, "/nc")).body == b"nc"
+        assert origin.connections_accepted == 1  # the same connection all along
+        deadline = time.monotonic() + 3.0
+        while origin.open_connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert origin.open_connections == 0  # closed by the pool once idle long enough
