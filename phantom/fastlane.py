@@ -157,9 +157,7 @@ class FastLane(FastRelay):
         method, target, headers = request.method, route.path, request.headers
         if not site.rules.uses_cache(method, target):
             plan = Plan(None, Forward.BYPASS, request_headers=headers)
-            return SimpleForward(
-                request, site, route.target, plan, self._fast_exchange(request, site)
-            )
+            return self._simple_forward(known, route, site, plan)
         cache = site.cache
         key = known.key
         if key is None:
@@ -171,9 +169,7 @@ class FastLane(FastRelay):
             ranges.asked(headers) or not (fills_cache(state) and key not in site.uncacheable)
         ):
             plan = Plan(miss_key(key, headers), state.reason, request_headers=headers)
-            return SimpleForward(
-                request, site, route.target, plan, self._fast_exchange(request, site)
-            )
+            return self._simple_forward(known, route, site, plan)
         if not isinstance(state, policy.Fresh):
             return None
         body = cache.body(state.entry)
@@ -203,6 +199,22 @@ class FastLane(FastRelay):
         return answer, exchange
 
 
+    def _simple_forward(
+        self, known: KnownHead, route: Route, site: Site, plan: Plan
+    ) -> SimpleForward:
+        """The forward of a simple request the cache does not answer, with the head its
+        backend gets: made once per known head where no stage runs (a stage may one day
+        add fields to it), as it depends on nothing else."""
+        request = known.request
+        outgoing = known.outgoing
+        if outgoing is None:
+            outgoing = self._outgoing_head(site, request, route.target)
+            if not site.stages.all:
+                known.outgoing = outgoing
+        return SimpleForward(
+            request, site, route.target, plan, self._fast_exchange(request, site), outgoing
+        )
+
     def _fast_exchange(self, request: framing.SimpleRequest, site: Site) -> Exchange:
         exchange = Exchange.of_head(
             self.client_ip, request.method, request.target, b"1.1", request.headers
@@ -215,9 +227,11 @@ class FastLane(FastRelay):
 @dataclass(slots=True)
 class KnownHead:
     """A head the fast lane parsed, as sent (``head``), and what follows from its bytes alone
-    once worked out: its ``route`` and its store ``key`` (the default key function's)."""
+    once worked out: its ``route``, its store ``key`` (the default key function's) and the
+    head its backend gets (``outgoing``)."""
 
     head: bytes
     request: framing.SimpleRequest
     route: Route | None = None
     key: Key | None = None
+    outgoing: bytes | None = None

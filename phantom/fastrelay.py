@@ -69,7 +69,7 @@ class FastRelay(Forwarding):
             self._relay_timer = loop.call_at(forward.deadline, self._relay_due)
         self.relay = forward
         upstream.receiver = self._relay_received
-        upstream.write(self._outgoing_head(forward))
+        upstream.write(forward.outgoing)
         return True
 
     def _relay_received(self) -> None:
@@ -193,7 +193,7 @@ class FastRelay(Forwarding):
 
         try:
             if forward.upstream is None:
-                head = self._outgoing_head(forward)
+                head = forward.outgoing
                 forward.request_time = site.cache.clock()
                 forward.sent_at = time.perf_counter()
                 upstream, response = await site.upstream.exchange(start, retry=True)
@@ -257,13 +257,15 @@ class FastRelay(Forwarding):
         )
         return head, filling
 
-    def _outgoing_head(self, forward: SimpleForward) -> bytes:
-        """The head a fast-lane request goes to the backend with, serialised once, straight
-        from the parsed fields."""
+    def _outgoing_head(
+        self, site: Site, request: framing.SimpleRequest, target: bytes
+    ) -> bytes:
+        """The head a fast-lane request goes to the backend with (at ``target``), serialised
+        once, straight from the parsed fields."""
         fields = self._backend_headers(
-            forward.site,
+            site,
             hdr.forward_request_headers(
-                forward.request.raw_headers,
+                request.raw_headers,
                 client_ip=self.client_ip,
                 proto=self.proto,
                 body_chunked=False,
@@ -273,8 +275,8 @@ class FastRelay(Forwarding):
             upgrade=False,
         )
         return b"%s %s HTTP/1.1\r\n%s\r\n" % (
-            forward.request.method,
-            forward.target,
+            request.method,
+            target,
             b"".join([b"%s: %s\r\n" % field for field in fields]),
         )
 
@@ -291,14 +293,16 @@ class FastRelay(Forwarding):
 @dataclass(slots=True)
 class SimpleForward:
     """A request the fast lane read (``raw``: its head) and the cache does not answer, to be
-    forwarded to ``site``'s backend at ``target``: relayed by callbacks while the answer is
-    simple and complete, otherwise by the request loop, from wherever the relay left it."""
+    forwarded to ``site``'s backend at ``target`` with the head ``outgoing``: relayed by
+    callbacks while the answer is simple and complete, otherwise by the request loop, from
+    wherever the relay left it."""
 
     request: framing.SimpleRequest
     site: Site
     target: bytes
     plan: Plan
     exchange: Exchange
+    outgoing: bytes  # the head the backend gets
     raw: bytes = b""
     # Set once the request is on its way: the connection it went on, what came back so far
     # (and its parsed head), the store-clock and perf_counter times it left at, when its
