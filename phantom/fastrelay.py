@@ -51,6 +51,9 @@ class FastRelay(Forwarding):
         # moment later is the common case: a timer per relay would be made and cancelled
         # for each), set again for the next relay's deadline when it fires early.
         self._relay_timer: asyncio.TimerHandle | None = None
+        # The last simple answer head relayed here, parsed, and its fields as the client
+        # gets them: a backend repeats its heads byte for byte (until its Date changes).
+        self._known_answer: KnownAnswer | None = None
 
     def _start_relay(self, forward: SimpleForward) -> bool:
         """Send ``forward`` on a pooled connection; False when none is idle (the loop then
@@ -91,9 +94,7 @@ class FastRelay(Forwarding):
                 ):
                     self._hand_over()
                 return
-            response = forward.response = framing.parse_simple_response(
-                received, end, request.method, SIMPLE_MAX_HEADERS
-            )
+            response = forward.response = self._parse_answer_head(received, end, request.method)
             if response is None:
                 self._hand_over()  # h11 reads it
                 return
@@ -122,6 +123,27 @@ class FastRelay(Forwarding):
             self.close()  # the loop sees the close and ends
         # With bytes already waiting (a pipelined request) the loop is awake and takes them.
         self.idle = not self._inbox
+
+    def _parse_answer_head(
+        self, received: bytes, end: int, method: bytes
+    ) -> framing.SimpleResponse | None:
+        """``framing.parse_simple_response`` of the head ending at ``end``, unless it is the
+        last one relayed, byte for byte, answering the same method."""
+        known = self._known_answer
+        if (
+            known is not None
+            and len(known.head) == end + 4
+            and known.method == method
+            and received.startswith(known.head)
+        ):
+            return known.response
+        response = framing.parse_simple_response(received, end, method, SIMPLE_MAX_HEADERS)
+        if response is not None:
+            self._known_answer = KnownAnswer(
+                received[: end + 4], method, response,
+                hdr.forward_response_headers(response.headers),
+            )
+        return response
 
     def _relay_due(self) -> None:
         """The relay timer fired: the relay in flight, if any, hands over when its backend's
@@ -242,13 +264,18 @@ class FastRelay(Forwarding):
         """The head a simple backend answer goes to the client with, and the cache entry it
         fills, if any (as ``_relay_response`` decides them for an answer h11 read)."""
         site = forward.site
+        known = self._known_answer
+        if known is not None and known.response is response:
+            fields = known.fields
+        else:
+            fields = hdr.forward_response_headers(response.headers)
         sent, filling = self._relayed_fields(
             site,
             forward.plan,
             forward.request.method,
             response.status,
             response.reason,
-            hdr.forward_response_headers(response.headers),
+            fields,
             forward.request.headers,
             (forward.request_time, site.cache.clock()),
         )
@@ -313,3 +340,15 @@ class SimpleForward:
     request_time: float = 0.0
     sent_at: float = 0.0
     deadline: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class KnownAnswer:
+    """A backend's simple answer head (``head``, to a ``method`` request), parsed, and its
+    fields as relayed (hop-by-hop ones left out). Shared by the answers that repeat it: read
+    only (a relay copies ``fields`` before adding its own)."""
+
+    head: bytes
+    method: bytes
+    response: framing.SimpleResponse
+    fields: list[tuple[bytes, bytes]]

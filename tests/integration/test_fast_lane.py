@@ -479,6 +479,28 @@ async def test_head_and_304_pass_through_have_no_body_and_the_connection_goes_on
     assert origin.connections_accepted == 1, "the backend connection was pooled after each"
 
 
+@async_test()
+async def test_repeated_pass_through_requests_and_answers_are_relayed_as_the_first() -> None:
+    # The fast lane keeps the head the backend got for the last head it read, and the last
+    # answer head it relayed, parsed: the same bytes again give the same result, and the
+    # same answer head to a HEAD has no body.
+    async with proxied(PASS_ROUTES, **BYPASS) as (origin, proxy):
+        async with await RawClient.connect(proxy.port) as client:
+            answers = [await client.request("GET", "/nc") for _ in range(3)]
+            head = await client.request("HEAD", "/nc")
+            answers.append(await client.request("GET", "/nc"))
+            assert not await client.is_closed_by_peer(0.1)
+    for answer in answers:
+        assert (answer.status, answer.body) == (200, PASS_BODY)
+        assert answer.get_all("set-cookie") == ["a=1; Path=/", "b=2"]
+        assert not answer.has("keep-alive")
+    assert (head.status, head.content_length, head.body) == (200, len(PASS_BODY), b"")
+    heads = [request.raw_headers for request in origin.log]
+    assert len(heads) == 5 and all(fields == heads[0] for fields in heads)
+    assert (b"X-Forwarded-For", b"127.0.0.1") in heads[0]
+    assert origin.connections_accepted == 1
+
+
 @pytest.mark.parametrize("extra", [(), (STRICT,)], ids=["fast-lane", "request-loop"])
 @async_test()
 async def test_a_client_leaving_mid_forward_aborts_the_backend_request(
