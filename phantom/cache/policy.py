@@ -228,6 +228,13 @@ def parse_cache_control(values: Iterable[bytes]) -> dict[str, str | None]:
     occurrence wins (RFC 9111 §4.2.1). Never raises; malformed input yields odd directive names
     that simply match nothing.
     """
+    lines = values if isinstance(values, list | tuple) else list(values)
+    if len(lines) == 1 and len(lines[0]) <= _REMEMBERED_DIRECTIVES_BYTES:
+        return dict(_remembered_directives(lines[0]))  # a copy: callers may add to it
+    return _parse_cache_control(lines)
+
+
+def _parse_cache_control(values: Iterable[bytes]) -> dict[str, str | None]:
     result: dict[str, str | None] = {}
     for raw in values:
         text = raw.decode("latin-1")
@@ -264,6 +271,15 @@ def parse_cache_control(values: Iterable[bytes]) -> dict[str, str | None]:
             if name and name not in result:
                 result[name] = argument
     return result
+
+
+# A site's responses repeat a few Cache-Control values (and every relayed or stored response
+# has its own read): a one-line value is parsed once. Only values of ordinary length are
+# remembered, so the memory this takes stays small whatever backends send.
+_REMEMBERED_DIRECTIVES_BYTES = 256
+_remembered_directives = functools.lru_cache(maxsize=1024)(
+    lambda value: _parse_cache_control((value,))
+)
 
 
 def _delta_seconds(argument: str | None) -> int:

@@ -159,6 +159,16 @@ def test_cache_control_unterminated_quote_does_not_raise() -> None:
     }
 
 
+
+def test_a_remembered_cache_control_value_is_a_fresh_dict_each_time() -> None:
+    # One-line values are parsed once and remembered; each caller gets its own copy to add to.
+    first = policy.parse_cache_control([b"no-store"])
+    first["no-cache"] = None
+    assert policy.parse_cache_control([b"no-store"]) == {"no-store": None}
+    assert policy.parse_cache_control(iter([b"max-age=5"])) == {"max-age": "5"}
+    long_value = b"max-age=5, " + b"x" * 300
+    assert policy.parse_cache_control([long_value])["max-age"] == "5"  # not remembered
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=60), max_size=4))
 def test_cache_control_parser_never_raises(values: list[bytes]) -> None:
