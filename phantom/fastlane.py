@@ -38,6 +38,12 @@ HITS_BATCH = 64 * 1024
 class FastLane(FastRelay):
     """The fast lane of a client connection."""
 
+    # The last head the fast lane parsed here and what was worked out from it: clients
+    # repeat heads byte for byte (a poller, a page reloaded, keep-alive assets of one host
+    # differ only in the path), and the same bytes need not be parsed again. (A class
+    # default: a connection that never has one, a tunnel's, is no bigger for it.)
+    _known: KnownHead | None = None
+
     def __init__(self, ctx: ProxyContext, *, tls: bool = False) -> None:
         super().__init__(ctx, tls=tls)
         self.sites = dict(ctx.sites)
@@ -48,10 +54,6 @@ class FastLane(FastRelay):
         # A request the fast lane read and asked the stages about, and what they said, for
         # the loop to go on from (a stage is asked once per request).
         self.decided: tuple[RequestView, Result] | None = None
-        # The last head the fast lane parsed here and what was worked out from it: clients
-        # repeat heads byte for byte (a poller, a page reloaded, keep-alive assets of one
-        # host differ only in the path), and the same bytes need not be parsed again.
-        self._known: KnownHead | None = None
 
     def _answer_simple_hits(self, data: bytes) -> bytes:
         """Answer the simple fresh cache hits at the start of ``data`` (pipelined ones in

@@ -32,6 +32,16 @@ RELAY_LIMIT = 64 * 1024
 class FastRelay(Forwarding):
     """The relay of a client connection's fast lane."""
 
+    # The one timer that watches the relays' deadlines (``_relay_due``): set when a relay
+    # starts and none is pending, never cancelled when one ends in time (an answer a moment
+    # later is the common case: a timer per relay would be made and cancelled for each), set
+    # again for the next relay's deadline when it fires early.
+    _relay_timer: asyncio.TimerHandle | None = None
+    # The last simple answer head relayed here, parsed, and its fields as the client gets
+    # them: a backend repeats its heads byte for byte (until its Date changes).
+    # (Class defaults: a connection that never relays, a tunnel's, is no bigger for them.)
+    _known_answer: KnownAnswer | None = None
+
     def __init__(self, ctx: ProxyContext, *, tls: bool = False) -> None:
         super().__init__(ctx, tls=tls)
         self.served = 0  # requests answered on this connection
@@ -46,14 +56,6 @@ class FastRelay(Forwarding):
         # loop waits on ``_relay_waiter`` if something wakes it meanwhile.
         self.relay: SimpleForward | None = None
         self._relay_waiter: asyncio.Future[None] | None = None
-        # The one timer that watches the relays' deadlines (``_relay_due``): set when a relay
-        # starts and none is pending, never cancelled when one ends in time (an answer a
-        # moment later is the common case: a timer per relay would be made and cancelled
-        # for each), set again for the next relay's deadline when it fires early.
-        self._relay_timer: asyncio.TimerHandle | None = None
-        # The last simple answer head relayed here, parsed, and its fields as the client
-        # gets them: a backend repeats its heads byte for byte (until its Date changes).
-        self._known_answer: KnownAnswer | None = None
 
     def _start_relay(self, forward: SimpleForward) -> bool:
         """Send ``forward`` on a pooled connection; False when none is idle (the loop then

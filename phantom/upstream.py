@@ -57,16 +57,18 @@ def connect_failure(exc: OSError) -> str:
 class UpstreamConnection(Endpoint):
     """One TCP connection to a backend, speaking HTTP/1.1 as a client."""
 
+    # Waiting in the pool, since (loop time). One timer (``_idle_timer``) closes the
+    # connection once it has been idle POOL_IDLE_SECONDS: set when it is parked and none is
+    # pending, left to run when it is taken again (it would be made and cancelled for every
+    # request), and set again for the rest of the current wait when it fires early. (Class
+    # defaults: a connection never pooled, a tunnel's, is no bigger for them.)
+    parked = False
+    _parked_at = 0.0
+
     def __init__(self, pool: Upstream) -> None:
         super().__init__()
         self.h11 = h11.Connection(h11.CLIENT)
         self._pool = pool
-        # Waiting in the pool, since (loop time). One timer closes the connection once it has
-        # been idle POOL_IDLE_SECONDS: set when it is parked and none is pending, left to run
-        # when it is taken again (it would be made and cancelled for every request), and set
-        # again for the rest of the current wait when it fires early.
-        self.parked = False
-        self._parked_at = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         # Set once a response byte arrived: a failure after that is never retried.
         self.response_started = False
