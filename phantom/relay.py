@@ -175,10 +175,8 @@ class Relaying(Answers):
         sent.append(
             (
                 b"Cache-Status",
-                policy.cache_status(
-                    fwd=plan.reason,
-                    fwd_status=status,
-                    stored=decision is not None and length is not None,
+                policy.forwarded_status(
+                    plan.reason, status, decision is not None and length is not None
                 ),
             )
         )

@@ -861,10 +861,13 @@ def lookup(
     """
     if method not in LOOKUP_METHODS:
         return Miss(Forward.METHOD)
-    if variants and reads_none(request_headers, _LOOKUP_FIELDS):
+    if reads_none(request_headers, _LOOKUP_FIELDS):
         # The common case, decided without parsing anything: no request directives and no
-        # Authorization, so the newest variant is the one when it has no Vary (§4.1), and
-        # it is the answer while fresh (§4.2) unless it demands revalidation.
+        # Authorization, so nothing stored is a miss, and else the newest variant is the one
+        # when it has no Vary (§4.1), and it is the answer while fresh (§4.2) unless it
+        # demands revalidation.
+        if not variants:
+            return Miss(Forward.URI_MISS)
         newest = variants[0]
         stored = newest.decision
         if stored.vary == () and not stored.no_cache:
@@ -1102,6 +1105,13 @@ def cache_status(
     if detail is not None:
         parts.append(f"detail={detail}")
     return "; ".join(parts).encode("ascii")
+
+
+@functools.lru_cache(maxsize=1024)
+def forwarded_status(fwd: Forward, fwd_status: int, stored: bool) -> bytes:
+    """``cache_status(fwd=fwd, fwd_status=fwd_status, stored=stored)``, for every relayed
+    response: the few values there are are each formatted once."""
+    return cache_status(fwd=fwd, fwd_status=fwd_status, stored=stored)
 
 
 _SF_INTEGER_LIMIT = 999_999_999_999_999

@@ -1205,3 +1205,9 @@ def test_a_long_preference_value_is_normalised_the_same_way() -> None:
     assert policy.vary_key(vary, [(b"accept-language", b", ".join(tags))]) == policy.vary_key(
         vary, [(b"accept-language", b",".join(reversed(tags)).upper())]
     )
+
+
+def test_a_forwarded_cache_status_is_the_one_cache_status_formats() -> None:
+    for fwd, status, stored in [(Forward.URI_MISS, 200, True), (Forward.BYPASS, 404, False)]:
+        expected = policy.cache_status(fwd=fwd, fwd_status=status, stored=stored)
+        assert policy.forwarded_status(fwd, status, stored) == expected
