@@ -92,7 +92,8 @@ class Metrics:
 
     def hit(self, server: str, method: bytes, status: int) -> None:
         """Count a cache hit as ``exchange_done`` counts its exchange (a hit has no upstream
-        time and no error), for the fast lane, which builds no exchange when nothing logs it."""
+        time, no error, no refusal), for the fast lane, which builds no exchange when nothing
+        logs it."""
         key = (server, method_class(method), status)
         self.requests[key] = self.requests.get(key, 0) + 1
         lookup = (server, "hit")
