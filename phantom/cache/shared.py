@@ -84,7 +84,7 @@ def _glob(text: str, wildcard: bool = False) -> str:
 
 class SharedStore(CacheStore):
     shared = True
-    __slots__ = ("_link", "_pending", "_prefix", "_server", "_token", "_writes")
+    __slots__ = ("_keeps", "_link", "_pending", "_prefix", "_server", "_token", "_writes")
 
     def __init__(
         self,
@@ -108,6 +108,7 @@ class SharedStore(CacheStore):
         )
         self._link = link
         self._server = server
+        self._keeps = l1_ttl > 0  # whether the first level keeps anything at all
         self._prefix = f"{link.config.key_prefix}{server}:"
         self._pending: list[_Purge] = []
         self._token = secrets.token_hex(8)  # names our fill locks
@@ -143,8 +144,9 @@ class SharedStore(CacheStore):
         except ValueError as exc:
             log.warning("cache: %s in Redis is not a phantom entry (%s); ignored", key[1], exc)
             return ()
-        for variant in reversed(variants):  # oldest first: the newest ends up first
-            CacheStore.put(self, key, variant)
+        if self._keeps:
+            for variant in reversed(variants):  # oldest first: the newest ends up first
+                CacheStore.put(self, key, variant)
         # As read, not as kept: with cache_l1_ttl = 0 the first level keeps nothing.
         now = self.clock()
         return tuple(variant for variant in variants if now < variant.retain_until)
