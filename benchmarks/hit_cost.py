@@ -7,7 +7,9 @@ layout (proxy on core 0, wrk and the origin on core 1).
         [--seconds 3] [--rounds 3] [--path /small] [--shared-cache]
 
 ``--shared-cache`` adds phantom with ``cache_storage_mode = "redis"`` (a redis-server on the
-load core): its hits come from the first level, so they should cost what memory hits cost.
+load core): its hits come from the first level, so they should cost what memory hits cost;
+and phantom with ``cache_l1_ttl = 0`` (``-l2``; the baseline's too, when there is one), where
+every hit is a second-level hit: a Redis GET and the value decoded.
 
 Prints requests/s (``wrk -t1 -c50`` on the path) and the proxy process's own CPU time (user +
 system, from ``/proc``) divided by the requests wrk counted. On a machine shared with other work
@@ -98,7 +100,11 @@ def main() -> None:
         redis = start_redis(workdir / "redis", LOAD_CORE) if args.shared_cache else None
         if redis is not None:
             targets["phantom-redis"] = ("phantom", ROOT, shared_cache_tail(redis.port))
-            results["phantom-redis"] = []
+            second_level = shared_cache_tail(redis.port, l1_ttl=0)
+            if args.baseline is not None:
+                targets["baseline-redis-l2"] = ("phantom", args.baseline.resolve(), second_level)
+            targets["phantom-redis-l2"] = ("phantom", ROOT, second_level)
+            results.update((name, []) for name in targets if name not in results)
         try:
             for n in range(args.rounds):
                 for name, (kind, source, tail) in targets.items():
