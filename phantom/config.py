@@ -147,6 +147,7 @@ class RateLimitConfig:
     per: float
     burst: int
     key: str = "client_ip"  # client_ip | jwt:CLAIM | header:NAME
+    shared: bool = False  # one budget per key for every process on the [redis] Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -1051,6 +1052,7 @@ _RATE_LIMIT_CHECKS: Final[dict[str, _Check]] = {
     "per": _check_timeout,
     "burst": _check_count,
     "key": _check_rate_key,
+    "shared": _check_bool,
 }
 
 _CORS_CHECKS: Final[dict[str, _Check]] = {
@@ -1276,17 +1278,23 @@ class _Reader:
     def check_redis_users(
         self, redis: RedisConfig | None, servers: tuple[ServerConfig, ...]
     ) -> None:
-        """A server in redis mode needs the [redis] table and the client library."""
-        users = [s for s in servers if s.cache_storage_mode == "redis"]
+        """A server in redis mode, or with a shared rate limit, needs the [redis] table and
+        the client library."""
+        users = [
+            (_dotted("server", s.name, "cache_storage_mode"), '"redis"')
+            for s in servers if s.cache_storage_mode == "redis"
+        ] + [
+            (_dotted("server", s.name, "rate_limit", "shared"), "true")
+            for s in servers if s.rate_limit is not None and s.rate_limit.shared
+        ]
         if not users:
             return
-        key = _dotted("server", users[0].name, "cache_storage_mode")
+        key, value = users[0]
         if redis is None:
-            raise self.error(key, '"redis" needs a [redis] table with url')
+            raise self.error(key, f"{value} needs a [redis] table with url")
         if not redis_client_installed():
             raise self.error(
-                key,
-                "\"redis\" needs the Redis client: pip install 'phantom-proxy[redis]'",
+                key, f"{value} needs the Redis client: pip install 'phantom-proxy[redis]'"
             )
 
     def tls_listener(self, values: Mapping[str, Any]) -> None:

@@ -77,6 +77,7 @@ class Site:
     cache_key: KeyFunction | None = None
     trusted_proxies: tuple[Network, ...] = ()  # the guards' client address is the one after
     verifier: Verifier | None = None  # the proxy's one [jwt] checker, shared by every site
+    redis: RedisLink | None = None  # the proxy's one link to [redis] (redis mode, shared limits)
     inflight: dict[Key, asyncio.Future[None]] = field(default_factory=dict)
     uncacheable: TTLCache[Key, bool] = field(init=False)
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -102,7 +103,8 @@ class Site:
         redis: RedisLink | None = None,
         verifier: Verifier | None = None,
     ) -> Site:
-        """``redis``: the process's link to the ``[redis]`` Redis, for redis mode."""
+        """``redis``: the process's link to the ``[redis]`` Redis, for redis mode and shared
+        rate limits."""
         upstream = Upstream(
             server.proxy_url, config.backend_connect_timeout, backend_context(server, config.source)
         )
@@ -134,6 +136,7 @@ class Site:
             cache_key=cache_key,
             trusted_proxies=config.trusted_proxies,
             verifier=verifier,
+            redis=redis,
         )
 
     def close_pools(self) -> None:

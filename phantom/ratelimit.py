@@ -26,18 +26,43 @@ from typing import Any
 
 from .config import RateLimitConfig
 
-__all__ = ["Limiter", "Pacer", "rate_key"]
+__all__ = ["Limiter", "Pacer", "Quota", "rate_key"]
 
 _POLICY = b'"default"'
 # Field values longer than this are hashed into the key (memory per key stays small).
 _LONGEST_KEY_VALUE = 64
 
 
-class Limiter:
-    """One server's ``rate_limit``: ``requests`` per ``per`` seconds and key, ``burst`` at
-    once, for at most ``max_keys`` keys."""
+class Quota:
+    """``requests`` per ``per`` seconds, ``burst`` at once, as GCRA counts it: each request
+    "costs" ``interval`` seconds, and a key may run up to ``capacity`` seconds ahead."""
 
-    __slots__ = ("_clock", "_interval", "_capacity", "_max_keys", "_arrivals", "policy")
+    __slots__ = ("interval", "capacity", "policy")
+
+    def __init__(self, config: RateLimitConfig) -> None:
+        self.interval = config.per / config.requests
+        self.capacity = config.burst * self.interval
+        self.policy = b"%s;q=%d;w=%d" % (_POLICY, config.requests, math.ceil(config.per))
+
+    def fields(self, full_in: float, wait: float) -> list[tuple[bytes, bytes]]:
+        """RateLimit-Policy and RateLimit for a key whose bucket is full again in ``full_in``
+        seconds (with Retry-After when a request was refused for ``wait`` > 0 seconds)."""
+        left = int((self.capacity - full_in) / self.interval + 1e-9)
+        fields = [
+            (b"RateLimit-Policy", self.policy),
+            (b"RateLimit", b"%s;r=%d;t=%d" % (_POLICY, left, math.ceil(full_in))),
+        ]
+        if wait > 0:
+            fields.append((b"Retry-After", b"%d" % max(1, math.ceil(wait))))
+        return fields
+
+
+class Limiter:
+    """One server's ``rate_limit`` in this process: ``requests`` per ``per`` seconds and key,
+    ``burst`` at once, for at most ``max_keys`` keys. (:mod:`phantom.sharedlimit` keeps the
+    same arithmetic in Redis for ``shared = true``.)"""
+
+    __slots__ = ("_clock", "_interval", "_capacity", "_max_keys", "_arrivals", "quota")
 
     def __init__(
         self,
@@ -46,11 +71,11 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._interval = config.per / config.requests  # seconds one request "costs"
-        self._capacity = config.burst * self._interval  # the bucket, in seconds
+        self.quota = Quota(config)
+        self._interval = self.quota.interval  # seconds one request "costs"
+        self._capacity = self.quota.capacity  # the bucket, in seconds
         self._max_keys = max_keys
         self._arrivals: OrderedDict[str, float] = OrderedDict()
-        self.policy = b"%s;q=%d;w=%d" % (_POLICY, config.requests, math.ceil(config.per))
 
     def __len__(self) -> int:
         return len(self._arrivals)
@@ -73,20 +98,15 @@ class Limiter:
             arrivals.popitem(last=False)
         return 0.0
 
+    def full_in(self, key: str) -> float:
+        """Seconds until ``key``'s bucket is full again, as :meth:`take` left it."""
+        now = self._clock()
+        return max(self._arrivals.get(key, now) - now, 0.0)
+
     def fields(self, key: str, wait: float) -> list[tuple[bytes, bytes]]:
         """RateLimit-Policy and RateLimit for ``key`` as :meth:`take` left it (with
-        Retry-After when it answered ``wait`` > 0): what is left, and the seconds until the
-        bucket is full again."""
-        now = self._clock()
-        full_in = max(self._arrivals.get(key, now) - now, 0.0)
-        left = int((self._capacity - full_in) / self._interval + 1e-9)
-        fields = [
-            (b"RateLimit-Policy", self.policy),
-            (b"RateLimit", b"%s;r=%d;t=%d" % (_POLICY, left, math.ceil(full_in))),
-        ]
-        if wait > 0:
-            fields.append((b"Retry-After", b"%d" % max(1, math.ceil(wait))))
-        return fields
+        Retry-After when it answered ``wait`` > 0)."""
+        return self.quota.fields(self.full_in(key), wait)
 
 
 class Pacer:

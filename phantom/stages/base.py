@@ -14,6 +14,7 @@ from ..webhooks import Webhooks
 
 if TYPE_CHECKING:
     from ..jwtauth import Verifier
+    from ..redis_link import RedisLink
 
 
 @dataclass(slots=True)
@@ -116,3 +117,6 @@ class SiteParts(Protocol):
 
     @property
     def verifier(self) -> Verifier | None: ...
+
+    @property
+    def redis(self) -> RedisLink | None: ...  # the process's link to [redis], if any

@@ -1165,6 +1165,32 @@ def test_redis_mode_without_the_client_names_the_extra(monkeypatch: pytest.Monke
     )
 
 
+SHARED_LIMIT = {"rate_limit": {"requests": 10, "per": 1, "shared": True}}
+
+
+def test_a_shared_rate_limit_needs_the_redis_table() -> None:
+    assert error_of(with_server(**SHARED_LIMIT)) == (
+        f"{SOURCE}: server.app.rate_limit.shared: true needs a [redis] table with url"
+    )
+    config = config_from_dict({"redis": {"url": "redis://h"}, **with_server(**SHARED_LIMIT)}, SOURCE)
+    limit = config.servers[0].rate_limit
+    assert limit is not None and limit.shared
+    unshared = with_server(rate_limit={"requests": 10, "per": 1})
+    assert config_from_dict(unshared, SOURCE).servers[0].rate_limit.shared is False  # type: ignore[union-attr]
+
+
+def test_a_shared_rate_limit_without_the_client_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("redis", "redis.asyncio"):
+        monkeypatch.setitem(sys.modules, name, None)
+    data = {"redis": {"url": "redis://h"}, **with_server(**SHARED_LIMIT)}
+    assert error_of(data) == (
+        f"{SOURCE}: server.app.rate_limit.shared: true needs the Redis client: "
+        "pip install 'phantom-proxy[redis]'"
+    )
+
+
 def test_redis_url_from_the_environment_and_its_password_never_shown() -> None:
     url = "rediss://user:hunter2@cache.internal:6380/1"
     data = {**redis_data(), "redis": {"url": "$env:REDIS_URL"}}
