@@ -38,7 +38,15 @@ class Host:
 
 
 @contextmanager
-def hosts(tmp_path: Path, redis_url: str, backend: int, count: int = 2) -> Iterator[list[Host]]:
+def hosts(
+    tmp_path: Path,
+    redis_url: str,
+    backend: int,
+    count: int = 2,
+    server: str = 'cache_storage_mode = "redis"\n',
+) -> Iterator[list[Host]]:
+    """``count`` phantom processes on ``redis_url``, each with ``[server.app]`` in front of
+    ``backend`` and the lines ``server``."""
     with ExitStack() as stack:
         started = []
         for index in range(count):
@@ -47,8 +55,7 @@ def hosts(tmp_path: Path, redis_url: str, backend: int, count: int = 2) -> Itera
             config.write_text(
                 f"http_port = {port}\ncontrol_port = {control_port}\n"
                 f'[redis]\nurl = "{redis_url}"\ntimeout = 0.5\n'
-                f'[server.app]\nproxy_url = "http://{LOCALHOST}:{backend}"\n'
-                'cache_storage_mode = "redis"\n'
+                f'[server.app]\nproxy_url = "http://{LOCALHOST}:{backend}"\n{server}'
             )
             process = stack.enter_context(serve(config))
             started.append(Host(port, control_port, process))

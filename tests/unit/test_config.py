@@ -1172,7 +1172,8 @@ def test_a_shared_rate_limit_needs_the_redis_table() -> None:
     assert error_of(with_server(**SHARED_LIMIT)) == (
         f"{SOURCE}: server.app.rate_limit.shared: true needs a [redis] table with url"
     )
-    config = config_from_dict({"redis": {"url": "redis://h"}, **with_server(**SHARED_LIMIT)}, SOURCE)
+    with_redis = {"redis": {"url": "redis://h"}, **with_server(**SHARED_LIMIT)}
+    config = config_from_dict(with_redis, SOURCE)
     limit = config.servers[0].rate_limit
     assert limit is not None and limit.shared
     unshared = with_server(rate_limit={"requests": 10, "per": 1})
