@@ -11,7 +11,10 @@ token (so the requests are byte for byte the same):
 - ``auth``: ``auth_required = true`` (HS256 ``[jwt] secret``): the token is verified once and
   remembered, so each further request costs its look-up;
 - ``rate``: ``rate_limit`` with a quota no request reaches (every request is counted, none
-  refused).
+  refused);
+- ``shared``: the same ``rate_limit`` with ``shared = true`` and a ``[redis]`` table, on a
+  redis-server of its own on the load's core: each request one round trip to it (the server
+  leaves the fast lane).
 
 Prints each round and then, per configuration, the median CPU microseconds per request, and
 what the guard adds to ``plain``: the median of the rounds' differences (each round runs the
@@ -33,7 +36,7 @@ import jwt
 
 from benchmarks.hit_cost import cpu_seconds
 from benchmarks.run import LOAD_CORE, PROXY_CORE
-from benchmarks.targets import free_port, phantom_config, spawn, start_origin
+from benchmarks.targets import free_port, phantom_config, spawn, start_origin, start_redis
 
 SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
 PATH = "/public/small"
@@ -41,10 +44,12 @@ GUARDS = {
     "plain": "",
     "auth": "auth_required = true",
     "rate": "rate_limit = { requests = 1_000_000_000, per = 1 }",
+    "shared": "rate_limit = { requests = 1_000_000_000, per = 1, shared = true }",
 }
 
 
-def config(port: int, origin_port: int, guard: str) -> str:
+def config(port: int, origin_port: int, guard: str, redis_port: int) -> str:
+    tail = f'[redis]\nurl = "redis://127.0.0.1:{redis_port}/0"\n' if "shared" in guard else ""
     return (
         phantom_config(port, origin_port, 1)
         .replace("[server.bench]", f'[jwt]\nsecret = "{SECRET}"\n\n[server.bench]')
@@ -52,6 +57,7 @@ def config(port: int, origin_port: int, guard: str) -> str:
         'bind_to = "/public"\nstrip_prefix = false\ncompress_strategy = "none"\n'
         + guard
         + "\n"
+        + tail
     )
 
 
@@ -71,12 +77,14 @@ def wrk(port: int, token: str, seconds: int, workdir: Path) -> float:
     return float(out.split("Requests/sec:")[1].split()[0])
 
 
-def measure(name: str, origin_port: int, token: str, workdir: Path, seconds: int) -> float:
+def measure(
+    name: str, origin_port: int, redis_port: int, token: str, workdir: Path, seconds: int
+) -> float:
     """CPU microseconds per request of phantom with guard ``name``."""
     workdir.mkdir(parents=True)
     port = free_port()
     path = workdir / "phantom.toml"
-    path.write_text(config(port, origin_port, GUARDS[name]))
+    path.write_text(config(port, origin_port, GUARDS[name], redis_port))
     argv = [sys.executable, "-m", "phantom", "serve", "--config", str(path)]
     proxy = spawn(name, argv, port, workdir, PROXY_CORE, "/nc/small")
     try:
@@ -93,24 +101,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--only", nargs="+", choices=list(GUARDS)[1:], default=list(GUARDS)[1:],
+        help="the guards to measure (plain always runs)",
+    )
     args = parser.parse_args()
+    guards = ["plain", *args.only]
     token = jwt.encode(
         {"sub": "bench", "exp": int(time.time()) + 86400}, SECRET, algorithm="HS256"
     )
-    costs: dict[str, list[float]] = {name: [] for name in GUARDS}
+    costs: dict[str, list[float]] = {name: [] for name in guards}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         origin = start_origin(workdir / "origin", LOAD_CORE)
+        redis = start_redis(workdir / "redis", LOAD_CORE)
         try:
             for n in range(args.rounds):
                 # Rotate the order so no configuration always runs first.
-                names = list(GUARDS)[n % len(GUARDS) :] + list(GUARDS)[: n % len(GUARDS)]
+                names = guards[n % len(guards) :] + guards[: n % len(guards)]
                 for name in names:
-                    cost = measure(name, origin.port, token, workdir / f"{name}{n}", args.seconds)
+                    cost = measure(
+                        name, origin.port, redis.port, token, workdir / f"{name}{n}", args.seconds
+                    )
                     costs[name].append(cost)
                 line = ", ".join(f"{name} {runs[-1]:.1f} us" for name, runs in costs.items())
                 print(f"round {n + 1}: {line}", flush=True)
         finally:
+            redis.stop()
             origin.stop()
     plain = statistics.median(costs["plain"])
     for name, runs in costs.items():

@@ -27,7 +27,8 @@ __all__ = ["SCRIPT", "SharedLimiter"]
 MICROSECONDS = 1_000_000
 
 # KEYS[1]: the arrival time; ARGV: interval, capacity (µs). Returns {allowed, wait, full_in}
-# in whole µs. Numbers reach SET as %.17g: exact for µs since 1970 (< 2^53).
+# in whole µs (rounded up). Numbers reach SET as %.17g: µs since 1970 are < 2^53, so the
+# stored time keeps its fraction of a µs; the key lives at least 1 ms.
 SCRIPT = """
 local interval = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
@@ -41,7 +42,7 @@ local after = arrival + interval
 if after - now > capacity then
   return {0, math.ceil(after - now - capacity), math.ceil(arrival - now)}
 end
-redis.call('SET', KEYS[1], after, 'PX', math.ceil((after - now) / 1000))
+redis.call('SET', KEYS[1], after, 'PX', math.max(1, math.ceil((after - now) / 1000)))
 return {1, 0, math.ceil(after - now)}
 """
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
@@ -55,10 +56,8 @@ class SharedLimiter:
     def __init__(self, link: RedisLink, server: str, quota: Quota) -> None:
         self._link = link
         self._prefix = f"{link.config.key_prefix}rl:{server}:"
-        self._args = (
-            round(quota.interval * MICROSECONDS),
-            round(quota.capacity * MICROSECONDS),
-        )
+        # Fractions kept: 1e9 requests a second is an interval of 0.001 µs, not 0.
+        self._args = (quota.interval * MICROSECONDS, quota.capacity * MICROSECONDS)
 
     async def take(self, key: str) -> tuple[float, float]:
         """Count one request of ``key`` fleet-wide: (seconds to wait, 0.0 when it was

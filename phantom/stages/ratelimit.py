@@ -46,7 +46,10 @@ class RateStage:
         self.places = places
 
     def check(self, view: RequestView) -> Answer | None:
-        key = self.key_of(view)
+        return self.decide(view, self.key_of(view))
+
+    def decide(self, view: RequestView, key: str) -> Answer | None:
+        """Count ``key`` in this process and answer."""
         limiter = self.limiter
         wait = limiter.take(key)
         if not wait and not self.headers:
@@ -100,7 +103,7 @@ class SharedRateStage:
             wait, full_in = await self.shared.take(key)
         except Unavailable:
             self._log(False)
-            return local.check(view)
+            return local.decide(view, key)
         self._log(True)
         if not wait and not local.headers:
             return None

@@ -55,6 +55,9 @@ async def test_the_script_decides_as_the_local_limiter_does(tmp_path: Path) -> N
             assert redis.command("SCRIPT", "FLUSH").startswith(b"+OK")
             assert (await shared.take("ip:192.0.2.2"))[0] == 0.0
             assert redis.command("SCRIPT", "EXISTS", SCRIPT_SHA)[-3:-2] == b"1"
+            # A quota of a billion a second: an interval far below a µs, a key of 1 ms.
+            fast = SharedLimiter(link, "app", Limiter(RateLimitConfig(10**9, 1, 10**9), 1).quota)
+            assert [(await fast.take("ip:192.0.2.3"))[0] for _ in range(3)] == [0.0] * 3
             assert link.up and link.errors == 0
         finally:
             await link.close()
