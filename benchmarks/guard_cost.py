@@ -14,7 +14,10 @@ token (so the requests are byte for byte the same):
   refused);
 - ``shared``: the same ``rate_limit`` with ``shared = true`` and a ``[redis]`` table, on a
   redis-server of its own on the load's core: each request one round trip to it (the server
-  leaves the fast lane).
+  leaves the fast lane);
+- ``unshared``: the same again with ``[redis]`` on a port nothing listens on: the stage still
+  waits (off the fast lane) but every request is counted in the process, which separates the
+  request loop's cost from the round trip's.
 
 Prints each round and then, per configuration, the median CPU microseconds per request, and
 what the guard adds to ``plain``: the median of the rounds' differences (each round runs the
@@ -45,6 +48,7 @@ GUARDS = {
     "auth": "auth_required = true",
     "rate": "rate_limit = { requests = 1_000_000_000, per = 1 }",
     "shared": "rate_limit = { requests = 1_000_000_000, per = 1, shared = true }",
+    "unshared": "rate_limit = { requests = 1_000_000_000, per = 1, shared = true }",
 }
 
 
@@ -84,6 +88,8 @@ def measure(
     workdir.mkdir(parents=True)
     port = free_port()
     path = workdir / "phantom.toml"
+    if name == "unshared":
+        redis_port = free_port()  # nothing listens there: Redis is down throughout
     path.write_text(config(port, origin_port, GUARDS[name], redis_port))
     argv = [sys.executable, "-m", "phantom", "serve", "--config", str(path)]
     proxy = spawn(name, argv, port, workdir, PROXY_CORE, "/nc/small")
