@@ -46,9 +46,13 @@ else:  # pragma: no cover - Python 3.10 only
 
 __all__ = [
     "ACCESS_LOG_FORMATS",
+    "HASH_KEYS",
+    "LOAD_BALANCE",
     "LOG_LEVELS",
+    "BackendConfig",
     "BackendURL",
     "Config",
+    "HealthCheckConfig",
     "RelayConfig",
     "RedisConfig",
     "ServerConfig",
@@ -58,6 +62,7 @@ __all__ = [
     "host_port",
     "load_config",
     "parse_backend_url",
+    "parse_expect_status",
     "parse_host",
     "parse_log_level",
     "parse_port",
@@ -105,6 +110,34 @@ class BackendURL:
 
 
 WEBHOOK_TYPES: Final = ("blocking", "notify", "cache_key")
+LOAD_BALANCE: Final = ("round_robin", "least_connections", "random_two", "consistent_hash")
+# hash_key: one of these, or "header:NAME" / "cookie:NAME".
+HASH_KEYS: Final = ("client_ip", "path")
+HEALTH_STARTS: Final = ("healthy", "unhealthy")
+MAX_WEIGHT: Final = 256  # HAProxy's bound: a finer ratio than 1:256 is not a weight any more
+MAX_RETRIES: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One ``[[server.NAME.backends]]`` entry."""
+
+    url: BackendURL
+    weight: int = 1  # share of the requests, relative to the other backends' weights
+    backup: bool = False  # used only while every non-backup backend is down
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """``health_check = {...}`` of a server: a GET every ``interval`` seconds to each backend."""
+
+    path: str = "/"  # sent as written (no base path prepended), query allowed
+    interval: float = 5.0
+    timeout: float = 2.0  # connect and response head, at most
+    healthy_threshold: int = 2  # consecutive passes that bring an unhealthy backend back
+    unhealthy_threshold: int = 3  # consecutive failures that take a healthy one out
+    expect_status: str = "2xx"  # "2xx", "200", "200,204,3xx": codes and classes
+    host: str | None = None  # the Host sent; None = the backend's host:port
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -170,7 +203,19 @@ class ServerConfig:
     """One ``[server.NAME]`` table."""
 
     name: str
+    # The backend, or with ``backends`` the first one that is not a backup.
     proxy_url: BackendURL
+    # [[server.NAME.backends]]; () = proxy_url is the only backend (see ``pool``).
+    backends: tuple[BackendConfig, ...] = ()
+    load_balance: str = "round_robin"  # see LOAD_BALANCE
+    hash_key: str | None = None  # consistent_hash only; None there means "client_ip"
+    health_check: HealthCheckConfig | None = None  # None = no active checks
+    health_check_start: str = "healthy"  # the state backends start in: healthy | unhealthy
+    breaker_failures: int = 5  # consecutive failures that open a backend's breaker; 0 = never
+    breaker_statuses: tuple[int, ...] = ()  # response statuses that count as failures
+    breaker_open: float = 10.0  # seconds open before the half-open trial (doubles, to 300)
+    retries: int = 1  # further backends an idempotent bodiless request may be tried on
+    retry_budget: float = 0.2  # retries at most this share of the last 10 s's requests
     enable_websocket: bool = True
     # Upgrade tokens tunnelled, lowercase; "*" = every one but h2c (see phantom.handshake).
     upgrade_protocols: tuple[str, ...] = ("*",)
@@ -250,6 +295,11 @@ class ServerConfig:
     @property
     def pre_generate(self) -> bool:
         return self.proxy_mode == "pre_generate"
+
+    @property
+    def pool(self) -> tuple[BackendConfig, ...]:
+        """Every backend of this server: ``backends``, or ``proxy_url`` alone."""
+        return self.backends or (BackendConfig(self.proxy_url),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,6 +687,63 @@ def _check_count(value: object) -> int:
     return _check_int(value, 1)
 
 
+def _check_fraction(value: object) -> float:
+    share = _check_ttl(value)
+    if share > 1:
+        raise _Invalid(f"expected a share from 0 to 1 (0.2 = 20%), got {_number_text(share)}")
+    return share
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_hash_key(value: object) -> str:
+    text = _check_str(value)
+    kind, sep, name = text.partition(":")
+    if text in HASH_KEYS or (sep and kind in ("header", "cookie") and _TOKEN.fullmatch(name)):
+        return f"header:{name.lower()}" if kind == "header" else text
+    raise _Invalid(
+        f'expected "client_ip", "path", "header:NAME" or "cookie:NAME", got {text!r}'
+    )
+
+
+def parse_expect_status(value: object) -> frozenset[int]:
+    """``"2xx"``, ``"200"``, ``"200,204,3xx"`` -> the status codes it accepts."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    text = _check_str(value if text is None else text)
+    codes: set[int] = set()
+    for item in text.replace(" ", "").lower().split(","):
+        if re.fullmatch(r"[1-5]xx", item):
+            codes.update(range(int(item[0]) * 100, int(item[0]) * 100 + 100))
+        elif re.fullmatch(r"[1-5][0-9][0-9]", item):
+            codes.add(int(item))
+        else:
+            raise _Invalid(
+                f'expected status codes and classes such as "2xx" or "200,301", got {text!r}'
+            )
+    return frozenset(codes)
+
+
+def _check_expect_status(value: object) -> str:
+    parse_expect_status(value)
+    return str(value).replace(" ", "").lower()
+
+
+def _check_health_host(value: object) -> str:
+    text = _check_str(value)
+    name, sep, port = text.rpartition(":") if not text.endswith("]") else ("", "", "")
+    host = name if sep and port.isdigit() else text
+    if not _is_host(host.removeprefix("[").removesuffix("]")):
+        raise _Invalid(f'expected a host name and maybe a port ("app.internal"), got {text!r}')
+    return text
+
+
+def _check_statuses(value: object) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(f"expected an array of status codes ([502, 503]), got {_type_name(value)}")
+    return tuple(sorted({_check_int(item, 400, 599) for item in value}))
+
+
 def _check_networks(value: object) -> tuple[Network, ...]:
     if not isinstance(value, (list, tuple)):
         raise _Invalid(f"expected an array of CIDR strings, got {_type_name(value)}")
@@ -962,8 +1069,32 @@ _WEBHOOK_CHECKS: Final[dict[str, _Check]] = {
     "timeout_ms": lambda value: _check_int(value, 1),
 }
 
+_BACKEND_CHECKS: Final[dict[str, _Check]] = {
+    "url": parse_backend_url,
+    "weight": lambda value: _check_int(value, 1, MAX_WEIGHT),
+    "backup": _check_bool,
+}
+
+_HEALTH_CHECKS: Final[dict[str, _Check]] = {
+    "path": check_snapshot_path,
+    "interval": _check_timeout,
+    "timeout": _check_timeout,
+    "healthy_threshold": _check_count,
+    "unhealthy_threshold": _check_count,
+    "expect_status": _check_expect_status,
+    "host": _check_health_host,
+}
+
 _SERVER_CHECKS: Final[dict[str, _Check]] = {
     "proxy_url": parse_backend_url,
+    "load_balance": lambda value: _check_choice(value, LOAD_BALANCE),
+    "hash_key": _check_hash_key,
+    "health_check_start": lambda value: _check_choice(value, HEALTH_STARTS),
+    "breaker_failures": _check_size,
+    "breaker_statuses": _check_statuses,
+    "breaker_open": _check_timeout,
+    "retries": lambda value: _check_int(value, 0, MAX_RETRIES),
+    "retry_budget": _check_fraction,
     "enable_websocket": _check_bool,
     "upgrade_protocols": _check_upgrade_protocols,
     "cache_ttl": _check_ttl,
@@ -1072,7 +1203,16 @@ _INHERITED: Final[tuple[str, ...]] = (
 )
 # Server keys that name one app: not in [defaults].
 _PER_APP: Final = frozenset(
-    {"proxy_url", "bind_to", "rewrite", "hosts", "execute", "execute_dir", "pre_generate_paths"}
+    {
+        "proxy_url",
+        "backends",
+        "bind_to",
+        "rewrite",
+        "hosts",
+        "execute",
+        "execute_dir",
+        "pre_generate_paths",
+    }
 )
 
 
@@ -1517,20 +1657,79 @@ class _Reader:
                         )
                     others.append(server)
 
-    def webhooks(self, raw: object, prefix: tuple[str, ...]) -> tuple[WebhookConfig, ...]:
+    def array_of_tables(
+        self,
+        raw: object,
+        prefix: tuple[str, ...],
+        checks: Mapping[str, _Check],
+        required: tuple[str, ...],
+    ) -> list[dict[str, Any]]:
+        """``[[prefix]]`` tables, each checked against ``checks``; ``required`` keys must be set."""
         key = _dotted(*prefix)
         if not isinstance(raw, list):
             raise self.error(key, f"expected [[{key}]] tables, got {_type_name(raw)}")
-        hooks = []
+        items = []
         for index, item in enumerate(raw):
             where = (*prefix[:-1], f"{prefix[-1]}[{index}]")
             table = self.check(_dotted(*prefix), _check_table, item)
-            values = self.table(table, _WEBHOOK_CHECKS, where)
-            for required in ("url", "type"):
-                if required not in values:
-                    raise self.error(_dotted(*where, required), "missing")
-            hooks.append(WebhookConfig(**values))
-        return tuple(hooks)
+            values = self.table(table, checks, where)
+            for name in required:
+                if name not in values:
+                    raise self.error(_dotted(*where, name), "missing")
+            items.append(values)
+        return items
+
+    def webhooks(self, raw: object, prefix: tuple[str, ...]) -> tuple[WebhookConfig, ...]:
+        items = self.array_of_tables(raw, prefix, _WEBHOOK_CHECKS, ("url", "type"))
+        return tuple(WebhookConfig(**values) for values in items)
+
+    def backends(self, raw: object, prefix: tuple[str, ...]) -> tuple[BackendConfig, ...]:
+        items = self.array_of_tables(raw, prefix, _BACKEND_CHECKS, ("url",))
+        backends = tuple(BackendConfig(**values) for values in items)
+        key = _dotted(*prefix)
+        if not backends:
+            raise self.error(key, f"expected at least one [[{key}]] table with a url")
+        seen: dict[tuple[str, str, int], int] = {}
+        for index, backend in enumerate(backends):
+            url = backend.url
+            first = seen.setdefault((url.scheme, url.host, url.port), index)
+            if first != index:
+                raise self.error(
+                    _dotted(*prefix[:-1], f"{prefix[-1]}[{index}]", "url"),
+                    f"duplicate backend {url.scheme}://{url.netloc} (also {prefix[-1]}[{first}]);"
+                    " give that one more weight instead",
+                )
+        if all(backend.backup for backend in backends):
+            raise self.error(key, "every backend is a backup: at least one must not be")
+        return backends
+
+    def health_check(self, raw: object, prefix: tuple[str, ...]) -> HealthCheckConfig:
+        table = self.check(_dotted(*prefix), _check_table, raw)
+        check = HealthCheckConfig(**self.table(table, _HEALTH_CHECKS, prefix))
+        if check.timeout > check.interval:
+            raise self.error(
+                _dotted(*prefix, "timeout"),
+                f"must not be longer than interval ({_number_text(check.interval)}),"
+                f" got {_number_text(check.timeout)}",
+            )
+        return check
+
+    def balancing(self, values: dict[str, Any], prefix: tuple[str, ...]) -> None:
+        """The keys of several backends that only make sense together."""
+        if "hash_key" in values and values.get("load_balance") != "consistent_hash":
+            raise self.error(
+                _dotted(*prefix, "hash_key"), 'needs load_balance = "consistent_hash"'
+            )
+        if values.get("health_check_start") == "unhealthy" and "health_check" not in values:
+            raise self.error(
+                _dotted(*prefix, "health_check_start"),
+                '"unhealthy" needs a health_check to bring the backends up',
+            )
+        if "backends" in values and "execute" in values:
+            raise self.error(
+                _dotted(*prefix, "execute"),
+                "starts the backend of proxy_url; start several backends yourself",
+            )
 
     def server_table(self, body: object, prefix: tuple[str, ...]) -> dict[str, Any]:
         """A ``[server.NAME]`` or ``[defaults]`` table, checked; relative paths made absolute."""
@@ -1538,6 +1737,8 @@ class _Reader:
         hooks = body.pop("webhooks", None)
         rate_limit = body.pop("rate_limit", None)
         cors = body.pop("cors", None)
+        backends = body.pop("backends", None)
+        health = body.pop("health_check", None)
         values = self.table(body, _SERVER_CHECKS, prefix)
         if hooks is not None:
             values["webhooks"] = self.webhooks(hooks, (*prefix, "webhooks"))
@@ -1545,6 +1746,10 @@ class _Reader:
             values["rate_limit"] = self.rate_limit(rate_limit, (*prefix, "rate_limit"))
         if cors is not None:
             values["cors"] = self.cors(cors, (*prefix, "cors"))
+        if backends is not None:
+            values["backends"] = self.backends(backends, (*prefix, "backends"))
+        if health is not None:
+            values["health_check"] = self.health_check(health, (*prefix, "health_check"))
         for key in ("cache_directory", "backend_ca"):
             if values.get(key):
                 values[key] = os.path.abspath(self.path(values[key]))
@@ -1561,10 +1766,17 @@ class _Reader:
         def key(name_of_key: str) -> str:
             return _dotted("server", name, name_of_key)
 
+        if "backends" in values:
+            if "proxy_url" in values:
+                raise self.error(key("backends"), "set proxy_url or [[backends]] tables, not both")
+            values["proxy_url"] = next(b.url for b in values["backends"] if not b.backup)
         if "proxy_url" not in values:
             raise self.error(
-                key("proxy_url"), 'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"'
+                key("proxy_url"),
+                'missing: the backend to forward to, e.g. "http://127.0.0.1:8080"'
+                " (or [[backends]] tables)",
             )
+        self.balancing(values, ("server", name))
         if "execute" in values:
             values["execute_dir"] = os.path.abspath(self.path(values.get("execute_dir", ".")))
         if values.get("cache_storage_mode") == "filesystem" and not values.get("cache_directory"):
@@ -1689,7 +1901,8 @@ def with_overrides(
         url = reader.check("--backend", parse_backend_url, backend)
         if len(config.servers) != 1:
             raise reader.error("--backend", "needs exactly one [server.NAME] table to apply to")
-        changes["servers"] = (replace(config.servers[0], proxy_url=url),)
+        # One backend replaces them all, as it replaces proxy_url.
+        changes["servers"] = (replace(config.servers[0], proxy_url=url, backends=()),)
     return replace(config, **changes) if changes else config
 
 
@@ -1733,9 +1946,11 @@ def _toml_value(key: str, value: object) -> str:
     if key in _PAIR_TABLES and isinstance(value, tuple):
         items = ", ".join(f"{_key_part(name)} = {_toml_value(name, item)}" for name, item in value)
         return "{ " + items + " }" if items else "{}"
-    if isinstance(value, (RateLimitConfig, CorsConfig)):
-        items = ", ".join(
-            f"{f.name} = {_toml_value(f.name, getattr(value, f.name))}" for f in fields(value)
+    if isinstance(value, (RateLimitConfig, CorsConfig, HealthCheckConfig)):
+        items = ", ".join(  # a key not set (None) is left out: TOML has no null
+            f"{f.name} = {_toml_value(f.name, getattr(value, f.name))}"
+            for f in fields(value)
+            if getattr(value, f.name) is not None
         )
         return "{ " + items + " }"
     if isinstance(value, tuple):
@@ -1763,6 +1978,23 @@ def _describe_field(name: str, value: object, origin: str | None = None) -> str:
     if origin is None:
         return line
     return f"{line}{';' if '  # ' in line else '  #'} from {origin}"
+
+
+def _pool_summary(server: ServerConfig) -> str:
+    """``round_robin over http://a:1 (weight 2), http://b:1; backup http://c:1``."""
+
+    def listed(backends: list[BackendConfig]) -> str:
+        return ", ".join(
+            f"{b.url}" + (f" (weight {b.weight})" if b.weight != 1 else "") for b in backends
+        )
+
+    primary = [b for b in server.pool if not b.backup]
+    backups = [b for b in server.pool if b.backup]
+    strategy = server.load_balance
+    if strategy == "consistent_hash":
+        strategy += f" on {server.hash_key or 'client_ip'}"
+    text = f"# {strategy} over {listed(primary)}"
+    return text + (f"; backup {listed(backups)}" if backups else "")
 
 
 def describe(config: Config) -> str:
@@ -1805,17 +2037,22 @@ def describe(config: Config) -> str:
         origins = dict(server.origins)
         lines.append("")
         lines.append(f"[{_dotted('server', server.name)}]")
+        lines.append(_pool_summary(server))
         for f in fields(ServerConfig):
             value = getattr(server, f.name)
-            if f.name in ("name", "origins") or (f.name == "webhooks" and server.webhooks):
-                continue  # webhooks, when there are some, follow as [[...webhooks]] tables
+            if f.name in ("name", "origins", "backends") or (f.name == "webhooks" and value):
+                continue  # webhooks and backends, when there are some, follow as [[...]] tables
+            if f.name == "proxy_url" and server.backends:
+                continue  # the first of the backends
             lines.append(_describe_field(f.name, value, origins.get(f.name)))
-        for hook in server.webhooks:
-            lines.append("")
-            table = _dotted("server", server.name, "webhooks")
-            lines.append(f"[[{table}]]  # from {origins['webhooks']}")
-            lines.extend(
-                f"{f.name} = {_toml_value(f.name, getattr(hook, f.name))}"
-                for f in fields(WebhookConfig)
-            )
+        for table, items in (("webhooks", server.webhooks), ("backends", server.backends)):
+            for item in items:
+                lines.append("")
+                lines.append(
+                    f"[[{_dotted('server', server.name, table)}]]  # from {origins[table]}"
+                )
+                lines.extend(
+                    f"{f.name} = {_toml_value(f.name, getattr(item, f.name))}"
+                    for f in fields(item)
+                )
     return "\n".join(lines) + "\n"

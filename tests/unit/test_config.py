@@ -331,7 +331,7 @@ NUMBER_ROOT_KEYS = ["backend_connect_timeout", "backend_timeout", "shutdown_time
         (
             {"server": {"app": {}}},
             "server.app.proxy_url: missing: the backend to forward to, "
-            'e.g. "http://127.0.0.1:8080"',
+            'e.g. "http://127.0.0.1:8080" (or [[backends]] tables)',
         ),
         (with_server(proxy_url=8080), "server.app.proxy_url: expected a string, got integer"),
         # server values
@@ -628,7 +628,7 @@ def test_describe_fills_in_defaults() -> None:
             assert f"\n{field.name} = " in text
     assert "\n[server.app]\n" in text
     for field in dataclasses.fields(ServerConfig):
-        if field.name in ("name", "origins"):
+        if field.name in ("name", "origins", "backends"):  # backends: [[...]], when set
             continue
         if field.default is None:
             assert f"\n# {field.name} is not set" in text

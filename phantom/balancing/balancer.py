@@ -1,0 +1,301 @@
+"""One server's backends: which one takes the next request, and what became of each.
+
+Pure module (the clock and the random generator are passed in; state changes are logged, once
+each). The request path asks :meth:`Balancer.pick` for a backend, tells :meth:`answered` or
+:meth:`failed` what came of the attempt, and :meth:`release` when the exchange is over (the
+response relayed in full); a tunnel counts from :meth:`tunnel_opened` to
+:meth:`tunnel_closed`. The health checker reports with :meth:`checked`, the control API drains
+and enables.
+
+Which backends may take a request: the primary ones (not ``backup``) that pass their health
+checks, are not drained and whose breaker admits one; only when none does, the backups the same
+way. A server with one backend never opens its breaker (as nginx ignores ``max_fails`` for a
+single server): with nothing to fail over to, a client is better served by trying than by a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..config import BackendURL, ServerConfig
+from .backend import DRAINING, HEALTHY, Backend
+from .breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from .budget import RetryBudget
+from .strategies import Strategy, strategy_for
+
+__all__ = ["RETRY_OUTCOMES", "Balancer"]
+
+log = logging.getLogger("phantom.balancer")
+
+# phantom_retries_total's outcome values.
+RETRY_OUTCOMES: Final = ("success", "failure", "budget_exhausted", "no_backend")
+# Retry-After when nothing says when a backend may be back (every backend drained, say).
+DEFAULT_RETRY_AFTER: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _Tier:
+    backends: tuple[Backend, ...]
+    strategy: Strategy
+
+
+class Balancer:
+    def __init__(
+        self,
+        server: ServerConfig,
+        *,
+        previous: Balancer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        """The backends of ``server``. With ``previous`` (the balancer this one replaces on a
+        reload), a backend both name keeps its state and counts; one only ``previous`` names is
+        drained, and listed until its last request and tunnel are done."""
+        self.server = server.name
+        self.clock = clock
+        self.retries = server.retries
+        self.budget = RetryBudget(server.retry_budget)
+        self.failure_statuses = frozenset(server.breaker_statuses)
+        self.health = server.health_check
+        self.retry_counts = dict.fromkeys(RETRY_OUTCOMES, 0)
+        pool = server.pool
+        several = len(pool) > 1
+        known = () if previous is None else (*previous.backends, *previous.retired)
+        kept = {b.url: b for b in known}
+        backends = []
+        for config in pool:
+            failures = server.breaker_failures if several else 0
+            old = next((b for b in kept.values() if b.same_address(config.url)), None)
+            if old is None:
+                started = server.health_check is None or server.health_check_start == HEALTHY
+                backend = Backend(config, Breaker(failures, server.breaker_open), started)
+            else:
+                backend = kept.pop(old.url)
+                if previous is not None and backend in previous.retired:
+                    backend.draining = False  # removed, and added back before it was idle
+                backend.url, backend.weight = config.url, config.weight
+                backend.backup = config.backup
+                backend.breaker.configure(failures, server.breaker_open)
+                if server.health_check is None:
+                    backend.healthy = True  # nothing would ever bring it back
+            backends.append(backend)
+        self.backends: tuple[Backend, ...] = tuple(backends)
+        # Removed by a reload: no new work, shown until idle.
+        removed = list(kept.values())
+        for backend in removed:
+            if previous is not None and backend in previous.retired:
+                continue  # removed by an earlier reload, said then
+            backend.draining = True
+            if backend.busy:
+                log.info(
+                    "server %s: backend %s removed; draining (%d requests, %d tunnels open)",
+                    self.server, backend.url, backend.inflight, backend.tunnels,
+                )
+        self.retired: list[Backend] = [b for b in removed if b.busy]
+        generator = rng or random.Random()
+        self.tiers = tuple(
+            _Tier(tier, strategy_for(server.load_balance, tier, generator))
+            for tier in (
+                tuple(b for b in backends if not b.backup),
+                tuple(b for b in backends if b.backup),
+            )
+            if tier
+        )
+        # The common case, one backend, skips the clock, the tiers and the budget.
+        self.single = backends[0] if not several else None
+        self.down = False  # no backend admitted the last request (logged once)
+
+    # -- the request path ------------------------------------------------------------------
+
+    def pick(self, key: bytes | None = None) -> Backend | None:
+        """The backend for a new request or tunnel, counted in flight; None when every
+        backend is down, open or drained (the caller answers 503, see ``retry_after``)."""
+        single = self.single
+        if single is not None:
+            if single.healthy and not single.draining:
+                single.inflight += 1
+                return single
+            self._none_left()
+            return None
+        now = self.clock()
+        if self.retries:
+            self.budget.request(now)
+        return self._choose(now, key, ())
+
+    def retry(self, key: bytes | None, tried: Collection[Backend]) -> Backend | None:
+        """Another backend than those ``tried`` for a failed attempt, counted in flight; None
+        when the retry budget is spent or no other backend may take it (counted as such)."""
+        now = self.clock()
+        if self.single is not None or not self.budget.try_retry(now):
+            self.retry_counts["budget_exhausted" if self.single is None else "no_backend"] += 1
+            return None
+        backend = self._choose(now, key, tried)
+        if backend is None:
+            self.retry_counts["no_backend"] += 1
+        return backend
+
+    def retried(self, succeeded: bool) -> None:
+        """What the retried attempt came to: an answer, or another failure."""
+        self.retry_counts["success" if succeeded else "failure"] += 1
+
+    def _choose(self, now: float, key: bytes | None, tried: Collection[Backend]) -> Backend | None:
+        for tier in self.tiers:
+            candidates = [b for b in tier.backends if b.admits(now) and b not in tried]
+            if candidates:
+                backend = tier.strategy.choose(candidates, key)
+                if backend.breaker.begin(now) == HALF_OPEN:
+                    self._changed(backend, OPEN, HALF_OPEN, "trying one request")
+                backend.inflight += 1
+                if self.down:
+                    self.down = False
+                    log.info("server %s: a backend is available again", self.server)
+                return backend
+        if not tried:
+            self._none_left()
+        return None
+
+    def _none_left(self) -> None:
+        if not self.down:
+            self.down = True
+            log.warning(
+                "server %s: no backend available (%s); answering 503",
+                self.server,
+                ", ".join(f"{b.url}: {b.state(self.clock())}" for b in self.backends),
+            )
+
+    def answered(self, backend: Backend, status: int) -> None:
+        """The backend sent a response head."""
+        backend.responses[status // 100] += 1
+        if status in self.failure_statuses:
+            self._failure(backend, f"answered {status}")
+        elif backend.breaker.state != CLOSED or backend.breaker.streak:
+            if backend.breaker.success() == CLOSED:
+                self._changed(backend, HALF_OPEN, HEALTHY, f"answered {status}")
+
+    def failed(self, backend: Backend, error: str) -> None:
+        """The attempt got no response: a connect error, a reset before any response byte,
+        or a timeout."""
+        backend.responses[0] += 1
+        self._failure(backend, error)
+
+    def _failure(self, backend: Backend, error: str) -> None:
+        backend.last_error = error
+        breaker = backend.breaker
+        was = breaker.state
+        if breaker.failure(self.clock()) == OPEN:
+            why = error if was == HALF_OPEN else f"{breaker.failures} failures, last: {error}"
+            self._changed(backend, was, f"open for {breaker.open_for:g}s", why)
+
+    def release(self, backend: Backend) -> None:
+        """The exchange is over (its response relayed, or abandoned)."""
+        backend.inflight -= 1
+        if backend.breaker.trial and backend.breaker.state == HALF_OPEN:
+            backend.breaker.abandon()  # no verdict: the next request is the trial
+        self._forget_if_done(backend)
+
+    def tunnel_opened(self, backend: Backend) -> None:
+        backend.tunnels += 1
+
+    def tunnel_closed(self, backend: Backend) -> None:
+        backend.tunnels -= 1
+        self._forget_if_done(backend)
+
+    def _forget_if_done(self, backend: Backend) -> None:
+        if self.retired and not backend.busy and backend in self.retired:
+            self.retired.remove(backend)
+            log.info("server %s: removed backend %s is drained", self.server, backend.url)
+
+    def retry_after(self) -> int:
+        """Seconds a client told 503 should wait: until the first open breaker half-opens,
+        or the health checks could bring an unhealthy backend back."""
+        now = self.clock()
+        waits = []
+        check = self.health
+        for backend in self.backends:
+            if backend.draining:
+                continue
+            if not backend.healthy and check is not None:
+                waits.append(check.interval * max(1, check.healthy_threshold - backend.passes))
+            elif backend.breaker.state == OPEN:
+                waits.append(backend.breaker.remaining(now))
+        if not waits:
+            return DEFAULT_RETRY_AFTER
+        return max(1, math.ceil(min(waits)))
+
+    # -- health checks and the operator ------------------------------------------------------
+
+    def checked(self, backend: Backend, error: str | None) -> None:
+        """One active health check's result: None = passed, else what failed."""
+        check = self.health
+        assert check is not None
+        if error is None:
+            backend.fails = 0
+            backend.passes += 1
+            if not backend.healthy and backend.passes >= check.healthy_threshold:
+                backend.healthy = True
+                self._changed(backend, "unhealthy", "healthy", f"{backend.passes} checks passed")
+            return
+        backend.passes = 0
+        backend.fails += 1
+        backend.last_error = f"health check: {error}"
+        if backend.healthy and backend.fails >= check.unhealthy_threshold:
+            backend.healthy = False
+            self._changed(
+                backend, "healthy", "unhealthy", f"{backend.fails} checks failed, last: {error}"
+            )
+
+    def find(self, url: BackendURL) -> Backend | None:
+        """The backend at ``url``'s address, a removed one still draining included."""
+        return next((b for b in (*self.backends, *self.retired) if b.same_address(url)), None)
+
+    def drain(self, backend: Backend) -> None:
+        """No new requests or tunnels; those open go on."""
+        if not backend.draining:
+            backend.draining = True
+            self._changed(backend, backend.state(self.clock()), DRAINING, "by the operator")
+
+    def enable(self, backend: Backend) -> None:
+        """Back in rotation: no longer drained, and its breaker closed (the operator says it
+        is fixed). A removed backend can't come back this way: it is not in the config."""
+        if backend in self.retired:
+            return
+        was = backend.state(self.clock())
+        backend.draining = False
+        backend.breaker.reset()
+        now = backend.state(self.clock())
+        if now != was:
+            self._changed(backend, was, now, "enabled by the operator")
+
+    def report(self) -> list[dict[str, Any]]:
+        """``GET /backends``: each backend (removed ones still draining last)."""
+        now = self.clock()
+        return [
+            {
+                "url": str(b.url),
+                "weight": b.weight,
+                "backup": b.backup,
+                "state": b.state(now),
+                "inflight": b.inflight,
+                "tunnels_open": b.tunnels,
+                "last_error": b.last_error,
+                **({"removed": True} if b in self.retired else {}),
+            }
+            for b in (*self.backends, *self.retired)
+        ]
+
+    def everyone(self) -> Sequence[Backend]:
+        """The backends configured, then those removed and still draining (for metrics)."""
+        return (*self.backends, *self.retired)
+
+    def _changed(self, backend: Backend, was: str, now: str, why: str) -> None:
+        level = logging.INFO if now in (HEALTHY, HALF_OPEN, DRAINING) else logging.WARNING
+        log.log(
+            level, "server %s: backend %s: %s -> %s (%s)", self.server, backend.url, was, now, why
+        )
+

@@ -1,0 +1,55 @@
+"""The key consistent_hash sticks a request to (``hash_key``).
+
+Pure module: from the request's client address, target and headers (lowercase names) to the
+bytes hashed, or None when the request has no such key (it is then balanced round robin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+__all__ = ["KeyOf", "key_function"]
+
+Headers = Sequence[tuple[bytes, bytes]]
+#: ``(client_ip, target, headers) -> key``
+KeyOf = Callable[[str, bytes, Headers], "bytes | None"]
+
+
+def _client_ip(client_ip: str, target: bytes, headers: Headers) -> bytes | None:
+    return client_ip.encode()
+
+
+def _path(client_ip: str, target: bytes, headers: Headers) -> bytes | None:
+    return target.partition(b"?")[0]
+
+
+def _header(name: bytes) -> KeyOf:
+    def key(client_ip: str, target: bytes, headers: Headers) -> bytes | None:
+        values = [value for field, value in headers if field == name]
+        return b", ".join(values) if values else None
+
+    return key
+
+
+def _cookie(name: bytes) -> KeyOf:
+    def key(client_ip: str, target: bytes, headers: Headers) -> bytes | None:
+        for field, value in headers:
+            if field != b"cookie":
+                continue
+            for pair in value.split(b";"):
+                cookie, sep, content = pair.strip().partition(b"=")
+                if sep and cookie == name:
+                    return content
+        return None
+
+    return key
+
+
+def key_function(hash_key: str | None) -> KeyOf:
+    """The key function of a ``hash_key`` value (config-checked); None means client_ip."""
+    kind, _, name = (hash_key or "client_ip").partition(":")
+    if kind == "header":
+        return _header(name.lower().encode("latin-1"))
+    if kind == "cookie":
+        return _cookie(name.encode("latin-1"))
+    return _path if kind == "path" else _client_ip
