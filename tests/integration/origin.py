@@ -179,7 +179,10 @@ class TestOrigin:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> TestOrigin:
-        self._server = await asyncio.start_server(self._handle, LOCALHOST, 0, ssl=self.tls)
+        # Port 0 the first time; started again after close(), the same port (a backend back).
+        self._server = await asyncio.start_server(
+            self._handle, LOCALHOST, self.port, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
