@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .balancing import Balancer
+from .balancing.backend import STATUS_CLASSES
+from .balancing.breaker import CLOSED, HALF_OPEN, OPEN
 from .exchange import Exchange, cache_result, method_class
 
 __all__ = ["CONTENT_TYPE", "UPSTREAM_BUCKETS", "Gauges", "Metrics", "sum_expositions"]
@@ -27,6 +31,9 @@ UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _LOOKUP_RESULTS = frozenset({"hit", "miss", "stale", "revalidated"})
 
 Labels = tuple[tuple[str, str], ...]
+
+# phantom_backend_breaker_state's values: the higher, the worse.
+BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
 @dataclass(slots=True)
@@ -44,6 +51,7 @@ class Gauges:
     # the commands and connection attempts that failed so far.
     redis_up: int | None = None
     redis_errors: int = 0
+    balancers: Mapping[str, Balancer] = field(default_factory=dict)  # server -> its backends
 
 
 @dataclass(slots=True)
@@ -219,6 +227,7 @@ class Metrics:
                 "Redis commands and connection attempts that failed or were late.",
                 [((), gauges.redis_errors)],
             )
+        _render_backends(out, gauges.balancers)
         if gauges.open_fds is not None:
             _family(
                 out,
@@ -250,6 +259,68 @@ class Metrics:
                 out.append(f'{name}_bucket{{{server_label},le="{bound}"}} {cumulative}')
             out.append(f"{name}_sum{{{server_label}}} {_number(histogram.total)}")
             out.append(f"{name}_count{{{server_label}}} {cumulative}")
+
+
+def _render_backends(out: list[str], balancers: Mapping[str, Balancer]) -> None:
+    """The phantom_backend_* families and phantom_retries_total, read off the balancers."""
+    now = time.monotonic()
+    rows = [
+        ((("server", name), ("backend", str(b.url))), b)
+        for name, balancer in sorted(balancers.items())
+        for b in balancer.everyone()
+    ]
+    _family(
+        out,
+        "phantom_backend_up",
+        "gauge",
+        "1 while the backend passes its health checks and its breaker is not open.",
+        [(labels, int(b.up)) for labels, b in rows],
+    )
+    _family(
+        out,
+        "phantom_backend_requests_total",
+        "counter",
+        "Attempts sent to each backend, by response status class (error: no response).",
+        [
+            ((*labels, ("status_class", status_class)), count)
+            for labels, b in rows
+            for status_class, count in zip(STATUS_CLASSES, b.responses, strict=True)
+            if count
+        ],
+    )
+    _family(
+        out,
+        "phantom_backend_inflight",
+        "gauge",
+        "Requests on their way to each backend or being relayed from it.",
+        [(labels, b.inflight) for labels, b in rows],
+    )
+    _family(
+        out,
+        "phantom_backend_tunnels_open",
+        "gauge",
+        "Upgrade tunnels open to each backend.",
+        [(labels, b.tunnels) for labels, b in rows],
+    )
+    _family(
+        out,
+        "phantom_backend_breaker_state",
+        "gauge",
+        "Each backend's circuit breaker: 0 closed, 1 half-open, 2 open.",
+        [(labels, BREAKER_VALUES[b.breaker_state(now)]) for labels, b in rows],
+    )
+    _family(
+        out,
+        "phantom_retries_total",
+        "counter",
+        "Retries on another backend, by outcome: success, failure, budget_exhausted, "
+        "no_backend.",
+        [
+            ((("server", name), ("outcome", outcome)), count)
+            for name, balancer in sorted(balancers.items())
+            for outcome, count in balancer.retry_counts.items()
+        ],
+    )
 
 
 def _family(

@@ -77,15 +77,21 @@ class Backend:
         operator's choice, not an outage: a drained backend stays up."""
         return self.healthy and self.breaker.state != OPEN
 
+    def breaker_state(self, now: float) -> str:
+        """closed / open / half-open; an open breaker whose time is over is half-open (the
+        next request is the trial)."""
+        breaker = self.breaker
+        if breaker.state == OPEN and now >= breaker.open_until:
+            return HALF_OPEN
+        return breaker.state
+
     def state(self, now: float) -> str:
         """healthy / unhealthy / open / half-open / draining, the worst first."""
         if self.draining:
             return DRAINING
         if not self.healthy:
             return UNHEALTHY
-        breaker = self.breaker.state
-        if breaker == OPEN and now >= self.breaker.open_until:
-            return HALF_OPEN  # the next request is the trial
+        breaker = self.breaker_state(now)
         return HEALTHY if breaker == CLOSED else breaker
 
     def same_address(self, url: BackendURL) -> bool:

@@ -58,12 +58,17 @@ class Balancer:
         reload), a backend both name keeps its state and counts; one only ``previous`` names is
         drained, and listed until its last request and tunnel are done."""
         self.server = server.name
+        self.load_balance = server.load_balance
+        self.hash_key = server.hash_key
         self.clock = clock
         self.retries = server.retries
         self.budget = RetryBudget(server.retry_budget)
         self.failure_statuses = frozenset(server.breaker_statuses)
         self.health = server.health_check
-        self.retry_counts = dict.fromkeys(RETRY_OUTCOMES, 0)
+        # phantom_retries_total; a reload carries the counts on.
+        self.retry_counts: dict[str, int] = (
+            dict.fromkeys(RETRY_OUTCOMES, 0) if previous is None else previous.retry_counts
+        )
         pool = server.pool
         several = len(pool) > 1
         known = () if previous is None else (*previous.backends, *previous.retired)
