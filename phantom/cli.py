@@ -777,7 +777,7 @@ def _call_control(
     control: str | None,
     token: str | None,
     path: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | None,
 ) -> Any:
     from phantom.control_client import ControlCallError, call, control_url
 
@@ -838,6 +838,61 @@ def snapshot(
             click.echo(f"{action} {item['path']}: failed: {item['error']}", err=True)
     if answer["failed"]:
         raise SystemExit(EXIT_RUNTIME)
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Rows as lines of left-aligned columns (the last one unpadded)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths[-1] = 0
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+
+
+@main.command()
+@click.argument("action", type=click.Choice(["list", "drain", "enable"]), default="list")
+@click.argument("url", required=False)
+@_control_options
+def backends(
+    action: str,
+    url: str | None,
+    config_path: str | None,
+    control: str | None,
+    token: str | None,
+    server: str | None,
+) -> None:
+    """List the backends of a running phantom, or drain or enable the one at URL."""
+    if action == "list":
+        if url is not None:
+            _fail(f"backends list takes no URL (got {url!r})", EXIT_USAGE)
+        answer = _call_control(config_path, control, token, "/backends", None)
+        rows = [
+            [
+                name,
+                item["url"],
+                str(item["weight"]) + (" backup" if item["backup"] else ""),
+                item["state"],
+                str(item["inflight"]),
+                str(item["tunnels_open"]),
+                item["last_error"] or "-",
+            ]
+            for name, listed in answer["servers"].items()
+            if server is None or name == server
+            for item in listed["backends"]
+        ]
+        header = ["SERVER", "BACKEND", "WEIGHT", "STATE", "INFLIGHT", "TUNNELS", "LAST ERROR"]
+        for line in _columns([header, *rows]):
+            click.echo(line)
+        return
+    if url is None:
+        _fail(f"backends {action} needs the backend's URL", EXIT_USAGE)
+    body: dict[str, Any] = {"url": url}
+    if server:
+        body["server"] = server
+    answer = _call_control(config_path, control, token, f"/backends/{action}", body)
+    for item in answer["drained" if action == "drain" else "enabled"]:
+        click.echo(
+            f"{item['url']} (server {item['server']}): {item['state']}, "
+            f"{item['inflight']} requests and {item['tunnels_open']} tunnels open"
+        )
 
 
 @main.command()

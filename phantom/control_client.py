@@ -1,4 +1,4 @@
-"""Calling a running phantom's control API (the ``invalidate`` / ``snapshot`` commands).
+"""Calling a running phantom's control API (``invalidate``, ``snapshot``, ``backends``).
 
 Blocking on purpose: a command line makes one call and exits.
 """
@@ -37,8 +37,9 @@ def control_url(config: Config) -> str:
     return f"http://{host_port(host, config.control_port)}"
 
 
-def call(base: str, path: str, body: dict[str, Any], token: str | None) -> Any:
-    """POST ``body`` as JSON to ``base + path``; the decoded answer, or ControlCallError."""
+def call(base: str, path: str, body: dict[str, Any] | None, token: str | None) -> Any:
+    """POST ``body`` as JSON to ``base + path`` (GET when ``body`` is None); the decoded
+    answer, or ControlCallError."""
     parts = urlsplit(base)
     if parts.scheme != "http" or not parts.hostname:
         raise ControlCallError(f"--control: expected http://host:port, got {base!r}")
@@ -47,7 +48,10 @@ def call(base: str, path: str, body: dict[str, Any], token: str | None) -> Any:
         headers["Authorization"] = f"Bearer {token}"
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=TIMEOUT)
     try:
-        conn.request("POST", path, json.dumps(body).encode(), headers)
+        if body is None:
+            conn.request("GET", path, headers=headers)
+        else:
+            conn.request("POST", path, json.dumps(body).encode(), headers)
         response = conn.getresponse()
         raw = response.read()
     except (OSError, http.client.HTTPException) as exc:
