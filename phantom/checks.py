@@ -57,10 +57,11 @@ def risky_settings(config: Config) -> list[str]:
                 "backend sees its own host for all of them, so each host is cached separately "
                 "with the same content, and links or redirects built from Host name the backend"
             )
-        if server.proxy_url.scheme == "https" and not server.backend_tls_verify:
+        unchecked = [str(b.url) for b in server.pool if b.url.scheme == "https"]
+        if unchecked and not server.backend_tls_verify:
             warnings.append(
                 f"server.{server.name}.backend_tls_verify: false: the certificate of "
-                f"{server.proxy_url} is not checked (anyone on the path can impersonate it)"
+                f"{', '.join(unchecked)} is not checked (anyone on the path can impersonate it)"
             )
         fallback = server.fallback_url
         if fallback is not None and fallback.scheme == "http" and not _is_loopback(fallback.host):
@@ -94,6 +95,6 @@ def _h2c_bypasses(server: ServerConfig) -> list[str]:
         "the webhooks": server.webhooks,
         "hosts": server.hosts,
         "exclude_paths": server.exclude_paths,
-        "the base path of proxy_url": server.proxy_url.base_path,
+        "the base path of proxy_url": any(b.url.base_path for b in server.pool),
     }
     return [rule for rule, value in rules.items() if value]

@@ -56,12 +56,12 @@ def listener_context(config: Config) -> ssl.SSLContext | None:
 
 
 def backend_context(server: ServerConfig, source: str) -> ssl.SSLContext | None:
-    """The client-side context for an https:// backend, or None for http://.
+    """The client-side context for the server's https:// backends, or None when it has none.
 
     Verifies against the system store, plus ``backend_ca`` when set; ``backend_tls_verify =
     false`` turns verification off (the proxy logs a warning at start).
     """
-    if server.proxy_url.scheme != "https":
+    if all(backend.url.scheme != "https" for backend in server.pool):
         return None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.set_alpn_protocols(ALPN)

@@ -247,3 +247,14 @@ def test_backend_override_replaces_every_backend() -> None:
     server = with_overrides(config, backend="http://127.0.0.1:9000").servers[0]
     assert server.backends == ()
     assert server.pool == (BackendConfig(BackendURL("http", "127.0.0.1", 9000, "")),)
+
+
+def test_the_documented_example_loads() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = doc.split("### Several backends", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    server = config_from_dict(tomllib.loads(example), "doc").servers[0]
+    assert [b.weight for b in server.backends] == [2, 1, 1]
+    assert server.backends[2].backup and server.load_balance == "least_connections"

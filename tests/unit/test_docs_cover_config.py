@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from phantom.config import (
+    BackendConfig,
     Config,
     CorsConfig,
+    HealthCheckConfig,
     JwtConfig,
     RateLimitConfig,
     RedisConfig,
@@ -21,19 +23,14 @@ from phantom.config import (
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
 # Structure and derived values, not TOML keys.
 NOT_KEYS = {
-    "servers", "source", "name", "webhooks", "dotenv_vars", "relay", "origins", "redis", "jwt",
+    "servers", "source", "name", "webhooks", "backends", "dotenv_vars", "relay", "origins",
+    "redis", "jwt",
 }
-KEYS = sorted(
-    {
-        f.name
-        for cls in (
-            Config, ServerConfig, WebhookConfig, RelayConfig, RedisConfig, JwtConfig,
-            RateLimitConfig, CorsConfig,
-        )
-        for f in dataclasses.fields(cls)
-    }
-    - NOT_KEYS
+TABLES = (
+    Config, ServerConfig, WebhookConfig, BackendConfig, HealthCheckConfig, RelayConfig,
+    RedisConfig, JwtConfig, RateLimitConfig, CorsConfig,
 )
+KEYS = sorted({f.name for cls in TABLES for f in dataclasses.fields(cls)} - NOT_KEYS)
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -46,3 +43,4 @@ def test_tables_have_sections() -> None:
     assert "### Webhooks: `[[server.NAME.webhooks]]`" in DOC
     assert "## Relay: `[relay]`" in DOC
     assert "## JWT: `[jwt]`" in DOC
+    assert "### Several backends: `[[server.NAME.backends]]`" in DOC
