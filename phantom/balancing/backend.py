@@ -34,6 +34,7 @@ class Backend:
         "inflight",
         "last_error",
         "passes",
+        "ready",
         "responses",
         "tunnels",
         "url",
@@ -54,6 +55,8 @@ class Backend:
         self.passes = 0  # consecutive passed health checks
         self.fails = 0  # consecutive failed health checks
         self.responses = [0] * len(STATUS_CLASSES)  # attempts by STATUS_CLASSES index
+        self.ready = False  # see refresh()
+        self.refresh()
 
     def __repr__(self) -> str:
         return f"<Backend {self.url} {self.state(0.0)}>"
@@ -67,9 +70,15 @@ class Backend:
     def busy(self) -> bool:
         return bool(self.inflight or self.tunnels)
 
+    def refresh(self) -> None:
+        """Set ``ready``: healthy, not drained, breaker closed. The picks read this one flag
+        and ask ``admits`` only where it is False, so the owner calls this after every change of
+        those three."""
+        self.ready = self.healthy and not self.draining and self.breaker.state == CLOSED
+
     def admits(self, now: float) -> bool:
         """Whether a new request or tunnel may go here now."""
-        return self.healthy and not self.draining and self.breaker.admits(now)
+        return self.ready or (self.healthy and not self.draining and self.breaker.admits(now))
 
     @property
     def up(self) -> bool:

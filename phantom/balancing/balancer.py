@@ -89,6 +89,7 @@ class Balancer:
                 backend.breaker.configure(failures, server.breaker_open)
                 if server.health_check is None:
                     backend.healthy = True  # nothing would ever bring it back
+                backend.refresh()
             backends.append(backend)
         self.backends: tuple[Backend, ...] = tuple(backends)
         # Removed by a reload: no new work, shown until idle.
@@ -97,6 +98,7 @@ class Balancer:
             if previous is not None and backend in previous.retired:
                 continue  # removed by an earlier reload, said then
             backend.draining = True
+            backend.refresh()
             if backend.busy:
                 log.info(
                     "server %s: backend %s removed; draining (%d requests, %d tunnels open)",
@@ -151,10 +153,12 @@ class Balancer:
 
     def _choose(self, now: float, key: bytes | None, tried: Collection[Backend]) -> Backend | None:
         for tier in self.tiers:
-            candidates = [b for b in tier.backends if b.admits(now) and b not in tried]
+            candidates = [
+                b for b in tier.backends if (b.ready or b.admits(now)) and b not in tried
+            ]
             if candidates:
                 backend = tier.strategy.choose(candidates, key)
-                if backend.breaker.begin(now) == HALF_OPEN:
+                if not backend.ready and backend.breaker.begin(now) == HALF_OPEN:
                     self._changed(backend, OPEN, HALF_OPEN, "trying one request")
                 backend.inflight += 1
                 if self.down:
@@ -179,8 +183,9 @@ class Balancer:
         backend.responses[status // 100] += 1
         if status in self.failure_statuses:
             self._failure(backend, f"answered {status}")
-        elif backend.breaker.state != CLOSED or backend.breaker.streak:
+        elif not backend.ready or backend.breaker.streak:
             if backend.breaker.success() == CLOSED:
+                backend.refresh()
                 self._changed(backend, HALF_OPEN, HEALTHY, f"answered {status}")
 
     def failed(self, backend: Backend, error: str) -> None:
@@ -194,15 +199,17 @@ class Balancer:
         breaker = backend.breaker
         was = breaker.state
         if breaker.failure(self.clock()) == OPEN:
+            backend.refresh()
             why = error if was == HALF_OPEN else f"{breaker.failures} failures, last: {error}"
             self._changed(backend, was, f"open for {breaker.open_for:g}s", why)
 
     def release(self, backend: Backend) -> None:
         """The exchange is over (its response relayed, or abandoned)."""
         backend.inflight -= 1
-        if backend.breaker.trial and backend.breaker.state == HALF_OPEN:
-            backend.breaker.abandon()  # no verdict: the next request is the trial
-        self._forget_if_done(backend)
+        if not backend.ready:
+            if backend.breaker.trial and backend.breaker.state == HALF_OPEN:
+                backend.breaker.abandon()  # no verdict: the next request is the trial
+            self._forget_if_done(backend)
 
     def tunnel_opened(self, backend: Backend) -> None:
         backend.tunnels += 1
@@ -244,6 +251,7 @@ class Balancer:
             backend.passes += 1
             if not backend.healthy and backend.passes >= check.healthy_threshold:
                 backend.healthy = True
+                backend.refresh()
                 self._changed(backend, "unhealthy", "healthy", f"{backend.passes} checks passed")
             return
         backend.passes = 0
@@ -251,6 +259,7 @@ class Balancer:
         backend.last_error = f"health check: {error}"
         if backend.healthy and backend.fails >= check.unhealthy_threshold:
             backend.healthy = False
+            backend.refresh()
             self._changed(
                 backend, "healthy", "unhealthy", f"{backend.fails} checks failed, last: {error}"
             )
@@ -262,8 +271,10 @@ class Balancer:
     def drain(self, backend: Backend) -> None:
         """No new requests or tunnels; those open go on."""
         if not backend.draining:
+            was = backend.state(self.clock())
             backend.draining = True
-            self._changed(backend, backend.state(self.clock()), DRAINING, "by the operator")
+            backend.refresh()
+            self._changed(backend, was, DRAINING, "by the operator")
 
     def enable(self, backend: Backend) -> None:
         """Back in rotation: no longer drained, and its breaker closed (the operator says it
@@ -273,6 +284,7 @@ class Balancer:
         was = backend.state(self.clock())
         backend.draining = False
         backend.breaker.reset()
+        backend.refresh()
         now = backend.state(self.clock())
         if now != was:
             self._changed(backend, was, now, "enabled by the operator")

@@ -19,25 +19,31 @@ MIN_RETRIES: Final = 10
 
 
 class RetryBudget:
-    __slots__ = ("_requests", "_retries", "_seconds", "share")
+    __slots__ = ("_ends", "_index", "_requests", "_retries", "_seconds", "share")
 
     def __init__(self, share: float) -> None:
         self.share = share  # retries / requests at most, over the window
         self._seconds = [-1] * WINDOW_SECONDS  # which second each bucket counts
         self._requests = [0] * WINDOW_SECONDS
         self._retries = [0] * WINDOW_SECONDS
+        self._index = 0  # the bucket of the latest second seen
+        self._ends = -math.inf  # when that second ends
 
     def _bucket(self, now: float) -> int:
+        if now < self._ends:
+            return self._index
         second = math.floor(now)
         index = second % WINDOW_SECONDS
         if self._seconds[index] != second:
             self._seconds[index] = second
             self._requests[index] = 0
             self._retries[index] = 0
+        self._index, self._ends = index, second + 1  # the clock is monotonic
         return index
 
     def request(self, now: float) -> None:
-        """Count a request (its first attempt)."""
+        """Count a request (its first attempt); every request pays this, so the common case,
+        the same second as the previous request, is one comparison."""
         self._requests[self._bucket(now)] += 1
 
     def try_retry(self, now: float) -> bool:

@@ -7,6 +7,7 @@ describe() prints it back as TOML that loads to the same settings.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,8 +251,6 @@ def test_backend_override_replaces_every_backend() -> None:
 
 
 def test_the_documented_example_loads() -> None:
-    from pathlib import Path
-
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     section = doc.split("### Several backends", 1)[1]
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
