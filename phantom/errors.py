@@ -58,12 +58,22 @@ class BackendError(PhantomError):
     status = 502
     kind = "unreachable"
 
-    def __init__(self, message: str, kind: str | None = None, *, detail: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        kind: str | None = None,
+        *,
+        detail: str = "",
+        unanswered: bool = False,
+    ) -> None:
         # ``detail`` (in ``str()``, for the log and the operator) may quote the backend's
         # bytes, which can belong to another client's response.
         super().__init__(f"{message}: {detail}" if detail else message)
         if kind is not None:
             self.kind = kind
+        # The request got nowhere: no connection, or closed before any byte of an answer (and
+        # not because its client left). Another backend may take it if it is idempotent.
+        self.unanswered = unanswered
 
     @property
     def public(self) -> str:

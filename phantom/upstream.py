@@ -352,18 +352,23 @@ class Upstream:
             )
         except asyncio.TimeoutError:
             raise BackendTimeout(
-                f"connect to {url.netloc} timed out after {self.connect_timeout:g}s"
+                f"connect to {url.netloc} timed out after {self.connect_timeout:g}s",
+                unanswered=True,
             ) from None
         except ssl.SSLCertVerificationError as exc:
             raise BackendError(
-                f"TLS to {url.netloc}: certificate rejected: {exc.verify_message}", "tls"
+                f"TLS to {url.netloc}: certificate rejected: {exc.verify_message}",
+                "tls",
+                unanswered=True,
             ) from None
         except ssl.SSLError as exc:
-            raise BackendError(f"TLS to {url.netloc}: {exc.reason or exc}", "tls") from None
+            raise BackendError(
+                f"TLS to {url.netloc}: {exc.reason or exc}", "tls", unanswered=True
+            ) from None
         except OSError as exc:
             reason = exc.strerror or exc.__class__.__name__
             raise BackendError(
-                f"cannot connect to {url.netloc}: {reason}", connect_failure(exc)
+                f"cannot connect to {url.netloc}: {reason}", connect_failure(exc), unanswered=True
             ) from None
         return conn
 
@@ -385,33 +390,37 @@ class Upstream:
         return await self.connect(), False
 
     async def exchange(
-        self, start: Callable[[UpstreamConnection], Awaitable[_Head]], *, retry: bool
+        self,
+        start: Callable[[UpstreamConnection], Awaitable[_Head]],
+        *,
+        retry: bool,
+        fresh: bool = False,
     ) -> tuple[UpstreamConnection, _Head]:
         """``start`` sends the request on a connection and returns the response head
         (``UpstreamConnection.request`` or ``simple_request``). A pooled connection that turns
         out dead before any response byte is replaced by a fresh one once, when ``retry``
         (idempotent, body not yet consumed) and its client is still there (not ``abandoned``).
-        Failures raise BackendError / BackendTimeout; the connection is then closed."""
+        ``fresh``: a new connection, never a pooled one (upgrades). Failures raise
+        BackendError / BackendTimeout (``unanswered`` when no byte of an answer came and the
+        client is still there); the connection is then closed."""
         while True:
-            conn, pooled = await self.acquire()
+            conn, pooled = (await self.connect(), False) if fresh else await self.acquire()
             try:
                 return conn, await start(conn)
             except (BackendError, EndpointClosed) as exc:
                 conn.abort()
                 timed_out = isinstance(exc, BackendTimeout)
-                if (
-                    pooled
-                    and retry
-                    and not conn.response_started
-                    and not timed_out
-                    and not conn.abandoned
-                ):
+                unanswered = not conn.response_started and not timed_out and not conn.abandoned
+                if pooled and retry and unanswered:
                     retry = False
                     # The pooled connection had died while idle: once more, fresh. (A
                     # backend that is merely slow must not get the request twice.)
                     continue
                 if isinstance(exc, EndpointClosed):
-                    raise BackendError("backend closed the connection", "reset") from None
+                    raise BackendError(
+                        "backend closed the connection", "reset", unanswered=unanswered
+                    ) from None
+                exc.unanswered = unanswered
                 raise
             except BaseException:
                 conn.abort()

@@ -1,6 +1,7 @@
 """Load balancing over a server's backends: strategies, health, circuit breaking, retries.
 
-Pure modules but :mod:`.health` (the active health checker, which talks to the backends).
+Pure modules but :mod:`.health` (the active health checker) and :mod:`.pool` (a server's
+connection pools and the exchange that fails over), which talk to the backends.
 """
 
 from .backend import Backend

@@ -137,10 +137,13 @@ class Balancer:
 
     def retry(self, key: bytes | None, tried: Collection[Backend]) -> Backend | None:
         """Another backend than those ``tried`` for a failed attempt, counted in flight; None
-        when the retry budget is spent or no other backend may take it (counted as such)."""
+        when the retry budget is spent or no other backend may take it (counted as such; a
+        lone backend has no other, and is not counted)."""
+        if self.single is not None:
+            return None
         now = self.clock()
-        if self.single is not None or not self.budget.try_retry(now):
-            self.retry_counts["budget_exhausted" if self.single is None else "no_backend"] += 1
+        if not self.budget.try_retry(now):
+            self.retry_counts["budget_exhausted"] += 1
             return None
         backend = self._choose(now, key, tried)
         if backend is None:

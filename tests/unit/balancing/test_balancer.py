@@ -71,7 +71,7 @@ def test_one_backend_never_opens_its_breaker() -> None:
         b.failed(only, "connection refused")
     assert b.pick() is only
     assert b.retry(None, [only]) is None
-    assert b.retry_counts["no_backend"] == 1
+    assert set(b.retry_counts.values()) == {0}  # nothing to count: there is no other
 
 
 def test_breaker_opens_half_opens_and_closes(caplog: pytest.LogCaptureFixture) -> None:
