@@ -44,6 +44,13 @@ def test_backend_tls_verification_off() -> None:
     assert warnings_for(proxy_url="http://app.internal", backend_tls_verify=False) == []
 
 
+def test_backend_tls_verification_off_names_every_https_backend() -> None:
+    backends = [{"url": "http://a.internal"}, {"url": "https://b.internal"}]
+    data = {"server": {"app": {"backends": backends, "backend_tls_verify": False}}}
+    (warning,) = risky_settings(config_from_dict(data, "phantom.toml"))
+    assert "the certificate of https://b.internal:443 is not checked" in warning
+
+
 @pytest.mark.parametrize(
     ("server", "risky"),
     [
