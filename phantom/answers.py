@@ -14,6 +14,7 @@ import h11
 
 from . import clients
 from . import headers as hdr
+from .balancing.pool import NoBackend
 from .cache import policy
 from .cache.answer import from_stored
 from .cache.store import CachedResponse
@@ -272,28 +273,36 @@ class Answers(Endpoint):
         """One warning line saying what happened to whom: client, request, backend. Lines
         about one backend failing the same way are one kind (``RepeatedWarnings``), whoever
         the client and whatever the path."""
+        backend = self.exchange.backend or site.config.proxy_url  # the one tried last
         log.warning(
             "client %s: %s %s -> %s: %s",
             self.client_ip,
             method.decode("latin-1"),
             target.decode("latin-1"),
-            site.config.proxy_url,
+            backend,
             what,
-            extra={"repeat_key": ("backend", site.config.proxy_url, what)},
+            extra={"repeat_key": ("backend", backend, what)},
         )
 
     def _backend_failed(
         self, site: Site, request: h11.Request, exc: PhantomError, *, close: bool = False
     ) -> str:
+        headers = None
         if isinstance(exc, BackendError):
             self.exchange.error_kind = exc.kind
-        self._log_backend(site, request.method, request.target, f"{exc} ({exc.status})")
+        if isinstance(exc, NoBackend):
+            # The balancer logs when its server has no backend left and when it has one
+            # again, not each request it turns away.
+            self.exchange.backend = None
+            headers = [hdr.PLAIN_TEXT, (b"Retry-After", b"%d" % exc.retry_after)]
+        else:
+            self._log_backend(site, request.method, request.target, f"{exc} ({exc.status})")
         if self.h11.our_state is not h11.SEND_RESPONSE:
             self.abort()
             return "close"
         # An unread or broken request body means the connection can't be reused.
         close = close or self.h11.their_state in (h11.SEND_BODY, h11.ERROR)
-        self._respond_plain(exc.status, f"{exc.public}\n".encode(), close=close)
+        self._respond_plain(exc.status, f"{exc.public}\n".encode(), close=close, headers=headers)
         return "close" if close else "next"
 
 

@@ -694,9 +694,6 @@ def _check_fraction(value: object) -> float:
     return share
 
 
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
 def _check_hash_key(value: object) -> str:
     text = _check_str(value)
     kind, sep, name = text.partition(":")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -12,6 +12,7 @@ from cachetools import TTLCache
 
 from . import headers as hdr
 from .access_log import AccessLog
+from .balancing.pool import BackendPool
 from .cache import policy
 from .cache.disk import DiskBodies
 from .cache.policy import KeyFunction
@@ -32,7 +33,6 @@ from .snapshots import Snapshots, gather_each
 from .stages import Stages
 from .tls import backend_context
 from .tunnel import Tunnel
-from .upstream import Upstream
 from .webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class Site:
     """
 
     config: ServerConfig
-    upstream: Upstream
+    backends: BackendPool  # the balancer, a connection pool per backend, health checks
     fallback: Fallback | None
     cache: CacheStore
     snapshots: Snapshots
@@ -102,11 +102,17 @@ class Site:
         cache_key: KeyFunction | None = None,
         redis: RedisLink | None = None,
         verifier: Verifier | None = None,
+        previous: Site | None = None,
     ) -> Site:
         """``redis``: the process's link to the ``[redis]`` Redis, for redis mode and shared
-        rate limits."""
-        upstream = Upstream(
-            server.proxy_url, config.backend_connect_timeout, backend_context(server, config.source)
+        rate limits.
+        ``previous``: the site this one replaces on a reload; its backends' states carry over
+        (see ``Balancer``)."""
+        backends = BackendPool(
+            server,
+            config.backend_connect_timeout,
+            backend_context(server, config.source),
+            previous=None if previous is None else previous.backends,
         )
         fallback = None
         if server.fallback_url is not None:
@@ -116,14 +122,14 @@ class Site:
         cache = _open_store(server, redis)
         snapshots = Snapshots(
             server,
-            upstream,
+            backends,
             timeout=config.backend_timeout,
             max_bytes=server.cache_max_object_bytes,
             clock=cache.clock,
         )
         return cls(
             config=server,
-            upstream=upstream,
+            backends=backends,
             fallback=fallback,
             cache=cache,
             snapshots=snapshots,
@@ -139,9 +145,10 @@ class Site:
             redis=redis,
         )
 
-    def close_pools(self) -> None:
-        """Close the idle pooled connections (to the backend and to the fallback)."""
-        self.upstream.close()
+    async def close_pools(self) -> None:
+        """Stop the health checks and close the idle pooled connections (to the backends and
+        to the fallback); connections in use finish their exchange first."""
+        await self.backends.close()
         if self.fallback is not None:
             self.fallback.upstream.close()
 
@@ -290,14 +297,18 @@ class ProxyContext:
         exchange: Exchange,
         holds: Sequence[Hold] = (),
         close_at: float | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> Tunnel:
         """Splice ``client`` and ``backend``; the ``holds`` (the client's shares the tunnel
-        takes up) are given back when it closes."""
+        takes up) are given back when it closes, and ``on_close`` is called then (the
+        backend's count of open tunnels)."""
 
         def closed(tunnel: Tunnel) -> None:
             self.tunnels.discard(tunnel)
             for hold in holds:
                 hold.release()
+            if on_close is not None:
+                on_close()
             up, down = tunnel.client_to_backend, tunnel.backend_to_client
             self.metrics.tunnel_closed(up, down)
             exchange.tunnel_up, exchange.tunnel_down = up, down

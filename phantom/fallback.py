@@ -38,7 +38,8 @@ class Fallback:
         # Always verified (system store, plus backend_ca): backend_tls_verify = false is for
         # the local backend's certificate, not a deployed site's.
         tls = backend_context(
-            dataclasses.replace(server, proxy_url=url, backend_tls_verify=True), source
+            dataclasses.replace(server, proxy_url=url, backends=(), backend_tls_verify=True),
+            source,
         )
         self.upstream = Upstream(url, connect_timeout, tls)
         self._server = server

@@ -204,18 +204,9 @@ class FastLane(FastRelay):
     def _simple_forward(
         self, known: KnownHead, route: Route, site: Site, plan: Plan
     ) -> SimpleForward:
-        """The forward of a simple request the cache does not answer, with the head its
-        backend gets: made once per known head where no stage runs (a stage may one day
-        add fields to it), as it depends on nothing else."""
+        """The forward of a simple request the cache does not answer."""
         request = known.request
-        outgoing = known.outgoing
-        if outgoing is None:
-            outgoing = self._outgoing_head(site, request, route.target)
-            if not site.stages.all:
-                known.outgoing = outgoing
-        return SimpleForward(
-            request, site, route.target, plan, self._fast_exchange(request, site), outgoing
-        )
+        return SimpleForward(request, site, route.target, plan, self._fast_exchange(request, site))
 
     def _fast_exchange(self, request: framing.SimpleRequest, site: Site) -> Exchange:
         exchange = Exchange.of_head(
@@ -229,11 +220,9 @@ class FastLane(FastRelay):
 @dataclass(slots=True)
 class KnownHead:
     """A head the fast lane parsed, as sent (``head``), and what follows from its bytes alone
-    once worked out: its ``route``, its store ``key`` (the default key function's) and the
-    head its backend gets (``outgoing``)."""
+    once worked out: its ``route`` and its store ``key`` (the default key function's)."""
 
     head: bytes
     request: framing.SimpleRequest
     route: Route | None = None
     key: Key | None = None
-    outgoing: bytes | None = None

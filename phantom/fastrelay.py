@@ -17,6 +17,8 @@ import h11
 from . import framing
 from . import headers as hdr
 from .answers import ClientGone
+from .balancing import Backend
+from .config import BackendURL
 from .context import ProxyContext, Site
 from .errors import BackendError
 from .exchange import Exchange
@@ -39,8 +41,14 @@ class FastRelay(Forwarding):
     _relay_timer: asyncio.TimerHandle | None = None
     # The last simple answer head relayed here, parsed, and its fields as the client gets
     # them: a backend repeats its heads byte for byte (until its Date changes).
-    # (Class defaults: a connection that never relays, a tunnel's, is no bigger for them.)
     _known_answer: KnownAnswer | None = None
+    # The head the last simple request relayed here went to its backend with, and what it
+    # was made from: the client's head (the fast lane hands every request of a head it knows
+    # the same bytes object, ``raw``) and the backend's URL (its base path and, without
+    # preserve_host, its Host are in it). A keep-alive client repeats its heads, and with one
+    # backend the URL is always the same.
+    # (Class defaults: a connection that never relays, a tunnel's, is no bigger for them.)
+    _known_outgoing: tuple[bytes, BackendURL, bytes] | None = None
 
     def __init__(self, ctx: ProxyContext, *, tls: bool = False) -> None:
         super().__init__(ctx, tls=tls)
@@ -60,10 +68,13 @@ class FastRelay(Forwarding):
     def _start_relay(self, forward: SimpleForward) -> bool:
         """Send ``forward`` on a pooled connection; False when none is idle (the loop then
         connects and forwards it)."""
-        site = forward.site
-        upstream = site.upstream.take_idle()
+        backends = forward.site.backends
+        request = forward.request
+        key = backends.key(self.client_ip, request.target, request.headers)
+        forward.backend, upstream = backends.pick_idle(key)
         if upstream is None:
-            return False
+            return False  # the loop connects (to the backend picked, if one was)
+        site = forward.site
         loop = asyncio.get_running_loop()
         timeout = self.ctx.config.backend_timeout
         forward.upstream = self.in_flight = upstream
@@ -74,7 +85,7 @@ class FastRelay(Forwarding):
             self._relay_timer = loop.call_at(forward.deadline, self._relay_due)
         self.relay = forward
         upstream.receiver = self._relay_received
-        upstream.write(forward.outgoing)
+        upstream.write(self._outgoing_head(forward, upstream.url))
         return True
 
     def _relay_received(self) -> None:
@@ -111,11 +122,13 @@ class FastRelay(Forwarding):
         exchange = self.exchange = forward.exchange
         exchange.upstream_seconds = time.perf_counter() - forward.sent_at
         site = forward.site
+        assert forward.backend is not None
+        site.backends.balancer.answered(forward.backend, response.status)
         head, filling = self._simple_answer_head(forward, response)
         body = received[response.end : total]
         self.transport.write(head + body)
         exchange.body_bytes = len(body)
-        site.upstream.release(upstream)
+        upstream.release()
         if filling is not None:
             filling.store(site, body)
         self.served += 1
@@ -176,9 +189,10 @@ class FastRelay(Forwarding):
         upstream = forward.upstream
         if not forward.received and (upstream.at_eof or upstream.is_lost):
             # The pooled connection had died: the loop sends the request again, on a fresh
-            # connection (as its exchange retries, and for the same reason).
+            # connection (as its exchange retries, and for the same reason), to the backend
+            # the balancer picks then (this one's place in flight goes with the connection).
             upstream.abort()
-            forward.upstream = None
+            forward.upstream = forward.backend = None
         else:
             upstream.put_back(forward.received)
         self.simple_forward = forward
@@ -208,29 +222,43 @@ class FastRelay(Forwarding):
         request, site, plan = forward.request, forward.site, forward.plan
         method = request.method
         timeout = self.ctx.config.backend_timeout
+        backends = site.backends
 
         async def start(upstream: UpstreamConnection) -> framing.SimpleResponse | h11.Response:
             self.in_flight = upstream
             if self.is_lost:
                 raise ClientGone()  # it went while we connected
+            self.exchange.backend = upstream.url
+            head = self._outgoing_head(forward, upstream.url)
             return await upstream.simple_request(head, method, timeout)
 
         try:
             if forward.upstream is None:
-                head = forward.outgoing
                 forward.request_time = site.cache.clock()
                 forward.sent_at = time.perf_counter()
-                upstream, response = await site.upstream.exchange(start, retry=True)
+                forward.backend, upstream, response = await backends.exchange(
+                    backends.key(self.client_ip, request.target, request.headers),
+                    start,
+                    _status,
+                    retry=True,
+                    picked=forward.backend,
+                )
             else:  # sent by the callback relay: the rest of its time to answer
                 upstream = self.in_flight = forward.upstream
+                assert forward.backend is not None
                 loop = asyncio.get_running_loop()
                 try:
                     response = await upstream.simple_response(
                         method, max(forward.deadline - loop.time(), 0.0)
                     )
+                except BackendError as exc:
+                    upstream.abort()
+                    backends.balancer.failed(forward.backend, str(exc))
+                    raise
                 except BaseException:
                     upstream.abort()
                     raise
+                backends.balancer.answered(forward.backend, _status(response))
         except BackendError as exc:
             self.in_flight = None
             if self.is_lost:
@@ -286,15 +314,18 @@ class FastRelay(Forwarding):
         )
         return head, filling
 
-    def _outgoing_head(
-        self, site: Site, request: framing.SimpleRequest, target: bytes
-    ) -> bytes:
-        """The head a fast-lane request goes to the backend with (at ``target``), serialised
-        once, straight from the parsed fields."""
+    def _outgoing_head(self, forward: SimpleForward, url: BackendURL) -> bytes:
+        """The head a fast-lane request goes to the backend at ``url`` with, serialised once,
+        straight from the parsed fields; the last one made here again when the client's head
+        and the backend are the same (``_known_outgoing``)."""
+        known = self._known_outgoing
+        if known is not None and known[0] is forward.raw and known[1] is url:
+            return known[2]
+        site = forward.site
         fields = self._backend_headers(
             site,
             hdr.forward_request_headers(
-                request.raw_headers,
+                forward.request.raw_headers,
                 client_ip=self.client_ip,
                 proto=self.proto,
                 body_chunked=False,
@@ -302,12 +333,16 @@ class FastRelay(Forwarding):
                 by=self.by,
             ),
             upgrade=False,
+            url=url,
         )
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (
-            request.method,
-            target,
+        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
+            forward.request.method,
+            site.backends.target_for(forward.target, url),
             b"".join([b"%s: %s\r\n" % field for field in fields]),
         )
+        if not site.stages.all:  # (a stage may one day add fields to it)
+            self._known_outgoing = (forward.raw, url, head)
+        return head
 
     def _promote(self, forward: SimpleForward) -> h11.Request:
         """Give h11 a request the fast lane read, as if the loop had: from here on it is
@@ -322,17 +357,17 @@ class FastRelay(Forwarding):
 @dataclass(slots=True)
 class SimpleForward:
     """A request the fast lane read (``raw``: its head) and the cache does not answer, to be
-    forwarded to ``site``'s backend at ``target`` with the head ``outgoing``: relayed by
-    callbacks while the answer is simple and complete, otherwise by the request loop, from
-    wherever the relay left it."""
+    forwarded to ``site``'s backend at ``target``: relayed by callbacks while the answer is
+    simple and complete, otherwise by the request loop, from wherever the relay left it."""
 
     request: framing.SimpleRequest
     site: Site
     target: bytes
     plan: Plan
     exchange: Exchange
-    outgoing: bytes  # the head the backend gets
     raw: bytes = b""
+    # The backend it goes to, once picked (and counted in flight).
+    backend: Backend | None = None
     # Set once the request is on its way: the connection it went on, what came back so far
     # (and its parsed head), the store-clock and perf_counter times it left at, when its
     # answer is due (loop time).
@@ -354,3 +389,7 @@ class KnownAnswer:
     method: bytes
     response: framing.SimpleResponse
     fields: list[tuple[bytes, bytes]]
+
+
+def _status(response: framing.SimpleResponse | h11.Response) -> int:
+    return response.status if isinstance(response, framing.SimpleResponse) else response.status_code

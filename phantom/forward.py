@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import h11
@@ -14,13 +15,15 @@ import h11
 from . import framing
 from . import headers as hdr
 from .answers import ClientGone
+from .balancing.pool import status_of
 from .cache import policy
+from .config import BackendURL
 from .context import ProxyContext, Site
 from .endpoint import ReadTimeout
 from .errors import BackendError, RequestRejected
 from .fallback import Fallback
 from .relay import Plan, Relaying, UnmatchedNotModified
-from .upstream import Upstream, UpstreamConnection
+from .upstream import UpstreamConnection
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
@@ -75,12 +78,18 @@ class Forwarding(Relaying):
         return parts
 
     def _backend_headers(
-        self, site: Site, headers: list[tuple[bytes, bytes]], *, upgrade: bool
+        self,
+        site: Site,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        upgrade: bool,
+        url: BackendURL | None = None,
     ) -> list[tuple[bytes, bytes]]:
-        """``preserve_host = false``: the backend sees its own host (and origin, on upgrades)."""
+        """``preserve_host = false``: the backend (``url``, else ``proxy_url``) sees its own
+        host (and origin, on upgrades)."""
         if site.config.preserve_host:
             return headers
-        netloc = site.config.proxy_url.netloc.encode()
+        netloc = (url or site.config.proxy_url).netloc.encode()
         return hdr.with_backend_host(headers, netloc, origin=upgrade)
 
     def _outgoing(
@@ -151,17 +160,26 @@ class Forwarding(Relaying):
         retry = method in IDEMPOTENT and not announced.has_body
         request_time = site.cache.clock()
         sent_at = time.perf_counter()
+        backends = site.backends
         try:
             try:
-                upstream, response = await self._exchange(
-                    site.upstream, outgoing, first, limit, retry
+                _, upstream, response = await backends.exchange(
+                    backends.key(self.client_ip, request.target, request.headers),
+                    self._starter(
+                        lambda upstream: self._for_backend(site, outgoing, upstream.url),
+                        first,
+                        limit,
+                    ),
+                    status_of,
+                    retry=retry,
                 )
             except BackendError as exc:
                 if exc.kind != "refused" or site.fallback is None or self.is_lost:
                     raise
                 outgoing, plan = self._fall_back(site, request, outgoing, plan, str(exc))
-                upstream, response = await self._exchange(
-                    site.fallback.upstream, outgoing, first, limit, retry
+                fallen_back = outgoing
+                upstream, response = await site.fallback.upstream.exchange(
+                    self._starter(lambda _: fallen_back, first, limit), retry=retry
                 )
         except BackendError as exc:
             self.in_flight = None
@@ -185,19 +203,23 @@ class Forwarding(Relaying):
         finally:
             self.in_flight = None
 
-    async def _exchange(
-        self, pool: Upstream, outgoing: h11.Request, first: object, limit: int, retry: bool
-    ) -> tuple[UpstreamConnection, h11.Response]:
-        """Send ``outgoing`` and its body (``first`` event already read) on a connection of
-        ``pool``; the backend's response head."""
-        return await pool.exchange(
-            lambda upstream: upstream.request(
-                outgoing,
+    def _starter(
+        self,
+        outgoing: Callable[[UpstreamConnection], h11.Request],
+        first: object,
+        limit: int,
+    ) -> Callable[[UpstreamConnection], Awaitable[h11.Response]]:
+        """What starts the request on a connection: the head ``outgoing`` makes for it, then
+        the body (``first`` event already read); the backend's response head."""
+
+        async def start(upstream: UpstreamConnection) -> h11.Response:
+            return await upstream.request(
+                outgoing(upstream),
                 lambda upstream: self._stream_request_body(upstream, first, limit),
                 self.ctx.config.backend_timeout,
-            ),
-            retry=retry,
-        )
+            )
+
+        return start
 
     def _fall_back(
         self, site: Site, request: h11.Request, outgoing: h11.Request, plan: Plan, problem: str
@@ -215,6 +237,14 @@ class Forwarding(Relaying):
             fallback.request(outgoing, upgrade=False),
             Plan(None, plan.reason, request_headers=plan.request_headers, fallback=True),
         )
+
+    def _for_backend(
+        self, site: Site, request: h11.Request, url: BackendURL, *, upgrade: bool = False
+    ) -> h11.Request:
+        """``request`` as the backend at ``url`` gets it (its base path, maybe its Host); the
+        exchange record names the backend tried last."""
+        self.exchange.backend = url
+        return site.backends.adapt(request, url, upgrade=upgrade)
 
     async def _stream_request_body(
         self, upstream: UpstreamConnection, first: object, limit: int

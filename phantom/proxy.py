@@ -12,6 +12,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .access_log import AccessLog
+from .backend_routes import add_backend_routes
+from .balancing import Balancer
 from .cache.policy import KeyFunction
 from .checks import risky_settings
 from .config import Config, config_from_dict, host_port, keep_restart_keys, load_config
@@ -162,6 +164,8 @@ class Proxy:
             if self._ctx.redis is not None:
                 # Never fails: a Redis that is away is retried in the background.
                 await self._ctx.redis.start()
+            for site in self._ctx.sites.values():
+                site.backends.start()  # health checks
             await self._pre_generate()
             self._closed = asyncio.Event()
             if self.worker is not None and self.control is not None:
@@ -204,6 +208,8 @@ class Proxy:
                 await self._ctx.redis.close()
             if self._ctx.verifier is not None:
                 await self._ctx.verifier.keys.close()
+            for site in self._ctx.sites.values():
+                await site.close_pools()
             await stop_all(self.launchers)
             raise
         for warning in risky_settings(self.config):
@@ -214,7 +220,9 @@ class Proxy:
         log.info(
             "listening on %s -> %s",
             " and ".join(urls),
-            ", ".join(f"{s.name}: {s.proxy_url}" for s in self.config.servers),
+            ", ".join(
+                f"{s.name}: {' '.join(str(b.url) for b in s.pool)}" for s in self.config.servers
+            ),
         )
 
     async def _pre_generate(self) -> None:
@@ -224,8 +232,6 @@ class Proxy:
         results = await asyncio.gather(*(s.pre_generate() for s in sites), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            for site in self._ctx.sites.values():
-                site.close_pools()
             raise failures[0]
 
     async def reload(self) -> Config:
@@ -257,20 +263,30 @@ class Proxy:
             verifier = build_verifier(new.jwt)
             await _start_keys(verifier, new)
         sites = {}
-        for server in new.servers:
-            site = ctx.sites.get(server.name)
-            if (
-                site is None
-                or site.config != server
-                or site.verifier is not verifier
-                or new.backend_connect_timeout != old.backend_connect_timeout
-                or new.backend_timeout != old.backend_timeout
-            ):
-                # A changed site starts with a fresh pool and cache; an unchanged one keeps both.
-                site = Site.build(server, new, self._cache_key, ctx.redis, verifier)
-                if server.pre_generate:
-                    await site.pre_generate()
-            sites[server.name] = site
+        built: list[Site] = []
+        try:
+            for server in new.servers:
+                site = ctx.sites.get(server.name)
+                if (
+                    site is None
+                    or site.config != server
+                    or site.verifier is not verifier
+                    or new.backend_connect_timeout != old.backend_connect_timeout
+                    or new.backend_timeout != old.backend_timeout
+                ):
+                    # A changed site starts with fresh pools and cache (an unchanged one keeps
+                    # both); its backends keep what is known of them (health, breaker, load).
+                    site = Site.build(
+                        server, new, self._cache_key, ctx.redis, verifier, previous=site
+                    )
+                    built.append(site)
+                    if server.pre_generate:
+                        await site.pre_generate()
+                sites[server.name] = site
+        except BaseException:
+            for site in built:
+                await site.close_pools()
+            raise
         access_log = AccessLog.from_config(new)
         if self._tls is not None and new.cert_path is not None and new.key_path is not None:
             # In place: the listener holds this context; new handshakes use the new files.
@@ -281,11 +297,15 @@ class Proxy:
         # In place: the cache group and the control routes hold this mapping; each open
         # connection holds its own copy.
         replaced = [site for name, site in ctx.sites.items() if sites.get(name) is not site]
+        for site in built:
+            site.backends.take_over()  # backends removed from a server start draining
+            site.backends.start()
         ctx.sites.clear()
         ctx.sites.update(sites)
         for site in replaced:
-            # Its idle pooled connections go now; ones in use finish their exchange first.
-            site.close_pools()
+            # Its health checks stop and its idle pooled connections go now; connections in
+            # use finish their exchange first.
+            await site.close_pools()
         ctx.router = Router(new.servers)
         if verifier is not ctx.verifier and ctx.verifier is not None:
             await ctx.verifier.keys.close()
@@ -346,7 +366,7 @@ class Proxy:
         # Let the cancelled tasks unwind before the loop may close.
         await asyncio.gather(*cancelled, return_exceptions=True)
         for site in ctx.sites.values():
-            site.close_pools()
+            await site.close_pools()
             site.webhooks.close()
         if ctx.redis is not None:
             await ctx.redis.close()  # after the drain: the last responses were shared
@@ -410,6 +430,11 @@ class Proxy:
         control.route("POST", "/reload", reload)
         control.route("GET", "/metrics", metrics)
         add_operation_routes(control, self._ctx.sites)
+        add_backend_routes(control, self._balancers)
+
+    def _balancers(self) -> dict[str, Balancer]:
+        """The running configuration's balancers, by server name."""
+        return {name: site.backends.balancer for name, site in self._ctx.sites.items()}
 
     def metrics_text(self) -> str:
         """The Prometheus exposition served by ``GET /metrics``."""
@@ -428,6 +453,7 @@ class Proxy:
                 max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 redis_up=None if ctx.redis is None else int(ctx.redis.up),
                 redis_errors=0 if ctx.redis is None else ctx.redis.errors,
+                balancers=self._balancers(),
             )
         )
 

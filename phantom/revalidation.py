@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import h11
 
 from . import headers as hdr
+from .balancing.pool import status_of
 from .cache import encoding, policy, ranges, surrogate
 from .cache.store import CachedResponse, Key
 from .config import ServerConfig
@@ -181,8 +182,14 @@ class BackgroundRefresh:
         cache = site.cache
         try:
             request_time = cache.clock()
-            upstream, response = await site.upstream.exchange(
-                lambda conn: conn.request(self.request, _end_request, timeout), retry=True
+            backends = site.backends
+            _, upstream, response = await backends.exchange(
+                None,
+                lambda conn: conn.request(
+                    backends.adapt(self.request, conn.url, upgrade=False), _end_request, timeout
+                ),
+                status_of,
+                retry=True,
             )
             try:
                 body = await upstream.read_body(timeout, cache.max_object_bytes)
@@ -192,7 +199,7 @@ class BackgroundRefresh:
             if body is None:
                 upstream.abort()
                 return  # too large to store: the stale entry stays until it expires
-            site.upstream.release(upstream)
+            upstream.release()
             response_time = cache.clock()
             status = response.status_code
             if status == 304:

@@ -15,13 +15,14 @@ from typing import TypeVar
 import h11
 
 from . import headers as hdr
+from .balancing.pool import BackendPool, status_of
 from .cache import surrogate
 from .cache.policy import StorageDecision
 from .cache.store import CachedResponse
 from .config import ServerConfig, check_snapshot_path
 from .errors import NotFound, PhantomError, RequestRejected, SnapshotError, UsageError
 from .routing import route_on
-from .upstream import Upstream
+from .upstream import UpstreamConnection
 
 __all__ = ["Snapshots", "gather_each"]
 
@@ -56,14 +57,14 @@ class Snapshots:
     def __init__(
         self,
         server: ServerConfig,
-        upstream: Upstream,
+        backends: BackendPool,
         *,
         timeout: float,
         max_bytes: int,
         clock: Callable[[], float],
     ) -> None:
         self.server = server
-        self._upstream = upstream
+        self._backends = backends
         self._timeout = timeout
         self._max_bytes = max_bytes
         self._clock = clock
@@ -116,18 +117,27 @@ class Snapshots:
             raise NotFound(f"{path} is not a snapshot of server {self.server.name}")
 
     async def _fetch(self, path: str) -> CachedResponse:
-        netloc = self.server.proxy_url.netloc.encode()
-        request = h11.Request(
-            method=b"GET",
-            target=self._target(path),
-            headers=[(b"Host", netloc), (b"Via", hdr.VIA)],
-        )
-        conn = await self._upstream.connect()
-        try:
-            conn.send(request)
+        target = self._target(path)
+
+        async def start(conn: UpstreamConnection) -> h11.Response:
+            url = conn.url
+            conn.send(
+                h11.Request(
+                    method=b"GET",
+                    target=self._backends.target_for(target, url),
+                    headers=[(b"Host", url.netloc.encode()), (b"Via", hdr.VIA)],
+                )
+            )
             conn.send(h11.EndOfMessage())
-            while not isinstance(response := await conn.next_event(self._timeout), h11.Response):
-                pass  # interim 1xx
+            return await conn.response_head(self._timeout)
+
+        try:
+            _, conn, response = await self._backends.exchange(
+                None, start, status_of, retry=True, fresh=True
+            )
+        except PhantomError as exc:
+            raise SnapshotError(f"snapshot {path}: {exc}") from None
+        try:
             if response.status_code != 200:
                 raise SnapshotError(
                     f"snapshot {path}: backend answered {response.status_code}, expected 200"
@@ -150,7 +160,7 @@ class Snapshots:
         except BaseException:
             conn.abort()
             raise
-        self._upstream.release(conn)
+        conn.release()
         dropped = {b"content-length", b"age", b"set-cookie"}
         if self.server.surrogate_control:
             dropped.add(surrogate.FIELD)  # for surrogates: phantom is one, clients never see it

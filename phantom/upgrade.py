@@ -5,21 +5,28 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 import h11
 
 from . import clients, handshake
 from . import headers as hdr
-from .answers import over_limit
+from .answers import ClientGone, over_limit
+from .balancing import Backend, Balancer
 from .cache.policy import Forward
 from .context import ProxyContext, Site
 from .errors import BackendError
-from .fallback import FALLBACK_FIELD
+from .fallback import FALLBACK_FIELD, Fallback
 from .forward import Forwarding
 from .relay import Plan
+from .upstream import UpstreamConnection
 
 log = logging.getLogger("phantom")
+
+#: A backend's answer to a handshake: its 101 head as sent and the 101, or (b"", a response).
+_Answer = tuple[bytes, h11.InformationalResponse | h11.Response]
 
 
 class Upgrading(Forwarding):
@@ -65,29 +72,52 @@ class Upgrading(Forwarding):
                 upgrade=True,
             ),
         )
-        backend_url, fallback = site.config.proxy_url, site.fallback
+        timeout = self.config.backend_timeout
+
+        def replay(
+            make: Callable[[UpstreamConnection], h11.Request],
+        ) -> Callable[[UpstreamConnection], Awaitable[_Answer]]:
+            """The handshake ``make`` writes for a connection, sent with the body, and the
+            answer's head."""
+
+            async def send(upstream: UpstreamConnection) -> _Answer:
+                self.in_flight = upstream  # a client that leaves now aborts the handshake
+                if self.is_lost:
+                    raise ClientGone()  # it went while we connected
+                upstream.send(make(upstream))
+                for part in body:
+                    upstream.send(h11.Data(data=part))
+                upstream.send(h11.EndOfMessage())
+                return await upstream.upgrade_head(timeout)
+
+            return send
+
+        backends = site.backends
+        backend: Backend | None = None
+        fallback: Fallback | None = None
         try:
-            upstream = await site.upstream.connect()
-            fallback = None
-        except BackendError as exc:
-            if exc.kind != "refused" or fallback is None:
-                raise
-            self._log_backend(
-                site, request.method, request.target, f"{exc}; falling back to {fallback.url}"
-            )
-            backend_url = self.exchange.backend = fallback.url
-            outgoing = fallback.request(outgoing, upgrade=True)
-            upstream = await fallback.upstream.connect()
-        self.in_flight = upstream  # a client that leaves now aborts the handshake
-        try:
-            upstream.send(outgoing)
-            for part in body:
-                upstream.send(h11.Data(data=part))
-            upstream.send(h11.EndOfMessage())
-            head, response = await upstream.upgrade_head(self.config.backend_timeout)
-        except BaseException:
-            upstream.abort()
-            raise
+            try:
+                # Tried again on another backend, as a GET is, while the client has seen
+                # nothing and there is no body to send twice.
+                backend, upstream, (head, response) = await backends.exchange(
+                    backends.key(self.client_ip, request.target, request.headers),
+                    replay(lambda up: self._for_backend(site, outgoing, up.url, upgrade=True)),
+                    _status,
+                    retry=not body,
+                    fresh=True,
+                )
+            except BackendError as exc:
+                if exc.kind != "refused" or site.fallback is None or self.is_lost:
+                    raise
+                fallback = site.fallback
+                self._log_backend(
+                    site, request.method, request.target, f"{exc}; falling back to {fallback.url}"
+                )
+                self.exchange.backend = fallback.url
+                outgoing = fallen_back = fallback.request(outgoing, upgrade=True)
+                upstream, (head, response) = await fallback.upstream.exchange(
+                    replay(lambda _: fallen_back), retry=False, fresh=True
+                )
         finally:
             self.in_flight = None
         if isinstance(response, h11.Response):
@@ -115,11 +145,19 @@ class Upgrading(Forwarding):
         self.exchange.status = 101
         client = self.detach()
         client.unread = self.h11.trailing_data[0] + client.unread
-        backend = upstream.detach()
-        backend.unread = upstream.h11.trailing_data[0] + backend.unread
-        label = f"{self.client_ip} {request.target.decode('latin-1')} -> {backend_url}"
+        leg = upstream.detach()
+        leg.unread = upstream.h11.trailing_data[0] + leg.unread
+        closed = None
+        if backend is not None:
+            # From here the backend counts the tunnel, no longer the handshake.
+            backends.balancer.tunnel_opened(backend)
+            upstream.end_exchange()
+            closed = functools.partial(Balancer.tunnel_closed, backend)
+        label = f"{self.client_ip} {request.target.decode('latin-1')} -> {self.exchange.backend}"
         holds = [hold for hold in (self.hold, self.tunnel_hold) if hold is not None]
-        self.ctx.open_tunnel(client, backend, label, site.config, self.exchange, holds, close_at)
+        self.ctx.open_tunnel(
+            client, leg, label, site.config, self.exchange, holds, close_at, on_close=closed
+        )
         log.info("tunnel %s opened", label)
         return "tunnel"
 
@@ -134,3 +172,7 @@ class Upgrading(Forwarding):
         if hold is None:
             raise over_limit("too many tunnels from this client")
         return hold
+
+
+def _status(answer: _Answer) -> int:
+    return answer[1].status_code

@@ -79,6 +79,20 @@ class UpstreamConnection(Endpoint):
         self.receiver: Callable[[], None] | None = None
         # Dropped because nobody wants the answer any more: its request is not retried.
         self.abandoned = False
+        # Its exchange holds a place among its backend's requests in flight, given back once
+        # when the exchange ends: released to the pool, or the connection lost.
+        self.leased = False
+
+    @property
+    def url(self) -> BackendURL:
+        """The backend this connection goes to."""
+        return self._pool.url
+
+    def end_exchange(self) -> None:
+        """The exchange is over (or handed to a tunnel): give its place back."""
+        if self.leased:
+            self.leased = False
+            self._pool.exchange_ended()
 
     def release(self) -> None:
         """Back to its own pool after a complete exchange (closed if it can't be reused)."""
@@ -105,6 +119,7 @@ class UpstreamConnection(Endpoint):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.end_exchange()
         self._pool.forget(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()  # it would hold the connection until it fired
@@ -328,11 +343,17 @@ class Upstream:
     """
 
     def __init__(
-        self, url: BackendURL, connect_timeout: float, tls: ssl.SSLContext | None = None
+        self,
+        url: BackendURL,
+        connect_timeout: float,
+        tls: ssl.SSLContext | None = None,
+        on_exchange_end: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
         self.tls = tls
+        # Called when a leased connection's exchange ends (the balancer's in-flight count).
+        self.exchange_ended: Callable[[], None] = on_exchange_end or _nothing
         self._idle: deque[UpstreamConnection] = deque()
 
     async def connect(self) -> UpstreamConnection:
@@ -428,6 +449,7 @@ class Upstream:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after a complete exchange, or close it if it can't be reused."""
+        conn.end_exchange()
         if conn.reusable and len(self._idle) < POOL_MAX_IDLE:
             conn.park()
             self._idle.append(conn)
@@ -444,3 +466,7 @@ class Upstream:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def _nothing() -> None:
+    pass

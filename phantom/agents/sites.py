@@ -72,8 +72,8 @@ class AgentSites:
         config = self.ctx.config
         servers = agent_servers(name, self.hub.config, session.cache, config)
         site = Site.build(servers[0], config)
-        site.upstream = AgentUpstream(
-            self.hub, name, site.config.proxy_url, config.backend_connect_timeout
+        site.backends.use(
+            AgentUpstream(self.hub, name, site.config.proxy_url, config.backend_connect_timeout)
         )
         self.ctx.sites[site.config.name] = site
         self._routers[name] = Router(servers)
@@ -82,7 +82,7 @@ class AgentSites:
         name = session.name
         site = self.ctx.sites.get(PREFIX + name)
         if site is not None:
-            site.upstream.close()  # its idle data connections went with the agent
+            site.backends.close_idle()  # its idle data connections went with the agent
         grace = self.hub.config.relay_name_grace
         if session.goodbye or grace <= 0:
             self._remove(name)
@@ -101,7 +101,7 @@ class AgentSites:
         self._routers.pop(name, None)
         site = self.ctx.sites.pop(PREFIX + name, None)
         if site is not None:
-            site.upstream.close()
+            site.backends.close_idle()
 
     def close(self) -> None:
         for timer in self._expiry.values():

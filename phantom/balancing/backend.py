@@ -35,6 +35,7 @@ class Backend:
         "last_error",
         "passes",
         "ready",
+        "removed",
         "responses",
         "tunnels",
         "url",
@@ -47,7 +48,10 @@ class Backend:
         self.backup = config.backup
         self.breaker = breaker
         self.healthy = healthy  # what the active health checks say (True without checks)
-        self.draining = False  # no new requests or tunnels (drained, or removed by a reload)
+        self.draining = False  # drained by the operator: no new requests or tunnels
+        # Removed from its server by a reload: the new configuration sends it nothing, and
+        # connections opened before the reload, which keep the old one, finish with it.
+        self.removed = False
         self.inflight = 0  # requests sent and not yet answered in full
         self.tunnels = 0  # open upgrade tunnels
         self.last_error: str | None = None
@@ -96,7 +100,7 @@ class Backend:
 
     def state(self, now: float) -> str:
         """healthy / unhealthy / open / half-open / draining, the worst first."""
-        if self.draining:
+        if self.draining or self.removed:
             return DRAINING
         if not self.healthy:
             return UNHEALTHY

@@ -55,8 +55,9 @@ class Balancer:
         rng: random.Random | None = None,
     ) -> None:
         """The backends of ``server``. With ``previous`` (the balancer this one replaces on a
-        reload), a backend both name keeps its state and counts; one only ``previous`` names is
-        drained, and listed until its last request and tunnel are done."""
+        reload), a backend both name keeps its state and counts, and one only ``previous``
+        names is drained and listed until its last request and tunnel are done; neither
+        happens before ``take_over()``, so a reload that fails changes nothing."""
         self.server = server.name
         self.load_balance = server.load_balance
         self.hash_key = server.hash_key
@@ -69,54 +70,68 @@ class Balancer:
         self.retry_counts: dict[str, int] = (
             dict.fromkeys(RETRY_OUTCOMES, 0) if previous is None else previous.retry_counts
         )
+        self._config = server
+        self._previous = previous
         pool = server.pool
-        several = len(pool) > 1
-        known = () if previous is None else (*previous.backends, *previous.retired)
-        kept = {b.url: b for b in known}
+        self._failures = server.breaker_failures if len(pool) > 1 else 0
+        known = [] if previous is None else list(previous.everyone())
         backends = []
         for config in pool:
-            failures = server.breaker_failures if several else 0
-            old = next((b for b in kept.values() if b.same_address(config.url)), None)
+            old = next((b for b in known if b.same_address(config.url)), None)
             if old is None:
                 started = server.health_check is None or server.health_check_start == HEALTHY
-                backend = Backend(config, Breaker(failures, server.breaker_open), started)
+                breaker = Breaker(self._failures, server.breaker_open)
+                backends.append(Backend(config, breaker, started))
             else:
-                backend = kept.pop(old.url)
-                if previous is not None and backend in previous.retired:
-                    backend.draining = False  # removed, and added back before it was idle
-                backend.url, backend.weight = config.url, config.weight
-                backend.backup = config.backup
-                backend.breaker.configure(failures, server.breaker_open)
-                if server.health_check is None:
-                    backend.healthy = True  # nothing would ever bring it back
-                backend.refresh()
-            backends.append(backend)
+                known.remove(old)
+                backends.append(old)
         self.backends: tuple[Backend, ...] = tuple(backends)
-        # Removed by a reload: no new work, shown until idle.
-        removed = list(kept.values())
-        for backend in removed:
-            if previous is not None and backend in previous.retired:
-                continue  # removed by an earlier reload, said then
-            backend.draining = True
-            backend.refresh()
-            if backend.busy:
-                log.info(
-                    "server %s: backend %s removed; draining (%d requests, %d tunnels open)",
-                    self.server, backend.url, backend.inflight, backend.tunnels,
-                )
-        self.retired: list[Backend] = [b for b in removed if b.busy]
+        self._removed = known
+        self.retired: list[Backend] = []  # removed by a reload: no new work, shown until idle
         generator = rng or random.Random()
         self.tiers = tuple(
-            _Tier(tier, strategy_for(server.load_balance, tier, generator))
+            _Tier(
+                tuple(b for b, _ in tier),
+                strategy_for(
+                    server.load_balance, [b for b, _ in tier], [c.weight for _, c in tier],
+                    generator,
+                ),
+            )
             for tier in (
-                tuple(b for b in backends if not b.backup),
-                tuple(b for b in backends if b.backup),
+                [(b, c) for b, c in zip(backends, pool, strict=True) if not c.backup],
+                [(b, c) for b, c in zip(backends, pool, strict=True) if c.backup],
             )
             if tier
         )
         # The common case, one backend, skips the clock, the tiers and the budget.
-        self.single = backends[0] if not several else None
+        self.single = backends[0] if len(pool) == 1 else None
         self.down = False  # no backend admitted the last request (logged once)
+        if previous is None:
+            self.take_over()
+
+    def take_over(self) -> None:
+        """Apply the new settings to the backends kept from ``previous``, and drain those it
+        had and this one has not (once the reload is sure to go through)."""
+        server, previous = self._config, self._previous
+        self._previous = None
+        earlier = [] if previous is None else previous.retired
+        for backend, config in zip(self.backends, server.pool, strict=True):
+            backend.url, backend.weight, backend.backup = config.url, config.weight, config.backup
+            backend.breaker.configure(self._failures, server.breaker_open)
+            backend.removed = False  # (added back before it was idle, maybe)
+            if server.health_check is None:
+                backend.healthy = True  # nothing would ever bring it back
+            backend.refresh()
+        for backend in self._removed:
+            if backend not in earlier:  # a removal by an earlier reload was said then
+                backend.removed = True
+                if backend.busy:
+                    log.info(
+                        "server %s: backend %s removed; draining (%d requests, %d tunnels open)",
+                        self.server, backend.url, backend.inflight, backend.tunnels,
+                    )
+        self.retired = [b for b in self._removed if b.busy]
+        self._removed = []
 
     # -- the request path ------------------------------------------------------------------
 
@@ -209,20 +224,22 @@ class Balancer:
     def release(self, backend: Backend) -> None:
         """The exchange is over (its response relayed, or abandoned)."""
         backend.inflight -= 1
-        if not backend.ready:
-            if backend.breaker.trial and backend.breaker.state == HALF_OPEN:
-                backend.breaker.abandon()  # no verdict: the next request is the trial
-            self._forget_if_done(backend)
+        if not backend.ready and backend.breaker.trial and backend.breaker.state == HALF_OPEN:
+            backend.breaker.abandon()  # no verdict: the next request is the trial
 
-    def tunnel_opened(self, backend: Backend) -> None:
+    @staticmethod
+    def tunnel_opened(backend: Backend) -> None:
         backend.tunnels += 1
 
-    def tunnel_closed(self, backend: Backend) -> None:
+    @staticmethod
+    def tunnel_closed(backend: Backend) -> None:
+        """(A Backend outlives the balancer that opened its tunnel, on a reload: this may be
+        called on any of them.)"""
         backend.tunnels -= 1
-        self._forget_if_done(backend)
 
-    def _forget_if_done(self, backend: Backend) -> None:
-        if self.retired and not backend.busy and backend in self.retired:
+    def _prune(self) -> None:
+        """Forget the removed backends that are idle now."""
+        for backend in [b for b in self.retired if not b.busy]:
             self.retired.remove(backend)
             log.info("server %s: removed backend %s is drained", self.server, backend.url)
 
@@ -269,7 +286,7 @@ class Balancer:
 
     def find(self, url: BackendURL) -> Backend | None:
         """The backend at ``url``'s address, a removed one still draining included."""
-        return next((b for b in (*self.backends, *self.retired) if b.same_address(url)), None)
+        return next((b for b in self.everyone() if b.same_address(url)), None)
 
     def drain(self, backend: Backend) -> None:
         """No new requests or tunnels; those open go on."""
@@ -295,6 +312,7 @@ class Balancer:
     def report(self) -> list[dict[str, Any]]:
         """``GET /backends``: each backend (removed ones still draining last)."""
         now = self.clock()
+        everyone = self.everyone()
         return [
             {
                 "url": str(b.url),
@@ -306,11 +324,12 @@ class Balancer:
                 "last_error": b.last_error,
                 **({"removed": True} if b in self.retired else {}),
             }
-            for b in (*self.backends, *self.retired)
+            for b in everyone
         ]
 
     def everyone(self) -> Sequence[Backend]:
-        """The backends configured, then those removed and still draining (for metrics)."""
+        """The backends configured, then those removed and still draining."""
+        self._prune()
         return (*self.backends, *self.retired)
 
     def _changed(self, backend: Backend, was: str, now: str, why: str) -> None:

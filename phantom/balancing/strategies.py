@@ -129,14 +129,15 @@ def key_hash(key: bytes) -> int:
 
 
 class ConsistentHash:
-    def __init__(self, backends: Sequence[Backend]) -> None:
-        heaviest = max(b.weight for b in backends)
+    def __init__(self, backends: Sequence[Backend], weights: Sequence[int]) -> None:
+        heaviest = max(weights)
         points: list[tuple[int, int]] = []
-        for index, backend in enumerate(backends):
+        for index, (backend, weight) in enumerate(zip(backends, weights, strict=True)):
             # The points hang on the backend's address alone, so they stay where they are
             # whatever else joins or leaves; a seeded generator makes them cheaply.
-            seed = random.Random(hash64(str(backend.url).encode()))
-            count = max(1, RING_POINTS * backend.weight // heaviest)
+            address = f"{backend.url.scheme}://{backend.url.netloc}"
+            seed = random.Random(hash64(address.encode()))
+            count = max(1, RING_POINTS * weight // heaviest)
             points.extend((seed.getrandbits(64), index) for _ in range(count))
         points.sort()
         self._hashes = [point for point, _ in points]
@@ -158,12 +159,15 @@ class ConsistentHash:
         return candidates[0]  # unreachable: every candidate has points
 
 
-def strategy_for(name: str, backends: Sequence[Backend], rng: random.Random) -> Strategy:
-    """The strategy ``load_balance = name`` over one tier of ``backends``."""
+def strategy_for(
+    name: str, backends: Sequence[Backend], weights: Sequence[int], rng: random.Random
+) -> Strategy:
+    """The strategy ``load_balance = name`` over one tier of ``backends`` (with these
+    ``weights``, which a reload gives them once it goes through)."""
     if name == "least_connections":
         return LeastConnections()
     if name == "random_two":
         return RandomTwo(rng)
     if name == "consistent_hash":
-        return ConsistentHash(backends)
+        return ConsistentHash(backends, weights)
     return RoundRobin()

@@ -22,7 +22,8 @@ from origin import (
     unused_port,
 )
 
-from phantom.balancing.pool import Attempt, BackendPool, NoBackend
+from phantom.balancing.backend import Backend
+from phantom.balancing.pool import BackendPool, NoBackend
 from phantom.config import config_from_dict
 from phantom.errors import BackendError, BackendTimeout
 from phantom.upstream import UpstreamConnection
@@ -47,11 +48,13 @@ def status(head: h11.Response) -> int:
     return head.status_code
 
 
-async def body_of(attempt: Attempt[h11.Response]) -> bytes:
-    body = await attempt.conn.read_body(2.0, 1 << 20)
+async def body_of(attempt: tuple[Backend, UpstreamConnection, h11.Response]) -> bytes:
+    backend, conn, _ = attempt
+    assert backend.inflight >= 1 and conn.leased
+    body = await conn.read_body(2.0, 1 << 20)
     assert body is not None
-    attempt.upstream.release(attempt.conn)
-    attempt.done()
+    conn.release()  # its place among the backend's requests in flight goes with it
+    assert not conn.leased
     return body
 
 

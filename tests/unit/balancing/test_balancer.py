@@ -254,15 +254,20 @@ def test_a_reload_keeps_state_and_drains_what_it_removes(
     old.release(b_)
     with caplog.at_level(logging.INFO, "phantom.balancer"):
         new = Balancer(server(A, C), previous=old, clock=clock)
+        assert not b_.removed  # a reload that fails after this point must change nothing
+        new.take_over()
     assert at(new, A) is a and a.breaker.state == "open"  # kept, state and all
-    assert b_.draining and new.retired == [b_]
+    assert b_.removed and new.retired == [b_]
     assert [row["url"] for row in new.report()] == [A, C, B]
     assert new.report()[2] == {
         "url": B, "weight": 1, "backup": False, "state": "draining", "inflight": 0,
         "tunnels_open": 1, "last_error": None, "removed": True,
     }
     assert set(served(new, 6)) == {C}
+    # Connections opened before the reload keep the old settings: they may still send to it.
+    assert B in set(served(old, 6))
     new.tunnel_closed(b_)
+    assert [row["url"] for row in new.report()] == [A, C]  # forgotten once idle
     assert new.retired == []
     assert "backend http://127.0.0.1:8002 removed; draining (0 requests, 1 tunnels open)" in (
         caplog.text
@@ -275,6 +280,18 @@ def test_a_removed_backend_added_back_is_not_drained() -> None:
     b_ = at(old, B)
     b_.tunnels = 1
     middle = Balancer(server(A), previous=old, clock=clock)
-    assert b_.draining
+    middle.take_over()
+    assert b_.state(0) == "draining"
     again = Balancer(server(A, B), previous=middle, clock=clock)
-    assert at(again, B) is b_ and not b_.draining and again.retired == []
+    again.take_over()
+    assert at(again, B) is b_ and b_.state(0) == "healthy" and again.retired == []
+
+
+def test_weights_change_when_the_reload_goes_through() -> None:
+    old = balancer(A, B)
+    data = {"server": {"app": {"backends": [{"url": A, "weight": 3}, {"url": B}]}}}
+    new = Balancer(config_from_dict(data, "t").servers[0], previous=old)
+    assert new.backends == old.backends and old.backends[0].weight == 1
+    new.take_over()
+    assert old.backends[0].weight == 3
+    assert Counter(str(b.url) for b in (new.pick() for _ in range(8)) if b) == {A: 6, B: 2}

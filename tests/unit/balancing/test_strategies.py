@@ -83,10 +83,10 @@ def keys(count: int) -> list[bytes]:
 
 def test_consistent_hash_is_stable_and_balanced() -> None:
     pool = [backend(8001), backend(8002), backend(8003)]
-    ring = ConsistentHash(pool)
+    ring = ConsistentHash(pool, [b.weight for b in pool])
     owners = [ring.choose(pool, key) for key in keys(3000)]
     assert owners == [ring.choose(pool, key) for key in keys(3000)]
-    rebuilt = ConsistentHash(pool)
+    rebuilt = ConsistentHash(pool, [b.weight for b in pool])
     assert owners == [rebuilt.choose(pool, key) for key in keys(3000)]
     for b in pool:
         assert owners.count(b) / 3000 == pytest.approx(1 / 3, abs=0.05)
@@ -95,12 +95,12 @@ def test_consistent_hash_is_stable_and_balanced() -> None:
 @pytest.mark.parametrize("ports", [(8001, 8002, 8003), (40123, 40999, 51234), (1, 2, 3, 4, 5)])
 def test_when_one_backend_leaves_only_its_keys_move(ports: tuple[int, ...]) -> None:
     pool = [backend(port) for port in ports]
-    ring = ConsistentHash(pool)
+    ring = ConsistentHash(pool, [b.weight for b in pool])
     before = [ring.choose(pool, key) for key in keys(1000)]
     gone = pool[1]
     rest = [b for b in pool if b is not gone]
     # Down (skipped on the same ring), or removed (a ring built without it): the same moves.
-    smaller = ConsistentHash(rest)
+    smaller = ConsistentHash(rest, [b.weight for b in rest])
     for after in (
         [ring.choose(rest, key) for key in keys(1000)],
         [smaller.choose(rest, key) for key in keys(1000)],
@@ -112,14 +112,14 @@ def test_when_one_backend_leaves_only_its_keys_move(ports: tuple[int, ...]) -> N
 
 def test_consistent_hash_follows_the_weights() -> None:
     pool = [backend(8001, 1), backend(8002, 3)]
-    ring = ConsistentHash(pool)
+    ring = ConsistentHash(pool, [b.weight for b in pool])
     owners = Counter(ring.choose(pool, key) for key in keys(4000))
     assert owners[pool[1]] / 4000 == pytest.approx(0.75, abs=0.05)
 
 
 def test_consistent_hash_without_a_key_goes_round_robin() -> None:
     pool = [backend(1), backend(2)]
-    ring = ConsistentHash(pool)
+    ring = ConsistentHash(pool, [b.weight for b in pool])
     assert [ring.choose(pool, None) for _ in range(4)] == [pool[0], pool[1], pool[0], pool[1]]
 
 
