@@ -68,10 +68,10 @@ class FastRelay(Forwarding):
     def _start_relay(self, forward: SimpleForward) -> bool:
         """Send ``forward`` on a pooled connection; False when none is idle (the loop then
         connects and forwards it)."""
-        backends = forward.site.backends
         request = forward.request
-        key = backends.key(self.client_ip, request.target, request.headers)
-        forward.backend, upstream = backends.pick_idle(key)
+        forward.backend, upstream = forward.site.backends.pick_idle(
+            self.client_ip, request.target, request.headers
+        )
         if upstream is None:
             return False  # the loop connects (to the backend picked, if one was)
         site = forward.site
@@ -335,9 +335,12 @@ class FastRelay(Forwarding):
             upgrade=False,
             url=url,
         )
+        target = forward.target
+        if url is not site.config.proxy_url:
+            target = site.backends.target_for(target, url)
         head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
             forward.request.method,
-            site.backends.target_for(forward.target, url),
+            target,
             b"".join([b"%s: %s\r\n" % field for field in fields]),
         )
         if not site.stages.all:  # (a stage may one day add fields to it)

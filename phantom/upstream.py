@@ -449,7 +449,9 @@ class Upstream:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection after a complete exchange, or close it if it can't be reused."""
-        conn.end_exchange()
+        if conn.leased:  # (end_exchange, inlined: every relayed request passes here)
+            conn.leased = False
+            self.exchange_ended()
         if conn.reusable and len(self._idle) < POOL_MAX_IDLE:
             conn.park()
             self._idle.append(conn)

@@ -140,7 +140,7 @@ class Balancer:
         backend is down, open or drained (the caller answers 503, see ``retry_after``)."""
         single = self.single
         if single is not None:
-            if single.healthy and not single.draining:
+            if single.ready:  # its breaker never opens: healthy and not drained
                 single.inflight += 1
                 return single
             self._none_left()

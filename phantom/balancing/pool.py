@@ -142,12 +142,14 @@ class BackendPool:
     # -- exchanges -------------------------------------------------------------------------
 
     def pick_idle(
-        self, key: bytes | None
+        self, client_ip: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]
     ) -> tuple[Backend | None, UpstreamConnection | None]:
         """A backend for a new request (counted in flight) and an idle pooled connection to
         it, leased; the connection is None when that backend has no idle one (pass the
-        backend on to ``exchange``), the backend None when no backend may take the request."""
-        backend = self.balancer.pick(key)
+        backend on to ``exchange``), the backend None when no backend may take the request.
+        (The fast lane's way: every request that it relays pays for this call.)"""
+        key_of = self._key_of
+        backend = self.balancer.pick(None if key_of is None else key_of(client_ip, target, headers))
         if backend is None:
             return None, None
         conn = self.upstreams[backend].take_idle()
