@@ -231,8 +231,9 @@ def test_describe_round_trips_and_summarises_the_pool() -> None:
         " http://127.0.0.1:8002/v2; backup https://app.internal:443\n" in text
     )
     assert "\nproxy_url" not in text  # the backends say it
-    assert "\n[[server.app.backends]]\nurl = \"http://127.0.0.1:8001\"\nweight = 2\n" in text
-    assert "breaker_statuses = [502, 503]\n" in text
+    first = '[[server.app.backends]]  # from [server.app]\nurl = "http://127.0.0.1:8001"\n'
+    assert "\n" + first + "weight = 2\n" in text
+    assert "breaker_statuses = [502, 503]  # from [server.app]\n" in text
 
 
 def test_describe_of_one_backend_names_it() -> None:
