@@ -258,3 +258,20 @@ def test_the_documented_example_loads() -> None:
     server = config_from_dict(tomllib.loads(example), "doc").servers[0]
     assert [b.weight for b in server.backends] == [2, 1, 1]
     assert server.backends[2].backup and server.load_balance == "least_connections"
+
+
+def test_defaults_carry_the_balancing_keys_but_not_the_backends() -> None:
+    data = {
+        "defaults": {"load_balance": "least_connections", "health_check": {"path": "/up"}},
+        "server": {
+            "one": {"backends": [{"url": A}, {"url": B}], "bind_to": "/one"},
+            "two": {"proxy_url": C, "load_balance": "random_two"},
+        },
+    }
+    one, two = config_from_dict(data, SOURCE).servers
+    assert one.load_balance == "least_connections" and two.load_balance == "random_two"
+    assert one.health_check == two.health_check == HealthCheckConfig(path="/up")
+    refused = {"defaults": {"backends": [{"url": A}]}, "server": {"app": {"proxy_url": B}}}
+    assert error_of(refused) == (
+        "defaults.backends: names one app: set it in each [server.NAME] table"
+    )
