@@ -69,6 +69,7 @@ class UpstreamConnection(Endpoint):
         super().__init__()
         self.h11 = h11.Connection(h11.CLIENT)
         self._pool = pool
+        self.url: BackendURL = pool.url  # the backend this connection goes to
         self._idle_timer: asyncio.TimerHandle | None = None
         # Set once a response byte arrived: a failure after that is never retried.
         self.response_started = False
@@ -82,11 +83,6 @@ class UpstreamConnection(Endpoint):
         # Its exchange holds a place among its backend's requests in flight, given back once
         # when the exchange ends: released to the pool, or the connection lost.
         self.leased = False
-
-    @property
-    def url(self) -> BackendURL:
-        """The backend this connection goes to."""
-        return self._pool.url
 
     def end_exchange(self) -> None:
         """The exchange is over (or handed to a tunnel): give its place back."""

@@ -148,8 +148,15 @@ class BackendPool:
         it, leased; the connection is None when that backend has no idle one (pass the
         backend on to ``exchange``), the backend None when no backend may take the request.
         (The fast lane's way: every request that it relays pays for this call.)"""
-        key_of = self._key_of
-        backend = self.balancer.pick(None if key_of is None else key_of(client_ip, target, headers))
+        single = self.balancer.single
+        if single is not None and single.ready:
+            # Balancer.pick's own first step, taken here: one call less per request.
+            single.inflight += 1
+            backend: Backend | None = single
+        else:
+            key_of = self._key_of
+            key = None if key_of is None else key_of(client_ip, target, headers)
+            backend = self.balancer.pick(key)
         if backend is None:
             return None, None
         conn = self.upstreams[backend].take_idle()
