@@ -355,7 +355,8 @@ def _number(value: float) -> str:
 
 #: Families that say whether something works, not how much: the fleet's value is the worst
 #: worker's (one worker cut off from Redis is an outage to see), not the number of workers.
-_STATES = frozenset({"phantom_redis_up"})
+_STATES = frozenset({"phantom_redis_up", "phantom_backend_up"})  # down in one worker: down
+_WORST = frozenset({"phantom_backend_breaker_state"})  # the most open of the workers' breakers
 
 
 def sum_expositions(texts: Sequence[tuple[int, str]], per_worker: bool = False) -> str:
@@ -383,7 +384,7 @@ def sum_expositions(texts: Sequence[tuple[int, str]], per_worker: bool = False) 
     out: list[str] = []
     for family, lines in heads.items():
         out.extend(lines)
-        combine = min if family in _STATES else sum
+        combine = min if family in _STATES else max if family in _WORST else sum
         out.extend(f"{series} {_number(combine(values))}"
                    for series, values in samples[family].items())
     return "\n".join(out) + "\n"

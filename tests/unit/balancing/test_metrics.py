@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from phantom.balancing import Balancer
 from phantom.config import config_from_dict
-from phantom.metrics import Gauges, Metrics
+from phantom.metrics import Gauges, Metrics, sum_expositions
 
 A, B = "http://127.0.0.1:8001", "http://127.0.0.1:8002"
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -54,3 +54,24 @@ def test_backend_families() -> None:
     retries = samples["phantom_retries_total"]
     assert retries[(("outcome", "success"), ("server", "app"))] == 1
     assert retries[(("outcome", "budget_exhausted"), ("server", "app"))] == 0
+
+
+def test_workers_summed_keep_the_worst_backend_state() -> None:
+    """With workers > 1 the exposition sums the workers', but a backend is up only where every
+    worker says so, and its breaker shows the most open of the workers' breakers."""
+    def worker(up: int, breaker: int, inflight: int) -> str:
+        labels = '{server="app",backend="http://127.0.0.1:8001"}'
+        return (
+            f"# HELP phantom_backend_up x\n# TYPE phantom_backend_up gauge\n"
+            f"phantom_backend_up{labels} {up}\n"
+            f"# HELP phantom_backend_breaker_state x\n# TYPE phantom_backend_breaker_state gauge\n"
+            f"phantom_backend_breaker_state{labels} {breaker}\n"
+            f"# HELP phantom_backend_inflight x\n# TYPE phantom_backend_inflight gauge\n"
+            f"phantom_backend_inflight{labels} {inflight}\n"
+        )
+
+    samples = parsed(sum_expositions([(0, worker(1, 0, 2)), (1, worker(0, 2, 3))]))
+    key = (("backend", "http://127.0.0.1:8001"), ("server", "app"))
+    assert samples["phantom_backend_up"][key] == 0
+    assert samples["phantom_backend_breaker_state"][key] == 2
+    assert samples["phantom_backend_inflight"][key] == 5
