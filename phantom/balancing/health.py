@@ -38,13 +38,16 @@ class HealthChecker:
         self.connect = connect
         self.expected = parse_expect_status(check.expect_status)
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
 
     def start(self) -> None:
+        self._closed = False
         self._tasks = [
             asyncio.ensure_future(self._watch(backend)) for backend in self.balancer.backends
         ]
 
     async def close(self) -> None:
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -52,7 +55,12 @@ class HealthChecker:
 
     async def _watch(self, backend: Backend) -> None:
         while True:
-            self.balancer.checked(backend, await self.probe(backend))
+            failure = await self.probe(backend)
+            if self._closed:
+                # (The cancel close() sent may have been swallowed: before Python 3.12,
+                # wait_for returns an inner result that is ready when it is cancelled.)
+                return
+            self.balancer.checked(backend, failure)
             await asyncio.sleep(self.check.interval)
 
     async def probe(self, backend: Backend) -> str | None:
