@@ -85,7 +85,12 @@ class FastRelay(Forwarding):
             self._relay_timer = loop.call_at(forward.deadline, self._relay_due)
         self.relay = forward
         upstream.receiver = self._relay_received
-        upstream.write(self._outgoing_head(forward, upstream.url))
+        url = upstream.url
+        known = self._known_outgoing
+        if known is not None and known[0] is forward.raw and known[1] is url:
+            upstream.write(known[2])  # (checked here, not in a call: every relay passes here)
+        else:
+            upstream.write(self._outgoing_head(forward, url))
         return True
 
     def _relay_received(self) -> None:
@@ -316,11 +321,8 @@ class FastRelay(Forwarding):
 
     def _outgoing_head(self, forward: SimpleForward, url: BackendURL) -> bytes:
         """The head a fast-lane request goes to the backend at ``url`` with, serialised once,
-        straight from the parsed fields; the last one made here again when the client's head
-        and the backend are the same (``_known_outgoing``)."""
-        known = self._known_outgoing
-        if known is not None and known[0] is forward.raw and known[1] is url:
-            return known[2]
+        straight from the parsed fields, and remembered (``_known_outgoing``) for the relays
+        of the same head to the same backend."""
         site = forward.site
         fields = self._backend_headers(
             site,
