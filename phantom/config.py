@@ -364,7 +364,7 @@ class Config:
     control_auth: str | None = None  # bearer token every control call but /healthz needs
     dotenv: str | None = None  # the .env file that was loaded (absolute path)
     redis: RedisConfig | None = None  # the [redis] table
-    # Limits (README "Reliability"). 0 means "no limit" / "off" where noted.
+    # Limits (docs/security.md, "Limits"). 0 means "no limit" / "off" where noted.
     max_header_bytes: int = 64 * 1024  # request line + headers -> 431
     max_headers: int = 100  # header fields -> 431
     max_request_line: int = 8 * 1024  # -> 414

@@ -131,7 +131,7 @@ def test_age_beyond_the_cdn_max_age_is_stale() -> None:
 
 
 def test_cache_control_private_still_keeps_a_page_out() -> None:
-    """phantom's own rule (README): CDN-Cache-Control may widen what Cache-Control allows,
+    """phantom's own rule (docs/caching.md): CDN-Cache-Control may widen what Cache-Control allows,
     but never turns a page marked ``private`` for one user into a shared one; Set-Cookie and
     Authorization are judged as without it."""
     assert decide([cdn(b"max-age=600"), cc(b"private, max-age=60")]) is None
