@@ -4,12 +4,10 @@ Architecture Specification 1.0, §2.2 and §3; the policy's RFC 9111 rules for t
 from __future__ import annotations
 
 import pytest
+from storage_decisions import decide as _decide
 
-from phantom.cache import policy, surrogate
+from phantom.cache import surrogate
 from phantom.cache.policy import StorageDecision
-
-WALL = 1_700_000_000.0
-MONO = 5_000.0
 
 
 def decide(
@@ -19,18 +17,7 @@ def decide(
     enabled: bool = True,
     status: int = 200,
 ) -> StorageDecision | None:
-    return policy.storage_decision(
-        b"GET",
-        status,
-        request_headers or [],
-        response_headers,
-        60.0,
-        WALL,
-        MONO,
-        MONO,
-        heuristic="off",
-        surrogate_control=enabled,
-    )
+    return _decide(response_headers, request_headers, status=status, surrogate_control=enabled)
 
 
 def test_directives_parse_like_cache_control() -> None:

@@ -4,14 +4,11 @@ for the field's syntax; the policy's RFC 9111 rules for the rest)."""
 from __future__ import annotations
 
 import pytest
+from storage_decisions import Headers
+from storage_decisions import decide as _decide
 
-from phantom.cache import policy, targeted
+from phantom.cache import targeted
 from phantom.cache.policy import StorageDecision
-
-WALL = 1_700_000_000.0
-MONO = 5_000.0
-
-Headers = list[tuple[bytes, bytes]]
 
 
 def decide(
@@ -21,16 +18,9 @@ def decide(
     enabled: bool = True,
     surrogate_control: bool = True,
 ) -> StorageDecision | None:
-    return policy.storage_decision(
-        b"GET",
-        200,
-        request_headers or [],
+    return _decide(
         response_headers,
-        60.0,
-        WALL,
-        MONO,
-        MONO,
-        heuristic="off",
+        request_headers,
         surrogate_control=surrogate_control,
         cdn_cache_control=enabled,
     )
