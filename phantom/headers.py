@@ -227,8 +227,7 @@ def forward_request_headers(
             lower in scoped
             or lower in dropped
             or lower.startswith(b"proxy-")
-            # (what _forged says, but for the names in _NOT_FROM_CLIENTS, already dropped)
-            or (not trusted and (b"_" in lower or lower.startswith(b"x-forwarded-")))
+            or (not trusted and _forged(lower))
         ):
             continue
         if via < 0 and lower == b"via":
