@@ -94,6 +94,13 @@ async def test_patterns_rewrites_and_methods() -> None:
         assert [r.method for r in writer.log] == [b"POST"]
 
 
+async def assert_echoes(url: str, text: str) -> None:
+    """A WebSocket of its own to ``url`` sends ``text`` and gets it back."""
+    async with connect(url) as ws:
+        await ws.send(text)
+        assert await ws.recv() == text
+
+
 @async_test()
 async def test_a_websocket_on_a_pattern_takes_its_route_and_rewrite() -> None:
     async with WebSocketBackend() as rooms, WebSocketBackend() as web:
@@ -108,12 +115,8 @@ async def test_a_websocket_on_a_pattern_takes_its_route_and_rewrite() -> None:
         }
         async with create_proxy(servers_config(servers)) as proxy:
             url = f"ws://127.0.0.1:{proxy.port}"
-            async with connect(f"{url}/rooms/lobby/socket?token=t") as ws:
-                await ws.send("hello")
-                assert await ws.recv() == "hello"
-            async with connect(f"{url}/rooms/lobby/other") as ws:
-                await ws.send("web")
-                assert await ws.recv() == "web"
+            await assert_echoes(f"{url}/rooms/lobby/socket?token=t", "hello")
+            await assert_echoes(f"{url}/rooms/lobby/other", "web")
         assert rooms.paths == ["/ws/lobby?token=t"]
         assert web.paths == ["/rooms/lobby/other"]
 
@@ -140,12 +143,8 @@ async def test_the_seeds_hmr_sockets_reach_each_app_with_the_path_unchanged(
         assert [s.cache_strategy for s in config.servers] == ["none", "none"]
         async with create_proxy(config) as proxy:
             url = f"ws://127.0.0.1:{proxy.port}"
-            async with connect(f"{url}/docs/_next/webpack-hmr") as ws:
-                await ws.send("docs hmr")
-                assert await ws.recv() == "docs hmr"
-            async with connect(f"{url}/_next/webpack-hmr") as ws:
-                await ws.send("web hmr")
-                assert await ws.recv() == "web hmr"
+            await assert_echoes(f"{url}/docs/_next/webpack-hmr", "docs hmr")
+            await assert_echoes(f"{url}/_next/webpack-hmr", "web hmr")
         assert docs.paths == ["/docs/_next/webpack-hmr"]
         assert web.paths == ["/_next/webpack-hmr"]
 
