@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from conftest import RawClient
+from conftest import RawClient, RawResponse
 from origin import LOCALHOST
 
 from phantom.agents import protocol
@@ -23,6 +23,15 @@ BOB_TOKEN = "bob-token-0123456789xx"
 
 def host(name: str) -> str:
     return f"{name}.{DOMAIN}"
+
+
+ALICE = host("alice-demo")
+
+
+async def public_get(port: int | None, name: str = ALICE, target: str = "/") -> RawResponse:
+    """``GET target`` on a public connection of its own, for ``name``."""
+    async with await RawClient.connect(port or 0) as public:
+        return await public.request("GET", target, host=name)
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ import hashlib
 import time
 
 import pytest
-from conftest import RawClient, RawResponse, async_test
+from conftest import RawClient, async_test
 from origin import (
     LOCALHOST,
     Reply,
@@ -22,12 +22,14 @@ from origin import (
     unused_port,
 )
 from relay_helpers import (
+    ALICE,
     BOB_TOKEN,
     DOMAIN,
     TOKEN,
     control_headers,
     handshake,
     host,
+    public_get,
     running_agent,
     running_relay,
     until,
@@ -36,8 +38,6 @@ from websockets.asyncio.client import connect
 
 from phantom.agents import protocol
 from phantom.agents.protocol import Kind, Message
-
-ALICE = host("alice-demo")
 
 
 async def read_message(client: RawClient, decoder: protocol.Decoder) -> Message:
@@ -48,12 +48,6 @@ async def read_message(client: RawClient, decoder: protocol.Decoder) -> Message:
         pending = decoder.feed(data)
     assert len(pending) == 1
     return pending[0]
-
-
-async def public_get(port: int | None, name: str = ALICE) -> RawResponse:
-    """``GET /`` on a public connection of its own, for ``name``."""
-    async with await RawClient.connect(port or 0) as public:
-        return await public.request("GET", "/", host=name)
 
 
 # -- registration and control messages ------------------------------------------------------

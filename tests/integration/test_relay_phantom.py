@@ -10,10 +10,11 @@ import pytest
 from conftest import RawClient, async_test, fetch
 from origin import Reply, TestOrigin, echo
 from relay_helpers import (
+    ALICE,
     DOMAIN,
     control_headers,
     handshake,
-    host,
+    public_get,
     running_agent,
     running_relay,
     until,
@@ -21,14 +22,12 @@ from relay_helpers import (
 
 from phantom.agents import protocol
 
-ALICE = host("alice-demo")
 CONTROL = "s3cret-control-token"
 PAGE = Reply(200, [("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")], b"page")
 
 
 async def get_page(port: int | None) -> tuple[int, str | None]:
-    async with await RawClient.connect(port or 0) as public:
-        response = await public.request("GET", "/page", host=ALICE)
+    response = await public_get(port, ALICE, "/page")
     return response.status, response.get("cache-status")
 
 
