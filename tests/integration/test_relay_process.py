@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import RawClient, async_test
 from origin import LOCALHOST, Reply, TestOrigin, UpgradeBackend, echo, unused_port
-from relay_helpers import DOMAIN, TOKEN, host
+from relay_helpers import ALICE, DOMAIN, TOKEN
 from test_cli import REPO, assert_one_line_error, child_env, phantom
 
-ALICE = host("alice-demo")
 IDLE_TUNNELS = 200
 
 
