@@ -76,7 +76,7 @@ ACCESS_LOG_FORMATS: Final = ("combined", "json")
 _URL_SHAPE: Final = "expected http[s]://host[:port][/path]"
 # ws:// and wss:// name the same backends as http:// and https:// (upgrade-only servers).
 _SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _ARRAY_ITEM: Final = re.compile(r"[A-Za-z0-9_-]+\[\d+\]")  # "webhooks[0]" in messages
 _HOST_LABEL: Final = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
@@ -563,7 +563,7 @@ def parse_backend_url(value: object) -> BackendURL:
     return BackendURL(
         scheme=scheme,
         host=host,
-        port=_DEFAULT_PORTS[scheme] if port is None else port,
+        port=DEFAULT_PORTS[scheme] if port is None else port,
         base_path=parts.path.rstrip("/"),
     )
 

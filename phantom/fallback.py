@@ -17,14 +17,12 @@ from typing import Final
 import h11
 
 from . import headers as hdr
-from .config import BackendURL, ServerConfig
+from .config import DEFAULT_PORTS, BackendURL, ServerConfig
 from .routing import target_at
 from .tls import backend_context
 from .upstream import Upstream
 
 __all__ = ["FALLBACK_FIELD", "Fallback"]
-
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 #: The field marking an answer that came from ``fallback_url`` (like ``Cache-Status``, ours).
 FALLBACK_FIELD: Final = (b"X-Phantom-Fallback", b"1")
@@ -45,7 +43,7 @@ class Fallback:
         self._server = server
         # Host as a browser would send it to that URL: no port when it is the scheme's own.
         bare = f"[{url.host}]" if ":" in url.host else url.host
-        host = bare if url.port == _DEFAULT_PORTS[url.scheme] else url.netloc
+        host = bare if url.port == DEFAULT_PORTS[url.scheme] else url.netloc
         self._host = host.encode("latin-1")
         self._scheme = url.scheme.encode("ascii")
 

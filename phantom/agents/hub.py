@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from ..config import RelayConfig
+from ..config import DEFAULT_PORTS, RelayConfig
 from ..endpoint import DetachedState, Endpoint, hand_over
 from . import protocol
 from .protocol import Kind, Message
@@ -269,8 +269,7 @@ class Hub:
         self.sessions: dict[str, AgentSession] = {}
 
     def public_url(self, name: str, scheme: str, port: int) -> str:
-        default = {"http": 80, "https": 443}[scheme]
-        suffix = "" if port == default else f":{port}"
+        suffix = "" if port == DEFAULT_PORTS[scheme] else f":{port}"
         return f"{scheme}://{name}.{self.config.relay_domain}{suffix}"
 
     def register(
