@@ -115,8 +115,12 @@ class JwksAuthStage(_Auth):
 def build(site: SiteParts) -> AuthStage | JwksAuthStage | None:
     config = site.config
     verifier = site.verifier
-    if not config.auth_required or verifier is None:
+    if not config.auth_required:
         return None
+    if verifier is None:
+        # Config refuses auth_required without [jwt]; should that ever slip, fail closed
+        # rather than serve the server without its auth.
+        raise RuntimeError(f"server.{config.name}: auth_required without a [jwt] verifier")
     # Imported here: a verifier exists only where PyJWT (the jwt extra) is installed.
     from ..jwks import JwksKeys
 
