@@ -6,15 +6,21 @@ and the first byte of a new public connection with warm data connections against
 Starts, as processes on 127.0.0.1: an app (this module with ``app``: an upgrade answered with
 101 and then ``--mib`` MiB as fast as the socket takes them; any other request answered ``200
 ok``, keep-alive), ``phantom serve`` in front of it, and ``phantom relay`` with one
-``phantom expose`` agent (``--warm 2``) for it. Then, interleaved:
+``phantom expose`` agent (``--warm 2``) for it; and, as the yardstick for one more process on
+the path, a second ``phantom serve`` whose backend is a forwarder (this module with ``hop``: a
+bare uvloop protocol that copies bytes between each accepted connection and a connection of its
+own to the app, as the agent's splice does) in front of the same app. Then:
 
 * throughput: an upgrade through each path, the client counting the bytes until the app closes:
   MB/s, median of ``--repeats``;
-* first byte: ``--requests`` times, a new connection and ``GET /`` (then an upgrade) through
-  each path, the time from ``connect()`` to the first response byte: median and 90th
-  percentile, against the median round trip of a loopback TCP ping-pong measured in the same
-  run; and the CPU time each proxy process spent per connection meanwhile (its main thread's,
-  from ``/proc/PID/schedstat``, in nanoseconds): phantom serve, the relay, the agent.
+* first byte: ``--requests`` rounds of a new connection and ``GET /`` (then an upgrade) through
+  each path, in a new random order each round, the time from ``connect()`` to the first
+  response byte: median and 90th percentile. What the relay adds to phantom serve is set
+  against two measures of a loopback round trip taken in the same run: a ping-pong with the
+  app over an established connection (both processes awake), and what the forwarder, one more
+  process woken on the way there and back, adds to phantom serve (the agent's share of a relayed
+  request is exactly that); and the CPU time each proxy process spent per connection meanwhile
+  (its main thread's, from ``/proc/PID/schedstat``): phantom serve, the relay, the agent.
 
 Logs are off (``log_level = "warning"``, ``access_log = "off"``). Ends only the processes it
 started, by PID.
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
 import socket
 import statistics
@@ -34,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.targets import ROOT, free_port
@@ -44,6 +52,7 @@ TOKEN = "bench-token-0123456789abcdef"
 DOMAIN = "relay.bench"
 NAME = "bench"
 START_TIMEOUT = 20.0
+LABELS = ("app itself", "phantom serve", "serve + hop", "relay")
 
 
 # -- the app -----------------------------------------------------------------------------------
@@ -72,6 +81,42 @@ async def _serve_app(port: int, size: int) -> None:
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+async def _serve_hop(port: int, app: int) -> None:
+    """The forwarder: for each accepted connection, a connection to the app, and the bytes
+    copied both ways from the sockets' callbacks (what arrives before that connection is up
+    waits for it)."""
+    loop = asyncio.get_running_loop()
+
+    class Leg(asyncio.Protocol):
+        def __init__(self, peer: asyncio.Transport | None = None) -> None:
+            self.peer = peer
+            self.early: list[bytes] = []
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is None:
+                self.early.append(data)
+            else:
+                self.peer.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None:
+                self.peer.close()
+
+    class Accepted(Leg):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            loop.create_task(self._dial(transport))  # type: ignore[arg-type]
+
+        async def _dial(self, accepted: asyncio.Transport) -> None:
+            out, _ = await loop.create_connection(lambda: Leg(accepted), "127.0.0.1", app)
+            self.peer = out
+            for data in self.early:
+                out.write(data)
+
+    server = await loop.create_server(Accepted, "127.0.0.1", port)
     async with server:
         await server.serve_forever()
 
@@ -109,32 +154,48 @@ def _started(
                 proc.wait()
 
 
+@dataclass(frozen=True)
+class Paths:
+    app: int  # the app's port
+    serve: int  # phantom serve in front of the app
+    hop: int  # phantom serve in front of the forwarder in front of the app
+    relay: int  # phantom relay, whose agent is in front of the app
+    pids: dict[str, int]  # of phantom serve, the relay and the agent
+
+
 @contextmanager
-def _paths(size: int) -> Iterator[tuple[int, int, int, dict[str, int]]]:
-    """(the app's port, phantom serve's port, the relay's port, the PIDs of phantom serve, the
-    relay and the agent by name)."""
+def _paths(size: int) -> Iterator[Paths]:
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    app, serve, relay = free_port(), free_port(), free_port()
+    app, serve, forwarder, hop, relay = (free_port() for _ in range(5))
     quiet = 'log_level = "warning"\naccess_log = "off"\nmax_connections = 0\n'
-    (work / "serve.toml").write_text(
-        f'{quiet}http_port = {serve}\n[server.app]\nproxy_url = "http://127.0.0.1:{app}"\n'
-    )
+    for name, port, backend in (("serve", serve, app), ("hop", hop, forwarder)):
+        (work / f"{name}.toml").write_text(
+            f'{quiet}http_port = {port}\n[server.app]\nproxy_url = "http://127.0.0.1:{backend}"\n'
+        )
     (work / "relay.toml").write_text(
         f'{quiet}http_port = {relay}\n[relay]\nrelay_domain = "{DOMAIN}"\nmax_connections = 0\n'
         f'[relay.tokens]\n"{TOKEN}" = ["{NAME}"]\n'
     )
     python = [sys.executable, "-m"]
-    app_argv = [*python, "benchmarks.relay_tunnel", "app", str(app), str(size)]
-    serve_argv = [*python, "phantom", "serve", "--config", str(work / "serve.toml")]
-    relay_argv = [*python, "phantom", "relay", "--config", str(work / "relay.toml")]
+    this = [*python, "benchmarks.relay_tunnel"]
+    phantom = [*python, "phantom"]
+
+    def run(command: str, name: str) -> list[str]:
+        return [*phantom, command, "--config", str(work / f"{name}.toml")]
+
     with (
-        _started(app_argv, work / "app.log") as a,
-        _started(serve_argv, work / "serve.log") as s,
-        _started(relay_argv, work / "relay.log") as r,
+        _started([*this, "app", str(app), str(size)], work / "app.log") as a,
+        _started([*this, "hop", str(forwarder), str(app)], work / "forwarder.log") as f,
+        _started(run("serve", "serve"), work / "serve.log") as s,
+        _started(run("serve", "hop"), work / "hop.log") as h,
+        _started(run("relay", "relay"), work / "relay.log") as r,
     ):
-        for port, proc, what in ((app, a, "app"), (serve, s, "phantom serve"), (relay, r, "relay")):
+        for port, proc, what in (
+            (app, a, "app"), (forwarder, f, "forwarder"), (serve, s, "phantom serve"),
+            (hop, h, "phantom serve + forwarder"), (relay, r, "relay"),
+        ):  # fmt: skip
             _wait_port(port, proc, what)
-        agent = [*python, "phantom", "expose", str(app), "--relay", f"http://127.0.0.1:{relay}",
+        agent = [*phantom, "expose", str(app), "--relay", f"http://127.0.0.1:{relay}",
                  "--name", NAME, "--log-level", "warning"]  # fmt: skip
         with _started(agent, work / "agent.log", {"PHANTOM_RELAY_TOKEN": TOKEN}) as e:
             deadline = time.monotonic() + START_TIMEOUT
@@ -143,7 +204,8 @@ def _paths(size: int) -> Iterator[tuple[int, int, int, dict[str, int]]]:
                     raise RuntimeError("phantom expose did not register")
                 time.sleep(0.02)
             time.sleep(0.5)  # the warm pool fills
-            yield app, serve, relay, {"phantom serve": s.pid, "relay": r.pid, "agent": e.pid}
+            yield Paths(app, serve, hop, relay, {"phantom serve": s.pid, "relay": r.pid,
+                                                  "agent": e.pid})  # fmt: skip
 
 
 # -- the measurements --------------------------------------------------------------------------
@@ -208,6 +270,11 @@ def main() -> None:
     if sys.argv[1:2] == ["app"]:
         asyncio.run(_serve_app(int(sys.argv[2]), int(sys.argv[3])))
         return
+    if sys.argv[1:2] == ["hop"]:
+        import uvloop
+
+        uvloop.run(_serve_hop(int(sys.argv[2]), int(sys.argv[3])))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
@@ -215,36 +282,41 @@ def main() -> None:
     args = parser.parse_args()
     size = args.mib * MiB
     relay_host = f"{NAME}.{DOMAIN}"
-    with _paths(size) as (app, serve, relay, pids):
+    with _paths(size) as paths:
         direct, relayed = [], []
         for _ in range(args.repeats):
-            direct.append(throughput(serve, "app", size))
-            relayed.append(throughput(relay, relay_host, size))
+            direct.append(throughput(paths.serve, "app", size))
+            relayed.append(throughput(paths.relay, relay_host, size))
         d, r = statistics.median(direct), statistics.median(relayed)
         print(f"throughput, one tunnel, {args.mib} MiB, median of {args.repeats}:")
         print(f"  phantom serve  {d:8.0f} MB/s")
         print(f"  relay + agent  {r:8.0f} MB/s   ratio {r / d:.2f}")
-        rtt = loopback_rtt(app)
+        rtt = loopback_rtt(paths.app)
+        targets = list(zip(LABELS, (paths.app, paths.serve, paths.hop, paths.relay),
+                           ("app", "app", "app", relay_host), strict=True))  # fmt: skip
         for upgrade in (False, True):
             kind = "an upgrade (101)" if upgrade else "GET /"
-            times: dict[str, list[float]] = {"app itself": [], "phantom serve": [], "relay": []}
-            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            times: dict[str, list[float]] = {label: [] for label in LABELS}
+            cpu = {name: cpu_seconds(pid) for name, pid in paths.pids.items()}
             for _ in range(args.requests):
-                times["app itself"].append(first_byte(app, "app", upgrade))
-                times["phantom serve"].append(first_byte(serve, "app", upgrade))
-                times["relay"].append(first_byte(relay, relay_host, upgrade))
+                random.shuffle(targets)
+                for label, port, host in targets:
+                    times[label].append(first_byte(port, host, upgrade))
+            spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in paths.pids.items()}
             print(f"first byte of {kind} on a new connection, {args.requests} each, median / p90:")
+            median = {label: statistics.median(samples) for label, samples in times.items()}
             for label, samples in times.items():
                 p90 = statistics.quantiles(samples, n=10)[-1]
-                median = statistics.median(samples)
-                print(f"  {label:13}  {median * 1e6:6.0f} us / {p90 * 1e6:6.0f} us")
-            spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
-            extra = statistics.median(times["relay"]) - statistics.median(times["phantom serve"])
-            print(f"  relay - phantom serve: {extra * 1e6:.0f} us")
+                print(f"  {label:13}  {median[label] * 1e6:6.0f} us / {p90 * 1e6:6.0f} us")
+            extra = median["relay"] - median["phantom serve"]
+            hop = median["serve + hop"] - median["phantom serve"]
+            print(f"  relay - phantom serve: {extra * 1e6:.0f} us "
+                  f"({extra / hop:.2f} x the forwarder's {hop * 1e6:.0f} us, "
+                  f"{extra / rtt:.2f} x the ping-pong's {rtt * 1e6:.0f} us)")  # fmt: skip
             print("  CPU per connection: " + ", ".join(
                 f"{name} {seconds / args.requests * 1e6:.0f} us" for name, seconds in spent.items()
             ))  # fmt: skip
-        print(f"loopback round trip to another process: {rtt * 1e6:.0f} us")
+        print(f"loopback ping-pong with the app (keep-alive GET, both awake): {rtt * 1e6:.0f} us")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ class Endpoint(asyncio.Protocol):
             self.transport.abort()
 
     def detach(self) -> DetachedState:
-        """Hand the transport over (to a tunnel); this endpoint must not be used afterwards."""
+        """Hand the transport over (to a tunnel); this endpoint is as good as lost afterwards."""
         state = DetachedState(
             transport=self.transport,
             unread=bytes(self._inbox),
@@ -196,6 +196,9 @@ class Endpoint(asyncio.Protocol):
         if self._read_paused:
             self._read_paused = False
             self.transport.resume_reading()
+        # The transport is someone else's now: this endpoint's close() and abort() must not
+        # reach it (a request loop ending after the switch closes its endpoint, say).
+        self._lost = self._eof = True
         return state
 
 

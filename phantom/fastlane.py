@@ -27,7 +27,7 @@ from .exchange import Exchange
 from .fastrelay import FastRelay, SimpleForward
 from .lookup import fills_cache, miss_key
 from .relay import Plan
-from .routing import Route
+from .routing import Route, Routes
 from .stages import RequestView, Result
 
 # Pipelined fast-lane hits are written together up to about this many bytes; then the
@@ -47,7 +47,7 @@ class FastLane(FastRelay):
     def __init__(self, ctx: ProxyContext, *, tls: bool = False) -> None:
         super().__init__(ctx, tls=tls)
         self.sites = dict(ctx.sites)
-        self.router = ctx.router
+        self.router: Routes = ctx.router
         # The next head, already read by the fast lane (in its subset, so nothing to refuse)
         # but not a hit: the request loop skips framing.check_head for it.
         self.prechecked: framing.RequestHead | None = None

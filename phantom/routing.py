@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .config import BackendURL, ServerConfig
 from .errors import RequestRejected
@@ -176,6 +177,14 @@ def route_on(server: ServerConfig, target: bytes, method: bytes = b"GET") -> Rou
     if isinstance(route, tuple):
         raise MethodNotAllowed(route)
     return route
+
+
+class Routes(Protocol):
+    """What a client connection routes its requests with: a :class:`Router`, or one that
+    picks a router per connection (the relay's, by the agent a connection's first request
+    names)."""
+
+    def route(self, host: bytes | None, target: bytes, method: bytes) -> Route | None: ...
 
 
 class Router:

@@ -31,6 +31,7 @@ CONNECT_TIMEOUT = 10.0  # to the relay (TCP and TLS) and to the local app
 HANDSHAKE_TIMEOUT = 10.0  # from the request to the relay's answer head
 _REFUSAL_BODY_LIMIT = 4096
 MAX_HEAD = 16 * 1024  # of the relay's answer; h11 refuses a longer one
+REFILL_DELAY = 0.002  # from a warm data connection's use to the dial of its replacement
 
 
 class Refusal(Exception):
@@ -257,7 +258,8 @@ class Agent:
         self._splice(data, local)
 
     async def _warm(self, key: bytes) -> None:
-        """Keep one data connection ready; when the relay uses it, serve it and dial anew."""
+        """Keep one data connection ready; when the relay uses it, serve it and dial anew
+        (``REFILL_DELAY`` later)."""
         while True:
             try:
                 data, _ = await self._upgrade(
@@ -273,6 +275,10 @@ class Agent:
                 raise
             if local is not None:
                 self._splice(data, local)
+            # The replacement waits a moment: its handshake would otherwise compete, in the
+            # agent and in the relay, with the answer (a 101, a first response) that the
+            # connection just used is carrying back.
+            await asyncio.sleep(REFILL_DELAY)
 
     async def _serve_warm(self, data: Endpoint) -> Endpoint | None:
         """Wait for the relay to use ``data``; then the connection to the local app for it

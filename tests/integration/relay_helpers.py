@@ -115,11 +115,24 @@ async def until(predicate: Any, timeout: float = 5.0) -> None:
 
 
 async def handshake(
-    port: int, path: bytes, headers: list[tuple[bytes, bytes]]
+    port: int,
+    path: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    pieces: int = 1,
+    bare_lf: bool = False,
 ) -> tuple[RawClient, int, bytes]:
-    """A raw agent handshake: the client, the answer's status and its head and body."""
+    """A raw agent handshake, sent whole or in ``pieces`` a little apart, its lines ended by
+    CRLF or (``bare_lf``) LF: the client, the answer's status and its head and body."""
     client = await RawClient.connect(port)
-    await client.send(protocol.upgrade_request(path, DOMAIN.encode(), headers))
+    request = protocol.upgrade_request(path, DOMAIN.encode(), headers)
+    if bare_lf:
+        request = request.replace(b"\r\n", b"\n")
+    size = -(-len(request) // pieces)
+    for start in range(0, len(request), size):
+        if start:
+            await asyncio.sleep(0.05)
+        await client.send(request[start : start + size])
     response = await client.read_response()
     return client, response.status, response.head + response.body
 

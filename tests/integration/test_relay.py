@@ -161,6 +161,47 @@ async def test_refused_registrations_are_answered_and_logged(
         assert not relay.hub.sessions
 
 
+@pytest.mark.parametrize(
+    ("pieces", "bare_lf"), [(1, False), (1, True), (3, False)], ids=["whole", "LF", "trickled"]
+)
+@async_test()
+async def test_agent_handshakes_whole_or_trickled_end_the_same_way(
+    pieces: int, bare_lf: bool
+) -> None:
+    """A handshake that arrives in one read is taken over in that read's callback (read
+    without h11 in the form agents write it, by h11 in any other), one that trickles in is
+    read by the request loop first: registered, a warm data connection taken, a wrong token
+    refused, and none of them left among the public connections."""
+    async with running_relay() as relay:
+        port = relay.port or 0
+        headers = [*control_headers(), (b"Phantom-Relay-Warm", b"1")]
+        control, status, head = await handshake(
+            port, protocol.CONTROL_PATH, headers, pieces=pieces, bare_lf=bare_lf
+        )
+        assert status == 101
+        key = head.split(b"Phantom-Relay-Session: ", 1)[1].split(b"\r\n", 1)[0]
+        assert (await read_message(control, protocol.Decoder())).kind is Kind.READY
+        data_headers = [
+            (b"Phantom-Relay-Name", b"alice-demo"),
+            (b"Phantom-Relay-Session", key),
+            (b"Phantom-Relay-Connection", protocol.WARM),
+        ]
+        data, status, _ = await handshake(
+            port, protocol.DATA_PATH, data_headers, pieces=pieces, bare_lf=bare_lf
+        )
+        assert status == 101
+        await until(lambda: relay.hub.sessions["alice-demo"].warm == 1)
+        wrong = control_headers(token="wrong-token-0123456789")
+        refused, status, text = await handshake(
+            port, protocol.CONTROL_PATH, wrong, pieces=pieces, bare_lf=bare_lf
+        )
+        assert status == 401 and b"unknown token" in text
+        assert await refused.is_closed_by_peer(3.0)
+        await until(lambda: not relay.ctx.connections)
+        for client in (control, data, refused):
+            await client.close()
+
+
 @async_test()
 async def test_a_second_agent_claiming_a_live_name_is_refused_and_logged(
     caplog: pytest.LogCaptureFixture,
@@ -452,6 +493,16 @@ async def test_the_relay_file_s_own_servers_answer_other_hosts() -> None:
                     # Pinned to its agent: another host on the same connection is not served.
                     other = await public.request("GET", "/", host=DOMAIN)
                 assert (first.status, first.body, other.status) == (200, b"x", 404)
+
+
+@async_test()
+async def test_a_connection_opened_before_its_agent_registers_is_served_by_it() -> None:
+    """The agent is picked by the connection's first request, not when it was accepted."""
+    async with running_relay() as relay, TestOrigin({"/echo": echo}) as app:
+        async with await RawClient.connect(relay.port or 0) as public:
+            async with running_agent(relay.port or 0, app.port):
+                response = await public.request("POST", "/echo", body=b"early", host=ALICE)
+        assert (response.status, response.body) == (200, b"early")
 
 
 @async_test()

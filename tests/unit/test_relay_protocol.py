@@ -115,33 +115,47 @@ def test_reconnect_delays_grow_to_the_cap_and_never_reach_zero() -> None:
     assert protocol.reconnect_delay(10_000, 0.5) == 22.5  # huge attempt counts stay bounded
 
 
-@pytest.mark.parametrize(
-    ("head", "agent"),
-    [
-        (b"GET /.phantom-relay/control HTTP/1.1\r\nHost: r\r\n", True),
-        (b"GET /.phantom-relay/data?x=1 HTTP/1.1\n", True),
-        (b"GET /.phantom-relay/controls HTTP/1.1\r\n", False),
-        (b"GET / HTTP/1.1\r\nX: /.phantom-relay/control\r\n", False),
-        (b"GET /.phantom-relay/control\r\n", False),
-    ],
-)
-def test_only_heads_at_the_handshake_paths_are_agents(head: bytes, agent: bool) -> None:
-    assert protocol.is_agent_path(head) is agent
+def test_an_agent_s_plain_handshake_is_read_without_h11() -> None:
+    raw = protocol.upgrade_request(
+        protocol.DATA_PATH, b"relay.test:8080", [(b"Phantom-Relay-Connection", b"warm")]
+    )
+    assert protocol.plain_handshake(raw + b"early") == (
+        protocol.DATA_PATH,
+        [
+            (b"host", b"relay.test:8080"),
+            (b"connection", b"Upgrade"),
+            (b"upgrade", protocol.UPGRADE_TOKEN),
+            (b"phantom-relay-connection", b"warm"),
+        ],
+        b"early",
+    )
+
+
+_PLAIN = b"GET /.phantom-relay/control HTTP/1.1\r\nHost: r\r\nUpgrade: phantom-relay/1\r\n"
 
 
 @pytest.mark.parametrize(
-    ("head", "host"),
+    "raw",
     [
-        (b"GET / HTTP/1.1\r\nHost: a.relay.test\r\n", b"a.relay.test"),
-        (b"GET / HTTP/1.1\nX: 1\nhOsT:  a.relay.test:8080 \n", b"a.relay.test:8080"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", b"a"),  # phantom then refuses it
-        (b"GET / HTTP/1.1\r\nHost : a\r\n", None),
-        (b"GET / HTTP/1.1\r\nX-Host: a\r\n", None),
-        (b"GET http://a/ HTTP/1.1\r\n", None),
+        _PLAIN,  # not whole yet
+        _PLAIN.replace(b"GET", b"POST") + b"\r\n",
+        _PLAIN.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n",
+        _PLAIN.replace(b"control", b"controls") + b"\r\n",
+        _PLAIN.replace(b"control", b"control?x=1") + b"\r\n",
+        _PLAIN.replace(b"GET ", b"GET  ") + b"\r\n",
+        _PLAIN.replace(b"\r\n", b"\n") + b"\n",  # bare LF: h11's to read
+        _PLAIN + b"Host: s\r\n\r\n",  # two Hosts
+        _PLAIN.replace(b"Host: r\r\n", b"") + b"\r\n",  # none
+        _PLAIN + b"Content-Length: 3\r\n\r\nabc",
+        _PLAIN + b"Transfer-Encoding: chunked\r\n\r\n",
+        _PLAIN + b" folded\r\n\r\n",
+        _PLAIN + b"bad name: x\r\n\r\n",
+        _PLAIN + b"X: a\x00b\r\n\r\n",
+        _PLAIN + b"X: " + b"a" * 9000 + b"\r\n\r\n",  # longer than an agent writes
     ],
 )
-def test_the_host_field_chooses_the_agent(head: bytes, host: bytes | None) -> None:
-    assert protocol.host_field(head) == host
+def test_any_other_handshake_is_left_to_h11(raw: bytes) -> None:
+    assert protocol.plain_handshake(raw) is None
 
 
 def test_a_relay_s_plain_101_is_read_without_h11() -> None:
