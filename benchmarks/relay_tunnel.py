@@ -16,11 +16,12 @@ own to the app, as the agent's splice does) in front of the same app. Then:
 * first byte: ``--requests`` rounds of a new connection and ``GET /`` (then an upgrade) through
   each path, in a new random order each round, the time from ``connect()`` to the first
   response byte: median and 90th percentile. What the relay adds to phantom serve is set
-  against two measures of a loopback round trip taken in the same run: a ping-pong with the
-  app over an established connection (both processes awake), and what the forwarder, one more
-  process woken on the way there and back, adds to phantom serve (the agent's share of a relayed
-  request is exactly that); and the CPU time each proxy process spent per connection meanwhile
-  (its main thread's, from ``/proc/PID/schedstat``): phantom serve, the relay, the agent.
+  against the loopback round trip measured in the same rounds (a keep-alive ``GET /`` to the
+  app over an established connection, one per round), and against what the forwarder, one
+  more process woken on the way there and back, adds to phantom serve (the agent's share of
+  a relayed request is exactly that); and the CPU time each proxy process spent per
+  connection meanwhile (its main thread's, from ``/proc/PID/schedstat``): phantom serve, the
+  relay, the agent.
 
 Logs are off (``log_level = "warning"``, ``access_log = "off"``). Ends only the processes it
 started, by PID.
@@ -251,19 +252,15 @@ def cpu_seconds(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
-def loopback_rtt(port: int, samples: int = 300) -> float:
-    """Median round trip to another process over an established loopback connection: a
+def round_trip(sock: socket.socket) -> float:
+    """One round trip to another process over an established loopback connection: a
     keep-alive ``GET /`` to the app and its 40-byte answer."""
-    times = []
-    with _connect(port) as sock:
-        for _ in range(samples):
-            start = time.perf_counter()
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
-            answer = b""
-            while not answer.endswith(b"ok"):
-                answer += sock.recv(4096)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    start = time.perf_counter()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"ok"):
+        answer += sock.recv(4096)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -291,17 +288,19 @@ def main() -> None:
         print(f"throughput, one tunnel, {args.mib} MiB, median of {args.repeats}:")
         print(f"  phantom serve  {d:8.0f} MB/s")
         print(f"  relay + agent  {r:8.0f} MB/s   ratio {r / d:.2f}")
-        rtt = loopback_rtt(paths.app)
         targets = list(zip(LABELS, (paths.app, paths.serve, paths.hop, paths.relay),
                            ("app", "app", "app", relay_host), strict=True))  # fmt: skip
         for upgrade in (False, True):
             kind = "an upgrade (101)" if upgrade else "GET /"
             times: dict[str, list[float]] = {label: [] for label in LABELS}
+            trips: list[float] = []
             cpu = {name: cpu_seconds(pid) for name, pid in paths.pids.items()}
-            for _ in range(args.requests):
-                random.shuffle(targets)
-                for label, port, host in targets:
-                    times[label].append(first_byte(port, host, upgrade))
+            with _connect(paths.app) as established:
+                for _ in range(args.requests):
+                    random.shuffle(targets)
+                    trips.append(round_trip(established))
+                    for label, port, host in targets:
+                        times[label].append(first_byte(port, host, upgrade))
             spent = {name: cpu_seconds(pid) - cpu[name] for name, pid in paths.pids.items()}
             print(f"first byte of {kind} on a new connection, {args.requests} each, median / p90:")
             median = {label: statistics.median(samples) for label, samples in times.items()}
@@ -310,13 +309,13 @@ def main() -> None:
                 print(f"  {label:13}  {median[label] * 1e6:6.0f} us / {p90 * 1e6:6.0f} us")
             extra = median["relay"] - median["phantom serve"]
             hop = median["serve + hop"] - median["phantom serve"]
-            print(f"  relay - phantom serve: {extra * 1e6:.0f} us "
-                  f"({extra / hop:.2f} x the forwarder's {hop * 1e6:.0f} us, "
-                  f"{extra / rtt:.2f} x the ping-pong's {rtt * 1e6:.0f} us)")  # fmt: skip
+            rtt = statistics.median(trips)
+            print(f"  relay - phantom serve: {extra * 1e6:.0f} us = {extra / rtt:.2f} x a "
+                  f"loopback round trip ({rtt * 1e6:.0f} us), {extra / hop:.2f} x what the "
+                  f"forwarder adds ({hop * 1e6:.0f} us)")  # fmt: skip
             print("  CPU per connection: " + ", ".join(
                 f"{name} {seconds / args.requests * 1e6:.0f} us" for name, seconds in spent.items()
             ))  # fmt: skip
-        print(f"loopback ping-pong with the app (keep-alive GET, both awake): {rtt * 1e6:.0f} us")
 
 
 if __name__ == "__main__":
