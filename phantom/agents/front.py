@@ -1,7 +1,7 @@
 """The relay's frontend: agents' handshakes, and public connections handed to phantom.
 
 Every connection the relay accepts is a phantom client connection from the start. Its first
-head pins it to the agent whose name its ``Host`` carries (``NAME.relay_domain``): routing,
+request pins it to the agent whose name its ``Host`` carries (``NAME.relay_domain``): routing,
 stages, the cache, the access log, metrics and limits all apply, and the agent's data
 connections are the site's backend. A request that upgrades to ``phantom-relay/1`` at one of
 the protocol's paths is an agent's control or data connection instead, taken over by the
@@ -20,6 +20,7 @@ from ..config import Config, RelayConfig, host_port
 from ..connection import ClientConnection
 from ..context import ProxyContext, Site
 from ..handshake import offered
+from ..headers import HeaderPairs
 from ..proxy import Proxy
 from ..routing import Route, Router, request_host
 from . import protocol
@@ -60,11 +61,10 @@ class PublicConnection(ClientConnection):
         super().data_received(data)
 
     async def _handle(self, request: h11.Request) -> str:
-        headers = list(request.headers)
-        if _is_handshake(request.target, headers):
-            self._take_over(request.target, headers, self.h11.trailing_data[0])
+        if _is_handshake(request.target, request.headers):
+            self._take_over(request.target, list(request.headers), self.h11.trailing_data[0])
             return "tunnel"  # (the hub has the connection, or it was refused and closed)
-        # Anything else at those paths is a public request like any other.
+        # Anything else, at those paths too, is a public request like any other.
         if self.routes.pick(request.headers.raw_items(), request.target) is None:
             self.exchange.status = 404
             self._refuse(404, "no such agent", html=True)
@@ -192,7 +192,7 @@ class PinnedRoutes:
 _HANDSHAKE_START = b"GET " + protocol.HANDSHAKE_PATHS
 
 
-def _is_handshake(target: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+def _is_handshake(target: bytes, headers: HeaderPairs) -> bool:
     """Whether a request is an agent's: an upgrade to our protocol at a handshake path
     (anything else at those paths is a public request like any other)."""
     return target.split(b"?", 1)[0] in (protocol.CONTROL_PATH, protocol.DATA_PATH) and any(
