@@ -185,6 +185,12 @@ def switched_fields(head: bytes) -> list[tuple[bytes, bytes]] | None:
         return None
     if _CONTROL.search(status_line) is not None:
         return None
+    return _plain_fields(lines)
+
+
+def _plain_fields(lines: list[bytes]) -> list[tuple[bytes, bytes]] | None:
+    """Field lines (CRLF already split off) as (lowercase name, value) pairs, when each is a
+    token, a colon and a value without control bytes; None when any is not."""
     fields = []
     for line in lines:
         name, colon, value = line.partition(b":")
@@ -214,21 +220,13 @@ def plain_handshake(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes
     if end < 0:
         return None
     request_line, *lines = raw[:end].split(b"\r\n")
-    method, path, version = (request_line.split(b" ") + [b"", b""])[:3]
-    if (
-        method != b"GET"
-        or version != b"HTTP/1.1"
-        or path not in (CONTROL_PATH, DATA_PATH)
-        or request_line.count(b" ") != 2
-    ):
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or parts[2] != b"HTTP/1.1":
         return None
-    fields = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not colon or _TOKEN.fullmatch(name) is None or _CONTROL.search(value) is not None:
-            return None
-        fields.append((name.lower(), value))
+    path = parts[1]
+    fields = _plain_fields(lines) if path in (CONTROL_PATH, DATA_PATH) else None
+    if fields is None:
+        return None
     names = [name for name, _ in fields]
     if names.count(b"host") != 1 or b"content-length" in names or b"transfer-encoding" in names:
         return None
