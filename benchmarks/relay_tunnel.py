@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from benchmarks.targets import ROOT, free_port
 
@@ -107,9 +108,13 @@ async def _serve_hop(port: int, app: int) -> None:
             if self.peer is not None:
                 self.peer.close()
 
+    dialling: set[asyncio.Task[None]] = set()  # (the loop keeps only weak references)
+
     class Accepted(Leg):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            loop.create_task(self._dial(transport))  # type: ignore[arg-type]
+            task = loop.create_task(self._dial(cast(asyncio.Transport, transport)))
+            dialling.add(task)
+            task.add_done_callback(dialling.discard)
 
         async def _dial(self, accepted: asyncio.Transport) -> None:
             out, _ = await loop.create_connection(lambda: Leg(accepted), "127.0.0.1", app)
