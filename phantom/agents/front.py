@@ -19,6 +19,7 @@ from .. import headers as hdr
 from ..config import Config, RelayConfig, host_port
 from ..connection import ClientConnection
 from ..context import ProxyContext, Site
+from ..endpoint import DetachedState
 from ..handshake import offered
 from ..headers import HeaderPairs
 from ..proxy import Proxy
@@ -112,12 +113,12 @@ class PublicConnection(ClientConnection):
         if name is None:
             self._refuse_agent(400, "missing Phantom-Relay-Name")
             return
-        warm = protocol.header(headers, protocol.WARM_HEADER) or b"0"
+        warm = protocol.number(protocol.header(headers, protocol.WARM_HEADER) or b"0")
         hub = self.front.hub
         session = hub.register(
             token.strip().decode("latin-1"),
             name.decode("latin-1"),
-            int(warm) if warm.isdigit() else 0,
+            warm or 0,
             protocol.header(headers, protocol.CACHE_HEADER) == b"on",
             self._peer,
         )
@@ -125,8 +126,7 @@ class PublicConnection(ClientConnection):
             self._refuse(session.status, session.reason)
             return
         self.transport.write(switching((b"Phantom-Relay-Session", session.key.encode())))
-        state = self.detach()
-        hub.attach(session, state, unread + state.unread, self.front.public_url(session.name))
+        hub.attach(session, self._detached(unread), self.front.public_url(session.name))
 
     def _data(self, headers: list[tuple[bytes, bytes]], unread: bytes) -> None:
         name = protocol.header(headers, protocol.NAME_HEADER) or b""
@@ -142,9 +142,14 @@ class PublicConnection(ClientConnection):
             self._refuse(409, problem)
             return
         self.transport.write(switching())
+        session.take_data(self._detached(unread), which)
+
+    def _detached(self, unread: bytes) -> DetachedState:
+        """The transport, for the hub: what the agent sent after its handshake (``unread``,
+        read already) comes first among the bytes left to read."""
         state = self.detach()
         state.unread = unread + state.unread
-        session.take_data(state, which)
+        return state
 
 
 class PinnedRoutes:

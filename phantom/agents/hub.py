@@ -202,7 +202,8 @@ class AgentSession:
             if len(self._warm) >= self.warm_wanted:
                 return f"already {self.warm_wanted} warm connections"
             return None
-        waiter = self._waiting.get(int(which)) if which.isdigit() else None
+        number = protocol.number(which)
+        waiter = None if number is None else self._waiting.get(number)
         if waiter is None or waiter.done():
             return f"no public connection {which.decode('latin-1')!r} is waiting"
         return None
@@ -286,9 +287,9 @@ class Hub:
         log.info("agent %s registered from %s", claim.name, peer)
         return session
 
-    def attach(self, session: AgentSession, state: DetachedState, unread: bytes, url: str) -> None:
-        """Drive the upgraded control connection of ``session`` (``unread``: what the agent
-        sent after its handshake); tell the agent it is ready."""
+    def attach(self, session: AgentSession, state: DetachedState, url: str) -> None:
+        """Drive the upgraded control connection of ``session`` (``state.unread``: what the
+        agent sent after its handshake); tell the agent it is ready."""
         if state.lost or state.eof:
             session.ended()
             state.transport.close()
@@ -299,7 +300,7 @@ class Hub:
             self.events.registered(session)
         interval = self.config.relay_ping_interval
         link.send(Message(Kind.READY, int(interval * 1000), url))
-        link.start(unread + state.unread, interval)
+        link.start(state.unread, interval)
 
     def session_for_data(self, name: bytes, key: bytes) -> AgentSession | None:
         session = self.sessions.get(name.decode("latin-1").lower())

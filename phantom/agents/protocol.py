@@ -233,6 +233,15 @@ def plain_handshake(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes
     return path, fields, raw[end + 4 :]
 
 
+def number(value: bytes) -> int | None:
+    """A field's value as a message number (decimal, what 8 bytes hold), or None: a value
+    Python would refuse to convert (thousands of digits) must not reach ``int``."""
+    if not value.isdigit() or len(value) > 19:
+        return None
+    parsed = int(value)
+    return parsed if parsed < 1 << 64 else None
+
+
 def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The value of the one ``name`` field (lowercase name); None when absent or repeated."""
     values = [value for field, value in headers if field.lower() == name]

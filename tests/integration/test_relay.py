@@ -203,6 +203,19 @@ async def test_agent_handshakes_whole_or_trickled_end_the_same_way(
 
 
 @async_test()
+async def test_a_warm_count_of_thousands_of_digits_is_read_as_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before any token is checked: a value int() refuses must not end in a traceback."""
+    async with running_relay() as relay:
+        headers = [*control_headers(), (b"Phantom-Relay-Warm", b"9" * 5000)]
+        client, status, _ = await handshake(relay.port or 0, protocol.CONTROL_PATH, headers)
+        await client.close()
+        assert status == 101
+        assert "Traceback" not in caplog.text and "Fatal error" not in caplog.text
+
+
+@async_test()
 async def test_a_second_agent_claiming_a_live_name_is_refused_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

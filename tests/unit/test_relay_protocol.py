@@ -184,3 +184,22 @@ def test_a_relay_s_plain_101_is_read_without_h11() -> None:
 )
 def test_anything_else_is_left_to_h11(head: bytes) -> None:
     assert protocol.switched_fields(head) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        (b"0", 0),
+        (b"2", 2),
+        (b"18446744073709551615", None),  # 20 digits
+        (b"9" * 5000, None),  # int() would raise on this many digits
+        (b"", None),
+        (b"-1", None),
+        (b"1.5", None),
+        (b"\xd9\xa3", None),  # a non-ASCII digit
+    ],
+)
+def test_a_number_field_is_read_only_when_it_fits_a_message(
+    value: bytes, parsed: int | None
+) -> None:
+    assert protocol.number(value) == parsed
