@@ -31,7 +31,9 @@ class CacheLookup(Forwarding):
     ) -> str:
         """Look the request up in the cache (RFC 9111 §4) and act on the policy's answer."""
         method = request.method
-        headers = list(view.headers)
+        # The fields the backend is sent (as the guards left them: forged claim fields out,
+        # the verified ones in), so an answer that varies on a claim is stored per claim.
+        headers = list(request.headers)
         if view.token_elsewhere:
             # A token from a cookie or the query is a credential like Authorization: answers
             # are shared only when they say they may be (RFC 9111 §3.5).

@@ -69,6 +69,28 @@ async def test_a_good_token_passes_and_claims_are_forwarded_in_place_of_forged_o
         assert [n for n, _ in origin.last.headers].count(b"x-user-id") == 1
 
 
+def whose_page(request: OriginRequest) -> Reply:
+    """A page each user gets their own of, shareable and saying it varies on the user."""
+    user = dict(request.headers).get(b"x-user-id", b"-")
+    fields = [("Cache-Control", "public, max-age=60"), ("Vary", "X-User-Id")]
+    return Reply(200, fields, b"page of " + user)
+
+
+@async_test()
+async def test_an_answer_varying_on_a_forwarded_claim_is_stored_per_claim() -> None:
+    """The cache reads the fields the backend was sent: Bob never gets Alice's page."""
+    async with proxied({"/me": whose_page}, **AUTH, forward_claims={"sub": "X-User-Id"}) as (
+        origin,
+        proxy,
+    ):
+        alice, bob = bearer(hs256(sub="alice")), bearer(hs256(sub="bob"))
+        assert (await get(proxy.port, "/me", alice)).body == b"page of alice"
+        assert (await get(proxy.port, "/me", bob)).body == b"page of bob"
+        again = await get(proxy.port, "/me", alice)
+        assert again.body == b"page of alice" and "hit" in (again.get("cache-status") or "")
+        assert origin.requests["/me"] == 2
+
+
 @async_test()
 async def test_forged_claim_fields_are_removed_on_a_server_whose_token_lacks_the_claim() -> None:
     async with proxied(ROUTES, **AUTH, forward_claims={"email": "X-User-Email"}) as (o, proxy):
