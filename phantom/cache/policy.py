@@ -447,9 +447,11 @@ def _normalised_value(headers: Headers, name: bytes) -> bytes | None:
 def _preferences(value: bytes) -> bytes:
     """An Accept-Language / Accept-Encoding value in one spelling per meaning: members
     lowercased and without whitespace, ``q`` written as a number (1 when absent, RFC 9110
-    §12.4.2), sorted by weight, then by name. So ``en-US, fr;q=0.5`` and ``fr;q=0.50,EN-us``
-    are the same. A member with a malformed or unknown parameter is kept as written (but
-    lowercased and without whitespace), weighing 1."""
+    §12.4.2), sorted by weight, members of equal weight left in the order written (servers
+    break ties by position: ``fr, en`` and ``en, fr`` may get different languages). So
+    ``en-US, fr;q=0.5`` and ``fr;q=0.50,EN-us`` are the same. A member with a malformed or
+    unknown parameter is kept as written (but lowercased and without whitespace), weighing
+    1."""
     ranked: list[tuple[float, bytes]] = []
     for member in value.lower().split(b","):
         member = b"".join(member.split())
@@ -463,7 +465,7 @@ def _preferences(value: bytes) -> bytes:
         elif not parameter:
             member = token
         ranked.append((-weight, member))
-    ranked.sort()
+    ranked.sort(key=lambda pair: pair[0])  # stable: ties keep their order
     return b",".join(
         member if weight == -1.0 else b"%s;q=%g" % (member, -weight) for weight, member in ranked
     )

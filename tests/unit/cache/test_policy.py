@@ -1151,7 +1151,6 @@ def test_hit_status_is_cache_status_of_a_hit(ttl: float) -> None:
     ("first", "second"),
     [
         (b"en-US, fr;q=0.5", b"en-US,fr;q=0.5"),
-        (b"en, de", b"de, en"),
         (b"en, de", b"eN, De"),
         (b"en, de", b" en ,   de"),
         (b"fr;q=0.5, en", b"en;q=1, fr; q=0.500"),
@@ -1163,8 +1162,8 @@ def test_vary_on_preference_fields_ignores_case_space_order_and_q_spelling(
     field: bytes, first: bytes, second: bytes
 ) -> None:
     """RFC 9111 §4.1 (a cache MAY normalise selecting fields), RFC 9110 §12.4.2 (q is 1 when
-    absent), §12.5.3, §12.5.4 (tokens are case-insensitive; members of equal weight have no
-    order): these values select the same stored variant."""
+    absent), §12.5.3, §12.5.4 (tokens are case-insensitive): these values select the same
+    stored variant."""
     vary = [(b"vary", field)]
     assert policy.vary_key(vary, [(field, first)]) == policy.vary_key(vary, [(field, second)])
 
@@ -1173,6 +1172,8 @@ def test_vary_on_preference_fields_ignores_case_space_order_and_q_spelling(
     ("first", "second"),
     [
         (b"en, fr;q=0.5", b"fr, en;q=0.5"),  # another preference
+        # Equal weights: servers break the tie by position (Django, Express's negotiator).
+        (b"en, de", b"de, en"),
         (b"en", b"en, fr"),
         (b"gzip", b"gzip;q=0"),  # q=0: "not acceptable"
         (b"x;q=2", b"x"),  # a malformed weight is kept as written
@@ -1203,7 +1204,7 @@ def test_a_long_preference_value_is_normalised_the_same_way() -> None:
     vary = [(b"vary", b"accept-language")]
     tags = [b"x%d" % i for i in range(100)]
     assert policy.vary_key(vary, [(b"accept-language", b", ".join(tags))]) == policy.vary_key(
-        vary, [(b"accept-language", b",".join(reversed(tags)).upper())]
+        vary, [(b"accept-language", b",".join(tags).upper())]
     )
 
 
