@@ -258,7 +258,7 @@ class Proxy:
         if self._tls is not None and None not in tls_files:
             listener_context(new)  # raises ConfigError naming the file
         verifier = ctx.verifier
-        if new.jwt != old.jwt or new.trusted_proxies != old.trusted_proxies:
+        if new.jwt != old.jwt:
             # New keys are fetched before anything changes: a JWKS that can't be is an error.
             verifier = build_verifier(new.jwt)
             await _start_keys(verifier, new)
@@ -271,8 +271,7 @@ class Proxy:
                     site is None
                     or site.config != server
                     or site.verifier is not verifier
-                    or new.backend_connect_timeout != old.backend_connect_timeout
-                    or new.backend_timeout != old.backend_timeout
+                    or _site_root_keys(new) != _site_root_keys(old)
                 ):
                     # A changed site starts with fresh pools and cache (an unchanged one keeps
                     # both); its backends keep what is known of them (health, breaker, load).
@@ -493,3 +492,9 @@ def create_proxy(
     if isinstance(config, Mapping):
         return Proxy(config_from_dict(config), cache_key)
     return Proxy(load_config(config), cache_key, loader=lambda: load_config(config))
+
+
+def _site_root_keys(config: Config) -> tuple[object, ...]:
+    """The root keys a :class:`Site` is built from besides its server table (the verifier
+    and Redis are compared on their own): a reload that changes one rebuilds every site."""
+    return (config.backend_connect_timeout, config.backend_timeout, config.trusted_proxies)

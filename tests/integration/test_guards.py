@@ -509,6 +509,29 @@ async def test_answer_fields_stay_with_their_request_on_a_kept_alive_connection(
 
 
 @async_test()
+async def test_a_reload_that_stops_trusting_a_proxy_stops_the_ip_rules_reading_its_fields(
+    tmp_path: Path,
+) -> None:
+    async with TestOrigin(ROUTES) as origin:
+        path = tmp_path / "phantom.toml"
+
+        def write(trusted: str) -> None:
+            path.write_text(
+                f'listen = "127.0.0.1"\nhttp_port = 0\ntrusted_proxies = [{trusted}]\n'
+                f'[server.app]\nproxy_url = "{origin.url}"\ndeny = ["203.0.113.9"]\n'
+            )
+
+        forwarded = [("X-Forwarded-For", "203.0.113.9")]
+        write('"127.0.0.1"')
+        async with create_proxy(path) as proxy:
+            assert (await get(proxy.port, "/x", forwarded)).status == 403
+            write("")
+            await proxy.reload()
+            # 127.0.0.1 is no proxy any more: its X-Forwarded-For says nothing.
+            assert (await get(proxy.port, "/x", forwarded)).status == 200
+
+
+@async_test()
 async def test_a_reload_with_a_new_secret_checks_tokens_with_it(tmp_path: Path) -> None:
     other = "another-secret-that-is-long-enough-for-hs256"
     async with TestOrigin(ROUTES) as origin:
