@@ -148,7 +148,12 @@ class ClientConnection(Dispatching):
             return "close"  # closed, or idle too long: the client is done with us.
         # Every answer of the loop (cached, relayed, our own) waits for the client to read
         # the ones before.
-        await self.drain()
+        try:
+            await self.drain()
+        except EndpointClosed:
+            if isinstance(request, SimpleForward):
+                request.abandon()
+            raise
         self.served += 1
         outcome = "close"
         if isinstance(request, SimpleForward):

@@ -184,6 +184,10 @@ class FastRelay(Forwarding):
         if self._relay_timer is not None:
             self._relay_timer.cancel()  # it would hold the connection until it fired
             self._relay_timer = None
+        forward = self.simple_forward
+        if forward is not None:  # the loop had not taken it yet, and now never will
+            self.simple_forward = None
+            forward.abandon()
 
     def _hand_over(self) -> None:
         """The relay can't finish (an answer h11 must read, a long or cut-short one, the
@@ -382,6 +386,14 @@ class SimpleForward:
     request_time: float = 0.0
     sent_at: float = 0.0
     deadline: float = 0.0
+
+    def abandon(self) -> None:
+        """Dropped before the loop forwarded it (its client went): give back what the fast
+        lane took for it, its leased connection (aborted) or its backend's place in flight."""
+        if self.upstream is not None:
+            self.upstream.abandon()
+        elif self.backend is not None:
+            self.site.backends.balancer.release(self.backend)
 
 
 @dataclass(frozen=True, slots=True)

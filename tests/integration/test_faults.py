@@ -220,3 +220,28 @@ async def test_a_client_hanging_up_mid_response_is_a_499_not_a_backend_warning(
     assert '"GET /stream HTTP/' in line and '" 499 ' in line
     assert "error=" not in line
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+
+@async_test()
+async def test_a_request_left_to_the_loop_gives_its_backend_place_back_if_the_client_goes() -> None:
+    """The fast lane counts a request in its backend's flight and leaves it to the loop to
+    connect; a client gone before the loop's turn (its bytes and its close read in one turn
+    of the event loop: an order the kernel can give) must not leave the count up. A backend
+    counted busy forever is never drained from a reload, and skews least-connections."""
+    routes = {"/nc": Reply(200, [("Cache-Control", "no-store")], b"x")}
+    async with (
+        TestOrigin(routes) as origin,
+        running_proxy(origin.port, exclude_paths=["/nc"]) as proxy,
+    ):
+        backend = proxy.servers["app"].backends.balancer.backends[0]
+        async with await RawClient.connect(proxy.port):
+            await asyncio.sleep(0.05)
+            (conn,) = proxy._ctx.connections
+            conn.data_received(b"GET /nc HTTP/1.1\r\nHost: app\r\n\r\n")
+            assert conn.simple_forward is not None and backend.inflight == 1
+            conn.connection_lost(None)
+            conn.transport.abort()  # (its own connection_lost then comes a second time)
+            await asyncio.sleep(0.1)
+            assert backend.inflight == 0
+        assert origin.requests["/nc"] == 0
