@@ -347,6 +347,11 @@ class CacheStore:
     def discard(self, key: Key) -> int:
         """Remove every variant under ``key`` (e.g. after an unsafe request, RFC 9111 §4.4).
         Returns how many responses went."""
+        return self._remove(key)
+
+    def _remove(self, key: Key) -> int:
+        """``discard`` in this store only: what a pattern's removal does key by key (a shared
+        store tells the fleet once per pattern, not once per key)."""
         with self._cache.timer:
             variants = self._cache.pop(key, ())
             self._drop(variants)
@@ -361,7 +366,7 @@ class CacheStore:
         with cache.timer as now:
             cache.expire(now)
             doomed = [key for key in cache if matches(key[1])]
-            return sum(self.discard(key) for key in doomed)
+            return sum(self._remove(key) for key in doomed)
 
     async def purge(self, pattern: str) -> int:
         """:meth:`invalidate`, as the control API calls it: a shared store also removes the

@@ -114,6 +114,32 @@ async def test_an_invalidation_reaches_the_other_process_within_100_ms(tmp_path:
             assert redis.command("DBSIZE").strip() == b":0"
 
 
+def publishes(redis: RedisServer) -> int:
+    """How many PUBLISH commands the server has run."""
+    stats = redis.command("INFO", "commandstats").decode()
+    for line in stats.splitlines():
+        if line.startswith("cmdstat_publish:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+@async_test(timeout=20)
+async def test_a_pattern_invalidation_is_announced_once_not_once_per_key(tmp_path: Path) -> None:
+    """The process that hears of a pattern drops its matching keys without announcing each
+    of them again (which every process would do, for every key it holds)."""
+    with redis_server(tmp_path) as redis:
+        async with process(redis.url, l1_ttl=60) as a, process(redis.url, l1_ttl=60) as b:
+            paths = [f"/api/{n}" for n in range(5)]
+            for path in paths:
+                a.put(key(path), page(path.encode(), a.clock()))
+                await shared_soon(b, key(path))
+            before = publishes(redis)
+            assert await a.purge("GET:/api/*") == 5 + 5
+            await eventually(lambda: len(b) == 0)
+            await asyncio.sleep(0.2)  # what B would announce has had its time
+            assert publishes(redis) - before == 1
+
+
 @async_test(timeout=20)
 async def test_first_level_copies_expire_after_cache_l1_ttl(tmp_path: Path) -> None:
     with redis_server(tmp_path) as redis:
