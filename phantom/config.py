@@ -865,6 +865,7 @@ _SIZE_UNITS: Final = {
     "mib": 1 << 20, "g": 1000**3, "gb": 1000**3, "gib": 1 << 30,
 }
 _SIZE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+_MAX_BYTE_SIZE: Final = 1 << 63
 
 
 def _check_byte_size(value: object) -> int:
@@ -874,7 +875,10 @@ def _check_byte_size(value: object) -> int:
         unit = match and _SIZE_UNITS.get(match[2].lower())
         if not match or unit is None:
             raise _Invalid(f'expected bytes such as 1048576 or "1MiB", got {value!r}')
-        return int(float(match[1]) * unit)
+        size = float(match[1]) * unit
+        if not size < _MAX_BYTE_SIZE:  # (inf too: "999...9" of hundreds of digits)
+            raise _Invalid(f"expected at most {_MAX_BYTE_SIZE} bytes (what TOML's integers hold)")
+        return int(size)
     return _check_size(value)
 
 

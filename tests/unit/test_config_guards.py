@@ -142,6 +142,8 @@ def test_defaults_describe_back() -> None:
             "server.app.allowed_origins: expected an origin",
         ),
         ({"allow": ["10.0.0.0/33"]}, {}, "server.app.allow: expected an address or CIDR"),
+        ({"tunnel_rate": "9" * 400}, {}, "server.app.tunnel_rate: expected at most"),
+        ({}, {"tunnel_max_bytes": "9" * 400 + "GiB"}, "tunnel_max_bytes: expected at most"),
         ({"rate_limit": {"per": 1}}, {}, "server.app.rate_limit.requests: missing"),
         (
             {"rate_limit": {"requests": 0, "per": 1}},
