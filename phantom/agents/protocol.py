@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from ..reasons import reason_phrase
+
 __all__ = [
     "CONTROL_PATH",
     "DATA_PATH",
@@ -126,20 +128,6 @@ class Decoder:
         return messages
 
 
-_REASONS = {
-    400: b"Bad Request",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    408: b"Request Timeout",
-    409: b"Conflict",
-    431: b"Request Header Fields Too Large",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
-
-
 def answer(status: int, text: str, *, html: bool = False) -> bytes:
     """A complete response that ends the connection: a page for browsers (``html``, the
     text being escaped already) or one line of text for agents and scripts."""
@@ -154,7 +142,7 @@ def answer(status: int, text: str, *, html: bool = False) -> bytes:
         kind = b"text/plain; charset=utf-8"
     return b"".join(
         (
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+            b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status)),
             b"Content-Type: %s\r\nContent-Length: %d\r\n" % (kind, len(body)),
             b"Cache-Control: no-store\r\nConnection: close\r\n\r\n",
             body,
