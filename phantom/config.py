@@ -1397,11 +1397,16 @@ class _Reader:
                 if name not in self.environ:
                     raise self.error(where, f"environment variable {name} is not set")
                 token = self.environ[name]
-            if len(token) < RELAY_TOKEN_MIN_LENGTH or not token.isprintable() or " " in token:
+            # ASCII: an HTTP field carries it, and the relay compares the bytes it receives.
+            if (
+                len(token) < RELAY_TOKEN_MIN_LENGTH
+                or not (token.isascii() and token.isprintable())
+                or " " in token
+            ):
                 raise self.error(
                     where,
-                    f"a token must be at least {RELAY_TOKEN_MIN_LENGTH} printable characters "
-                    "without spaces (e.g. from `openssl rand -hex 24`)",
+                    f"a token must be at least {RELAY_TOKEN_MIN_LENGTH} printable ASCII "
+                    "characters without spaces (e.g. from `openssl rand -hex 24`)",
                 )
             tokens.append((token, self.check(where, _check_name_patterns, value)))
         if not tokens:

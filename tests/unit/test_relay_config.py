@@ -84,7 +84,9 @@ def test_validation_message(data: dict[str, Any], message: str) -> None:
     assert message in error_of(data)
 
 
-@pytest.mark.parametrize("token", ["short", "0123456789abcde", "with space 0123456789"])
+@pytest.mark.parametrize(
+    "token", ["short", "0123456789abcde", "with space 0123456789", "pässwörd-0123456789"]
+)
 def test_weak_tokens_are_refused_without_being_shown(token: str) -> None:
     message = error_of(relay(tokens={token: ["a"]}))
     assert "relay.tokens (entry 1): a token must be at least 16" in message
