@@ -1632,19 +1632,6 @@ class _Reader:
             )
         return CorsConfig(**values)
 
-    def check_single_process(
-        self, control_port: int | None, servers: tuple[ServerConfig, ...], key: str
-    ) -> None:
-        """What workers > 1 cannot do yet: each worker has its own cache (one control listener
-        could not reach them all), and each would start its own copy of an execute command."""
-        if control_port is not None:
-            raise self.error(key, "control_port works with workers = 1 only (for now)")
-        for server in servers:
-            if server.execute is not None:
-                raise self.error(
-                    key, f"server.{server.name}.execute works with workers = 1 only (for now)"
-                )
-
     def check_mounts(self, servers: tuple[ServerConfig, ...]) -> None:
         """Two servers with entries matching the same paths for the same host and a method in
         common: the second could never be reached."""

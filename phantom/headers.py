@@ -90,9 +90,6 @@ def is_upgrade(headers: HeaderPairs) -> bool:
     return any(field.lower() == b"upgrade" and value.strip() for field, value in headers)
 
 
-_NOT_FROM_CLIENTS = _FORWARDED | _PROXY_ONLY
-
-
 def _scoped(listed: list[bytes]) -> frozenset[bytes]:
     """The fixed hop-by-hop set plus what Connection lists, but never Host or Content-Length."""
     if not listed:
@@ -217,9 +214,8 @@ def forward_request_headers(
         elif lower == b"host" and host is None:
             host = value
     scoped = _scoped(listed)
-    dropped = _FORWARDED if trusted else _NOT_FROM_CLIENTS
-    if drop:
-        dropped = dropped.union(drop)
+    # (From an untrusted peer, what else only a proxy may say goes by ``_forged``.)
+    dropped = _FORWARDED.union(drop) if drop else _FORWARDED
     kept: HeaderList = []
     via = -1
     for lower, name, value in lowered:

@@ -91,10 +91,6 @@ class JwksKeys:
     def key_for(self, kid: str | None) -> jwt.PyJWK | None:
         return self._keys.get(kid)
 
-    @property
-    def loaded(self) -> bool:
-        return bool(self._keys)
-
     async def load(self) -> None:
         """Fetch the set now and use it. Raises JwksError; the keys held stay then."""
         try:

@@ -126,7 +126,7 @@ class Verifier:
             return invalid_token("The token has expired", "token_expired")
         return self._check(token)
 
-    def refuse_unknown(self, unknown: UnknownKey) -> Refusal:
+    def refuse_unknown(self) -> Refusal:
         """The refusal for a ``kid`` still unknown after a refresh."""
         return invalid_token("The token's key is not known")
 

@@ -103,11 +103,6 @@ class Limiter:
         now = self._clock()
         return max(self._arrivals.get(key, now) - now, 0.0)
 
-    def fields(self, key: str, wait: float) -> list[tuple[bytes, bytes]]:
-        """RateLimit-Policy and RateLimit for ``key`` as :meth:`take` left it (with
-        Retry-After when it answered ``wait`` > 0)."""
-        return self.quota.fields(self.full_in(key), wait)
-
 
 class Pacer:
     """Byte pacing for one direction of a tunnel: ``charge(n)`` after ``n`` bytes went

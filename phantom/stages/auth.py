@@ -66,7 +66,7 @@ class _Auth:
 
     def _decide(self, view: RequestView, verdict: Claims | Refusal | UnknownKey) -> Answer | None:
         if isinstance(verdict, UnknownKey):
-            verdict = self.verifier.refuse_unknown(verdict)
+            verdict = self.verifier.refuse_unknown()
         if isinstance(verdict, Refusal):
             return _refused(verdict, self.realm)
         if self.wanted:

@@ -84,11 +84,11 @@ def test_burst_then_the_steady_rate() -> None:
     left = []
     for _ in range(4):
         waits.append(limit.take("a"))
-        left.append(dict(limit.fields("a", waits[-1]))[b"RateLimit"])
+        left.append(dict(limit.quota.fields(limit.full_in("a"), waits[-1]))[b"RateLimit"])
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert left[:3] == [b'"default";r=2;t=1', b'"default";r=1;t=2', b'"default";r=0;t=3']
     assert waits[3] == pytest.approx(1.0)
-    assert dict(limit.fields("a", waits[3])) == {
+    assert dict(limit.quota.fields(limit.full_in("a"), waits[3])) == {
         b"RateLimit-Policy": b'"default";q=10;w=10',
         b"RateLimit": b'"default";r=0;t=3',
         b"Retry-After": b"1",

@@ -183,7 +183,7 @@ def test_a_kid_the_keys_do_not_hold_asks_for_a_refresh() -> None:
     check = Verifier(JwtConfig(jwks_url=None, algorithms=("RS256",)), NoKeys(), clock=Clock())
     result = check.verify(token(SECRET, headers={"kid": "k2"}))
     assert result == UnknownKey("k2")
-    assert check.refuse_unknown(result).status == 401
+    assert check.refuse_unknown().status == 401
 
 
 # -- the verification memory ------------------------------------------------------------------
