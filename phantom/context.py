@@ -113,6 +113,7 @@ class Site:
             config.backend_connect_timeout,
             backend_context(server, config.source),
             previous=None if previous is None else previous.backends,
+            trusted_proxies=config.trusted_proxies,
         )
         fallback = None
         if server.fallback_url is not None:

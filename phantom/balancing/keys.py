@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..clients import client_address
+from ..config import Network
+
 __all__ = ["KeyOf", "key_function"]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -45,11 +48,25 @@ def _cookie(name: bytes) -> KeyOf:
     return key
 
 
-def key_function(hash_key: str | None) -> KeyOf:
-    """The key function of a ``hash_key`` value (config-checked); None means client_ip."""
+def _client_behind(trusted: tuple[Network, ...]) -> KeyOf:
+    """The client's address after ``trusted_proxies`` (as the IP rules read it)."""
+
+    def key(client_ip: str, target: bytes, headers: Headers) -> bytes | None:
+        chain = [value for field, value in headers if field == b"x-forwarded-for"]
+        return client_address(client_ip, chain, trusted).encode()
+
+    return key
+
+
+def key_function(hash_key: str | None, trusted: tuple[Network, ...] = ()) -> KeyOf:
+    """The key function of a ``hash_key`` value (config-checked); None means client_ip, the
+    address after ``trusted`` (``trusted_proxies``): behind a load balancer, the client's,
+    not the balancer's, or every client would stick to one backend."""
     kind, _, name = (hash_key or "client_ip").partition(":")
     if kind == "header":
         return _header(name.lower().encode("latin-1"))
     if kind == "cookie":
         return _cookie(name.encode("latin-1"))
-    return _path if kind == "path" else _client_ip
+    if kind == "path":
+        return _path
+    return _client_behind(trusted) if trusted else _client_ip

@@ -16,7 +16,7 @@ from typing import TypeVar
 import h11
 
 from .. import headers as hdr
-from ..config import BackendURL, ServerConfig
+from ..config import BackendURL, Network, ServerConfig
 from ..errors import BackendError
 from ..routing import target_at
 from ..upstream import Upstream, UpstreamConnection
@@ -57,8 +57,10 @@ class BackendPool:
         connect_timeout: float,
         tls: ssl.SSLContext | None,
         previous: BackendPool | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
-        """``previous``: the pool this one replaces on a reload (see ``Balancer``)."""
+        """``previous``: the pool this one replaces on a reload (see ``Balancer``);
+        ``trusted_proxies``: whose X-Forwarded-For a ``client_ip`` hash key believes."""
         self.server = server
         self.balancer: Balancer = Balancer(
             server, previous=None if previous is None else previous.balancer
@@ -73,7 +75,9 @@ class BackendPool:
             for backend, config in zip(self.balancer.backends, server.pool, strict=True)
         }
         self._key_of: KeyOf | None = (
-            key_function(server.hash_key) if server.load_balance == "consistent_hash" else None
+            key_function(server.hash_key, trusted_proxies)
+            if server.load_balance == "consistent_hash"
+            else None
         )
         check = server.health_check
         self.health = None if check is None else HealthChecker(self.balancer, check, self._connect)

@@ -142,6 +142,22 @@ async def test_consistent_hashing_keeps_each_websocket_client_on_one_backend() -
 
 
 @async_test(timeout=60)
+async def test_client_ip_hashing_behind_a_trusted_proxy_spreads_its_clients() -> None:
+    """Behind a load balancer (trusted_proxies), the key is each client's address: the
+    balancer's own would stick every client to one backend."""
+    async with three_origins() as origins:
+        options = {"load_balance": "consistent_hash", "trusted_proxies": ["127.0.0.1"]}
+        async with balanced([o.url for o in origins.values()], **options) as proxy:
+            async with await RawClient.connect(proxy.port) as conn:
+                homes = {
+                    client: {await who(conn, [("X-Forwarded-For", client)]) for _ in range(3)}
+                    for client in (f"198.51.100.{n}" for n in range(1, 31))
+                }
+    assert all(len(home) == 1 for home in homes.values())  # each client sticks
+    assert len(set().union(*homes.values())) >= 2  # and they are spread
+
+
+@async_test(timeout=60)
 async def test_when_a_backend_leaves_only_its_keys_move() -> None:
     async with three_origins() as origins:
         options = {"load_balance": "consistent_hash", "hash_key": "cookie:session"}

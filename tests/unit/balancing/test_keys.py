@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from phantom.balancing import key_function
 
 HEADERS = [
@@ -31,3 +33,13 @@ def test_a_missing_header_or_cookie_is_no_key() -> None:
 def test_repeated_headers_make_one_key() -> None:
     headers = [(b"x-user", b"a"), (b"x-user", b"b")]
     assert key_function("header:x-user")("", b"/", headers) == b"a, b"
+
+
+def test_client_ip_is_the_client_behind_a_trusted_proxy() -> None:
+    trusted = (ipaddress.ip_network("10.0.0.0/8"),)
+    forwarded = [*HEADERS, (b"x-forwarded-for", b"198.51.100.4, 10.0.0.9")]
+    key = key_function("client_ip", trusted)
+    assert key("10.0.0.7", b"/", forwarded) == b"198.51.100.4"
+    assert key("203.0.113.1", b"/", forwarded) == b"203.0.113.1"  # no proxy of ours
+    # Without trusted_proxies, X-Forwarded-For is whatever the client wrote.
+    assert key_function("client_ip")("10.0.0.7", b"/", forwarded) == b"10.0.0.7"
