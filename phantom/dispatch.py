@@ -81,6 +81,7 @@ class Dispatching(FastLane, Upgrading, CacheLookup):
                     request,
                     target,
                     handshake.offering_only(raw_headers, view.upgrade),
+                    client_address=view.client(self.config.trusted_proxies),
                     close_at=view.expires,
                 )
             return await self._serve_http(site, request, target, raw_headers, view)

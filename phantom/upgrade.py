@@ -48,15 +48,17 @@ class Upgrading(Forwarding):
         target: bytes,
         raw_headers: list[tuple[bytes, bytes]],
         *,
+        client_address: str,
         close_at: float | None = None,
     ) -> str:
         """Replay the handshake on a fresh backend connection; on 101, splice the sockets
-        (until ``close_at``, a ``time.time()`` reading, when one is given)."""
+        (until ``close_at``, a ``time.time()`` reading, when one is given). ``client_address``:
+        the client's, after ``trusted_proxies`` (its share of the tunnels)."""
         body = await self._read_body(keep=True, limit=site.config.max_body_bytes)
         limit = self.config.max_tunnels
         if limit and len(self.ctx.tunnels) >= limit:
             raise over_limit("too many tunnels")
-        self.tunnel_hold = self._take_tunnel_share(raw_headers)
+        self.tunnel_hold = self._take_tunnel_share(client_address)
         outgoing = h11.Request(
             method=request.method,
             target=target,
@@ -161,13 +163,9 @@ class Upgrading(Forwarding):
         log.info("tunnel %s opened", label)
         return "tunnel"
 
-    def _take_tunnel_share(self, raw_headers: list[tuple[bytes, bytes]]) -> clients.Hold:
-        """A place among the tunnels of the client the request comes from (after
+    def _take_tunnel_share(self, client: str) -> clients.Hold:
+        """A place among the tunnels of ``client`` (the address the request comes from, after
         ``trusted_proxies``); 503 when it holds ``max_tunnels_per_client`` already."""
-        client = self.client_ip
-        if self.trusted:
-            chain = [v for n, v in raw_headers if n.lower() == b"x-forwarded-for"]
-            client = clients.client_address(client, chain, self.config.trusted_proxies)
         hold = self.ctx.client_tunnels.take(client, self.config.max_tunnels_per_client)
         if hold is None:
             raise over_limit("too many tunnels from this client")
