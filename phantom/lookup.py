@@ -58,7 +58,12 @@ class CacheLookup(Forwarding):
             else site.key_for(request.target, headers, self.proto)
         )
         state = policy.lookup(method, headers, cache.variants(key), cache.clock())
-        if cache.shared and isinstance(state, policy.Miss) and key not in site.inflight:
+        if (
+            cache.shared
+            and isinstance(state, policy.Miss)
+            and key not in site.inflight
+            and key not in site.uncacheable  # its last answer was not stored anywhere
+        ):
             # Not in this process's first level: one round trip to the shared one.
             state = policy.lookup(method, headers, await cache.fetch(key), cache.clock())
         collapsed = False
