@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["TokenPlaces", "find_token", "take_param"]
+__all__ = ["TokenPlaces", "cookie_value", "find_token", "take_param"]
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/="
@@ -39,7 +39,9 @@ def _bearer(value: bytes) -> bytes | None:
     return token if token and not token.translate(None, _B64TOKEN) else b""
 
 
-def _cookie(value: bytes, name: bytes) -> bytes | None:
+def cookie_value(value: bytes, name: bytes) -> bytes | None:
+    """The value of cookie ``name`` in one ``Cookie`` field's ``value`` (RFC 6265 §4.2.1;
+    a value in double quotes without them), or None."""
     for pair in value.split(b";"):
         key, eq, cookie = pair.strip().partition(b"=")
         if eq and key == name:
@@ -76,7 +78,7 @@ def find_token(
         if name == b"authorization" and bearer is None:
             bearer = _bearer(value)
         elif name == b"cookie" and cookie is None and places.cookie is not None:
-            cookie = _cookie(value, places.cookie)
+            cookie = cookie_value(value, places.cookie)
     token = bearer if bearer is not None else cookie
     if places.query is not None:
         target, from_query = take_param(target, places.query)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..bearer import cookie_value
 from ..clients import client_address
 from ..config import Network
 
@@ -37,12 +38,9 @@ def _header(name: bytes) -> KeyOf:
 def _cookie(name: bytes) -> KeyOf:
     def key(client_ip: str, target: bytes, headers: Headers) -> bytes | None:
         for field, value in headers:
-            if field != b"cookie":
-                continue
-            for pair in value.split(b";"):
-                cookie, sep, content = pair.strip().partition(b"=")
-                if sep and cookie == name:
-                    return content
+            found = cookie_value(value, name) if field == b"cookie" else None
+            if found is not None:
+                return found
         return None
 
     return key
