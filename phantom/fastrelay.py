@@ -98,17 +98,18 @@ class FastRelay(Forwarding):
         forward = self.relay
         assert forward is not None and forward.upstream is not None
         upstream = forward.upstream
+        start = max(len(forward.received) - 3, 0)  # what a head's end may be in: the new bytes
         forward.received += upstream.take_unread()
         received = forward.received
         request = forward.request
         response = forward.response
         if response is None:  # the head is read once, when it is complete
-            end = received.find(b"\r\n\r\n")
+            end = received.find(b"\r\n\r\n", start)
             if end < 0:
                 if (
                     upstream.at_eof
                     or len(received) > RELAY_LIMIT
-                    or framing.ends_with_bare_lf(received)  # a head h11 reads
+                    or framing.ends_with_bare_lf(received, start)  # a head h11 reads
                 ):
                     self._hand_over()
                 return

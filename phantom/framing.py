@@ -430,8 +430,9 @@ def parse_simple_response(
     return SimpleResponse(status, match[2], headers, length, end + 4)
 
 
-def ends_with_bare_lf(data: bytes) -> bool:
+def ends_with_bare_lf(data: bytes, start: int = 0) -> bool:
     """Whether ``data``, a response head's start with no CRLF CRLF in it, is already ended by a
     blank line made with a bare LF (``\n\n``, ``\n\r\n``). h11 reads such a head (RFC 9112
-    §2.2); a CRLF CRLF may never follow, so waiting for one would wait for nothing."""
-    return b"\n\n" in data or b"\n\r\n" in data
+    §2.2); a CRLF CRLF may never follow, so waiting for one would wait for nothing. Looked for
+    from ``start`` on (what was already looked at, less the 2 bytes a match could start in)."""
+    return data.find(b"\n\n", start) >= 0 or data.find(b"\n\r\n", start) >= 0

@@ -164,9 +164,12 @@ class UpstreamConnection(Endpoint):
             if not data:
                 break  # h11 below tells a clean close from a cut-off head
             self.response_started = True
+            # Only the new bytes (and the 3 before, where a blank line may have begun) are
+            # searched: a backend trickling its head byte by byte costs linear time.
+            start = max(len(received) - 3, 0)
             received += data
-            end = received.find(b"\r\n\r\n")
-            if end < 0 and framing.ends_with_bare_lf(received):
+            end = received.find(b"\r\n\r\n", start)
+            if end < 0 and framing.ends_with_bare_lf(received, start):
                 break  # not simple: h11 reads it
         if end >= 0:
             response = framing.parse_simple_response(

@@ -9,7 +9,16 @@ import time
 
 import pytest
 from conftest import RawClient, async_test, fetch, get, proxied, running_proxy, sha256
-from origin import CannedBackend, RawAnswer, Reply, TestOrigin, payload, unused_port
+from origin import (
+    CannedBackend,
+    RawAnswer,
+    Reply,
+    ScriptedBackend,
+    TestOrigin,
+    payload,
+    read_request_head,
+    unused_port,
+)
 
 from phantom import upstream
 
@@ -211,3 +220,33 @@ async def test_a_pooled_connection_closes_once_idle_for_the_pool_timeout_since_i
         while origin.open_connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert origin.open_connections == 0  # closed by the pool once idle long enough
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"], ids=["CRLF", "bare LF"])
+@async_test()
+async def test_an_answer_head_trickled_byte_by_byte_is_read_on_both_lanes(
+    newline: bytes,
+) -> None:
+    """Each chunk is searched for the head's end from where the last one stopped (a blank
+    line split across chunks included): the first request goes by the loop, the next ones by
+    the callback relay on the pooled connection."""
+    answer = newline.join([b"HTTP/1.1 200 OK", b"Cache-Control: no-store", b"Content-Length: 2"])
+    answer += newline * 2 + b"ok"
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await read_request_head(reader)
+            except asyncio.IncompleteReadError:
+                return
+            for index in range(len(answer)):
+                writer.write(answer[index : index + 1])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+
+    async with ScriptedBackend(trickle) as backend, running_proxy(backend.port) as proxy:
+        async with await RawClient.connect(proxy.port) as client:
+            for _ in range(3):
+                response = await client.request("GET", "/slow")
+                assert (response.status, response.body) == (200, b"ok")
+        assert backend.connections_accepted == 1
