@@ -318,6 +318,8 @@ class RelayConfig:
     # None = the root key of the same name.
     tunnel_rate: int | None = None
     tunnel_max_bytes: int | None = None
+    # What each agent's cache may hold, when it asks for one (--cache); 0 = agents get none.
+    cache_max_bytes: int = 32 * 1024 * 1024
     # Also reach agents at relay_domain/NAME/... (one origin for all agents: off by default).
     relay_path_mode: bool = False
 
@@ -1164,6 +1166,7 @@ _RELAY_CHECKS: Final[dict[str, _Check]] = {
     "max_connections": _check_size,
     "tunnel_rate": _check_byte_size,
     "tunnel_max_bytes": _check_byte_size,
+    "cache_max_bytes": _check_byte_size,
     "relay_path_mode": _check_bool,
 }
 

@@ -26,8 +26,9 @@ def agent_servers(
 ) -> tuple[ServerConfig, ...]:
     """The servers an agent's name stands for, one site: reached at NAME.relay_domain, and in
     the path mode also at relay_domain/NAME/... (the prefix stripped); every upgrade but h2c
-    tunnelled; a cache only when the agent asked for one (``--cache``); each tunnel paced and
-    bounded by the relay's ``tunnel_rate`` and ``tunnel_max_bytes``."""
+    tunnelled; a cache only when the agent asked for one (``--cache``), of the relay's
+    ``cache_max_bytes``; each tunnel paced and bounded by the relay's ``tunnel_rate`` and
+    ``tunnel_max_bytes``."""
     server = ServerConfig(
         name=PREFIX + name,
         proxy_url=BackendURL("http", f"{name}.agent", 80, ""),
@@ -37,11 +38,22 @@ def agent_servers(
         tunnel_rate=_either(relay.tunnel_rate, config.tunnel_rate),
         tunnel_max_bytes=_either(relay.tunnel_max_bytes, config.tunnel_max_bytes),
     )
-    if not cache:
+    if not _caches(relay, cache):
         server = replace(server, cache_max_entries=0, cache_404_capacity=0)
+    else:  # a relay's memory is shared by every agent: each gets its bounded part
+        server = replace(
+            server,
+            cache_max_bytes=relay.cache_max_bytes,
+            cache_max_object_bytes=min(server.cache_max_object_bytes, relay.cache_max_bytes),
+        )
     if not relay.relay_path_mode:
         return (server,)
     return server, replace(server, hosts=(relay.relay_domain,), bind_to=(f"/{name}",))
+
+
+def _caches(relay: RelayConfig, asked: bool) -> bool:
+    """Whether an agent's site has a cache: it asked for one, and the relay gives any."""
+    return asked and relay.cache_max_bytes > 0
 
 
 def _either(relay_value: int | None, root_value: int) -> int:
@@ -66,7 +78,8 @@ class AgentSites:
         if timer is not None:
             timer.cancel()
         site = self.ctx.sites.get(PREFIX + name)
-        if site is not None and (site.config.cache_max_entries > 0) == session.cache:
+        cache = _caches(self.hub.config, session.cache)
+        if site is not None and (site.config.cache_max_entries > 0) == cache:
             return  # back within its grace period: the site, and its cache, stay
         self._remove(name)
         config = self.ctx.config

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from phantom.agents.sites import agent_servers
 from phantom.checks import risky_settings
 from phantom.config import RelayConfig, config_from_dict, describe, load_config
 from phantom.errors import ConfigError
@@ -135,3 +136,18 @@ def test_a_public_relay_without_tls_is_warned_about(root: dict[str, Any], risky:
     assert bool(warnings) == risky
     if risky:
         assert warnings[0].startswith("https_port: the relay listens on")
+
+
+def test_an_agent_s_cache_is_the_relay_s_bounded_part_and_only_when_asked_for() -> None:
+    config = config_from_dict(relay(cache_max_bytes="4MiB"), "relay.toml")
+    assert config.relay is not None
+    (cached,) = agent_servers("alice-x", config.relay, True, config)
+    assert cached.cache_max_bytes == 4 << 20 and cached.cache_max_object_bytes == 4 << 20
+    assert cached.cache_max_entries > 0
+    (uncached,) = agent_servers("alice-x", config.relay, False, config)
+    assert uncached.cache_max_entries == 0
+    none = config_from_dict(relay(cache_max_bytes=0), "relay.toml")
+    assert none.relay is not None
+    assert agent_servers("alice-x", none.relay, True, none)[0].cache_max_entries == 0
+    default = config_from_dict(relay(), "relay.toml")
+    assert default.relay is not None and default.relay.cache_max_bytes == 32 << 20
