@@ -202,15 +202,7 @@ class Proxy:
                 self._server.close()
             if self._tls_server is not None:
                 self._tls_server.close()
-            if self.control is not None:
-                await self.control.close()
-            if self._ctx.redis is not None:
-                await self._ctx.redis.close()
-            if self._ctx.verifier is not None:
-                await self._ctx.verifier.keys.close()
-            for site in self._ctx.sites.values():
-                await site.close_pools()
-            await stop_all(self.launchers)
+            await self._release()
             raise
         for warning in risky_settings(self.config):
             log.warning("%s", warning)
@@ -364,25 +356,31 @@ class Proxy:
             task.cancel()
         # Let the cancelled tasks unwind before the loop may close.
         await asyncio.gather(*cancelled, return_exceptions=True)
-        for site in ctx.sites.values():
-            await site.close_pools()
-            site.webhooks.close()
-        if ctx.redis is not None:
-            await ctx.redis.close()  # after the drain: the last responses were shared
-        if self.control is not None:
-            await self.control.close()
         if ctx.access_log is not None:
             ctx.access_log.close()
-        if ctx.verifier is not None:
-            await ctx.verifier.keys.close()
         await server.wait_closed()
         if self._tls_server is not None:
             await self._tls_server.wait_closed()
         self._frontend.close()
-        # Last: the backends phantom started served the requests drained above.
-        await stop_all(self.launchers)
+        await self._release()  # after the drain: the last responses were shared, and served
         assert self._closed is not None
         self._closed.set()
+
+    async def _release(self) -> None:
+        """Give back what ``start`` took besides the listeners, after a failed start or at the
+        end of a shutdown: the sites' pools and webhooks, Redis, the control listener, the JWKS
+        refresh, and last the backends phantom started (they served what was drained)."""
+        ctx = self._ctx
+        for site in ctx.sites.values():
+            await site.close_pools()
+            site.webhooks.close()
+        if ctx.redis is not None:
+            await ctx.redis.close()
+        if self.control is not None:
+            await self.control.close()
+        if ctx.verifier is not None:
+            await ctx.verifier.keys.close()
+        await stop_all(self.launchers)
 
     async def _drain(self) -> bool:
         """Wait until no connection and no tunnel is left (True), closing the tunnels that go
