@@ -174,11 +174,16 @@ class Forwarding(Relaying):
                     retry=retry,
                 )
             except BackendError as exc:
-                if exc.kind != "refused" or site.fallback is None or self.is_lost:
+                turn = self._fallback_for(site, request, outgoing, exc, upgrade=False)
+                if turn is None:
                     raise
-                outgoing, plan = self._fall_back(site, request, outgoing, plan, str(exc))
+                fallback, outgoing = turn
                 fallen_back = outgoing
-                upstream, response = await site.fallback.upstream.exchange(
+                # Relayed marked X-Phantom-Fallback: 1, never stored; requests waiting for this
+                # key's answer go on their own.
+                plan.land(site)
+                plan = Plan(None, plan.reason, request_headers=plan.request_headers, fallback=True)
+                upstream, response = await fallback.upstream.exchange(
                     self._starter(lambda _: fallen_back, first, limit), retry=retry
                 )
         except BackendError as exc:
@@ -221,22 +226,27 @@ class Forwarding(Relaying):
 
         return start
 
-    def _fall_back(
-        self, site: Site, request: h11.Request, outgoing: h11.Request, plan: Plan, problem: str
-    ) -> tuple[h11.Request, Plan]:
-        """A request the backend refused, as its ``fallback_url`` gets it
-        (:mod:`phantom.fallback`), and its plan: the answer is relayed marked
-        ``X-Phantom-Fallback: 1`` and never stored."""
-        fallback = cast(Fallback, site.fallback)
+    def _fallback_for(
+        self,
+        site: Site,
+        request: h11.Request,
+        outgoing: h11.Request,
+        exc: BackendError,
+        *,
+        upgrade: bool,
+    ) -> tuple[Fallback, h11.Request] | None:
+        """The server's ``fallback_url`` and the request as it gets it
+        (:mod:`phantom.fallback`), when the backend refused ``request`` (not when it failed
+        otherwise: the request may have reached it) and the client is still there; logged.
+        None when there is no turning to it."""
+        fallback = site.fallback
+        if exc.kind != "refused" or fallback is None or self.is_lost:
+            return None
         self._log_backend(
-            site, request.method, request.target, f"{problem}; falling back to {fallback.url}"
+            site, request.method, request.target, f"{exc}; falling back to {fallback.url}"
         )
-        plan.land(site)  # requests waiting for this key's answer go on their own
         self.exchange.backend = fallback.url
-        return (
-            fallback.request(outgoing, upgrade=False),
-            Plan(None, plan.reason, request_headers=plan.request_headers, fallback=True),
-        )
+        return fallback, fallback.request(outgoing, upgrade=upgrade)
 
     def _for_backend(
         self, site: Site, request: h11.Request, url: BackendURL, *, upgrade: bool = False

@@ -109,14 +109,11 @@ class Upgrading(Forwarding):
                     fresh=True,
                 )
             except BackendError as exc:
-                if exc.kind != "refused" or site.fallback is None or self.is_lost:
+                turn = self._fallback_for(site, request, outgoing, exc, upgrade=True)
+                if turn is None:
                     raise
-                fallback = site.fallback
-                self._log_backend(
-                    site, request.method, request.target, f"{exc}; falling back to {fallback.url}"
-                )
-                self.exchange.backend = fallback.url
-                outgoing = fallen_back = fallback.request(outgoing, upgrade=True)
+                fallback, outgoing = turn
+                fallen_back = outgoing
                 upstream, (head, response) = await fallback.upstream.exchange(
                     replay(lambda _: fallen_back), retry=False, fresh=True
                 )
