@@ -508,24 +508,27 @@ async def test_answer_fields_stay_with_their_request_on_a_kept_alive_connection(
                 assert "Origin" not in ", ".join(second.get_all("vary"))
 
 
+def write_config(path: Path, origin: TestOrigin, root: str, server: str) -> None:
+    """A phantom.toml with the ``root`` lines and one ``[server.app]`` in front of ``origin``
+    with the ``server`` lines."""
+    path.write_text(
+        f'listen = "127.0.0.1"\nhttp_port = 0\n{root}\n'
+        f'[server.app]\nproxy_url = "{origin.url}"\n{server}\n'
+    )
+
+
 @async_test()
 async def test_a_reload_that_stops_trusting_a_proxy_stops_the_ip_rules_reading_its_fields(
     tmp_path: Path,
 ) -> None:
     async with TestOrigin(ROUTES) as origin:
         path = tmp_path / "phantom.toml"
-
-        def write(trusted: str) -> None:
-            path.write_text(
-                f'listen = "127.0.0.1"\nhttp_port = 0\ntrusted_proxies = [{trusted}]\n'
-                f'[server.app]\nproxy_url = "{origin.url}"\ndeny = ["203.0.113.9"]\n'
-            )
-
+        deny = 'deny = ["203.0.113.9"]'
         forwarded = [("X-Forwarded-For", "203.0.113.9")]
-        write('"127.0.0.1"')
+        write_config(path, origin, 'trusted_proxies = ["127.0.0.1"]', deny)
         async with create_proxy(path) as proxy:
             assert (await get(proxy.port, "/x", forwarded)).status == 403
-            write("")
+            write_config(path, origin, "", deny)
             await proxy.reload()
             # 127.0.0.1 is no proxy any more: its X-Forwarded-For says nothing.
             assert (await get(proxy.port, "/x", forwarded)).status == 200
@@ -538,10 +541,7 @@ async def test_a_reload_with_a_new_secret_checks_tokens_with_it(tmp_path: Path) 
         path = tmp_path / "phantom.toml"
 
         def write(secret: str) -> None:
-            path.write_text(
-                f'listen = "127.0.0.1"\nhttp_port = 0\n[jwt]\nsecret = "{secret}"\n'
-                f'[server.app]\nproxy_url = "{origin.url}"\nauth_required = true\n'
-            )
+            write_config(path, origin, f'[jwt]\nsecret = "{secret}"', "auth_required = true")
 
         write(SECRET)
         async with create_proxy(path) as proxy:
